@@ -1,0 +1,391 @@
+//! The socket load generator: a known mix of about N TCP sockets in the
+//! calling thread's (private) network namespace.
+//!
+//! A process may hold at most 20000 fds here, so the client ends live in
+//! helper processes (the bench binary re-executed in helper mode `load`), each
+//! holding up to `PER_HELPER` connections. The server ends cost no fd at all:
+//! nobody accepts them, so each sits as a full socket in its listener's accept
+//! queue. Every connection therefore yields two sockets for one fd:
+//!
+//! - 90%: client ESTABLISHED + server ESTABLISHED (unaccepted);
+//! - 10%: the client shuts down its write side right away, giving a client
+//!   FIN_WAIT2 (not orphaned, so it never times out) + server CLOSE_WAIT;
+//! - about 1% of N: TIME_WAIT, made by the bench itself (connect, accept,
+//!   client closes first, then the server): these expire after 60 s, so the
+//!   mix is printed before and after the measurements;
+//! - 64 IPv4 listeners on 127.0.0.1, 16 IPv6 listeners on ::1, and one more
+//!   IPv4 listener used to make the TIME_WAIT sockets.
+//!
+//! About 10% of the connections (at most 50000) are IPv6 when the namespace
+//! has IPv6. Source addresses are bound explicitly: IPv4 clients use
+//! 127.1.a.b with ports 10000..59999 (50000 per address), IPv6 clients use
+//! ::1 with the same port range, so 4-tuples, ports and backlogs never run out
+//! and no connect() ever searches for a free port. Client sockets carry
+//! SO_LINGER {on, 0} so that killing a helper resets its connections at once
+//! instead of leaving half a million orphans to time out.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sockdiag_exporter::netns;
+
+/// Environment variable carrying a load helper's assignment.
+pub const LOAD_ENV: &str = "SOCKDIAG_BENCH_LOAD";
+/// Connections per helper process (fd limit 20000, keep a margin).
+pub const PER_HELPER: u64 = 19_000;
+const LISTENERS_V4: u16 = 64;
+const LISTENERS_V6: u16 = 16;
+const LISTEN_PORT_BASE: u16 = 2000;
+const TW_LISTEN_PORT: u16 = 1999;
+const SRC_PORT_BASE: u64 = 10_000;
+const SRC_PORTS: u64 = 50_000;
+const V6_MAX_CONNS: u64 = SRC_PORTS;
+const BACKLOG: i32 = 262_144;
+/// Every SHUT_EVERY-th connection is half-closed by its client.
+const SHUT_EVERY: u64 = 10;
+
+/// Per-namespace sysctls for the load (the calling thread's namespace).
+pub fn tune_namespace() -> io::Result<()> {
+    netns::write_sysctl("net/core/somaxconn", &BACKLOG.to_string())?;
+    netns::write_sysctl("net/ipv4/tcp_max_syn_backlog", &BACKLOG.to_string())?;
+    netns::write_sysctl("net/ipv4/tcp_max_tw_buckets", "4000000")?;
+    // On loopback connects would otherwise recycle TIME_WAIT sockets.
+    netns::write_sysctl("net/ipv4/tcp_tw_reuse", "0")?;
+    netns::write_sysctl("net/ipv4/ip_local_port_range", "1024 65535")?;
+    Ok(())
+}
+
+/// How many sockets of each kind a size asks for.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub v6: bool,
+    pub conns4: u64,
+    pub conns6: u64,
+    pub time_wait: u64,
+    pub listeners: u64,
+}
+
+impl Plan {
+    pub fn new(target: u64, v6: bool) -> Plan {
+        let listeners = LISTENERS_V4 as u64 + 1 + if v6 { LISTENERS_V6 as u64 } else { 0 };
+        let time_wait = target / 100;
+        let conns = target.saturating_sub(listeners + time_wait) / 2;
+        let conns6 = if v6 { (conns / 10).min(V6_MAX_CONNS) } else { 0 };
+        Plan { v6, conns4: conns - conns6, conns6, time_wait, listeners }
+    }
+
+    pub fn helpers(&self) -> u64 {
+        self.conns4.div_ceil(PER_HELPER) + self.conns6.div_ceil(PER_HELPER)
+    }
+}
+
+/// A built load: listeners held here, client ends held by helper processes.
+pub struct Load {
+    pub plan: Plan,
+    listeners: Vec<OwnedFd>,
+    helpers: Vec<(Child, ChildStdin)>,
+    pub build_time: Duration,
+    pub failed_connects: u64,
+}
+
+fn sockaddr_v4(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain old data.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes(ip);
+    sa
+}
+
+fn sockaddr_v6_loopback(port: u16) -> libc::sockaddr_in6 {
+    // SAFETY: sockaddr_in6 is plain old data.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_port = port.to_be();
+    sa.sin6_addr.s6_addr[15] = 1;
+    sa
+}
+
+enum Addr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl Addr {
+    fn family(&self) -> libc::c_int {
+        match self {
+            Addr::V4(_) => libc::AF_INET,
+            Addr::V6(_) => libc::AF_INET6,
+        }
+    }
+    fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        match self {
+            Addr::V4(a) => (
+                a as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            Addr::V6(a) => (
+                a as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            ),
+        }
+    }
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn tcp_socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned by the returned OwnedFd.
+    let fd = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd is a fresh, open descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: v points to a live T of the given size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn bind(fd: &OwnedFd, a: &Addr) -> io::Result<()> {
+    let (p, l) = a.as_ptr();
+    // SAFETY: p/l describe a live sockaddr.
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), p, l) }).map(drop)
+}
+
+fn connect(fd: &OwnedFd, a: &Addr) -> io::Result<()> {
+    let (p, l) = a.as_ptr();
+    loop {
+        // SAFETY: p/l describe a live sockaddr.
+        let r = unsafe { libc::connect(fd.as_raw_fd(), p, l) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn listener(a: Addr) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(a.family())?;
+    if let Addr::V6(_) = a {
+        setsockopt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &1i32)?;
+    }
+    bind(&fd, &a)?;
+    // SAFETY: fd is a bound stream socket.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) })?;
+    Ok(fd)
+}
+
+/// IPv4 client source for connection `i` of a group: 127.<group>.a.b, port.
+fn v4_src(group: u8, i: u64) -> Addr {
+    let k = i / SRC_PORTS;
+    let ip = [127, group, (k / 250) as u8, (k % 250 + 1) as u8];
+    Addr::V4(sockaddr_v4(ip, (SRC_PORT_BASE + i % SRC_PORTS) as u16))
+}
+
+/// Whether the calling thread's namespace can bind ::1.
+pub fn have_ipv6() -> bool {
+    listener(Addr::V6(sockaddr_v6_loopback(LISTEN_PORT_BASE - 2))).is_ok()
+}
+
+impl Load {
+    /// Builds the load for `plan` in the calling thread's namespace, using
+    /// `exe` (the bench binary) re-executed in helper mode for client ends.
+    pub fn build(plan: Plan, exe: &Path, helper_env: &str) -> io::Result<Load> {
+        let start = Instant::now();
+        let mut load = Load {
+            plan: plan.clone(),
+            listeners: Vec::new(),
+            helpers: Vec::new(),
+            build_time: Duration::ZERO,
+            failed_connects: 0,
+        };
+        for j in 0..LISTENERS_V4 {
+            load.listeners.push(listener(Addr::V4(sockaddr_v4([127, 0, 0, 1], LISTEN_PORT_BASE + j)))?);
+        }
+        if plan.v6 {
+            for j in 0..LISTENERS_V6 {
+                load.listeners.push(listener(Addr::V6(sockaddr_v6_loopback(LISTEN_PORT_BASE + j)))?);
+            }
+        }
+        let tw_listener = listener(Addr::V4(sockaddr_v4([127, 0, 0, 1], TW_LISTEN_PORT)))?;
+
+        // Helper assignments: (family, first index, count).
+        let mut jobs = Vec::new();
+        for (fam, total) in [(4u8, plan.conns4), (6u8, plan.conns6)] {
+            let mut first = 0;
+            while first < total {
+                let count = PER_HELPER.min(total - first);
+                jobs.push((fam, first, count));
+                first += count;
+            }
+        }
+        // At most WAVE helpers connect at once: two cores are shared.
+        const WAVE: usize = 4;
+        for wave in jobs.chunks(WAVE) {
+            let mut started = Vec::new();
+            for &(fam, first, count) in wave {
+                let mut child = Command::new(exe)
+                    .env(helper_env, "load")
+                    .env(LOAD_ENV, format!("{fam} {first} {count}"))
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()?;
+                let stdin = child.stdin.take().expect("piped stdin");
+                started.push((child, stdin));
+            }
+            for (mut child, stdin) in started {
+                let mut line = String::new();
+                let out = child.stdout.take().expect("piped stdout");
+                BufReader::new(out).read_line(&mut line)?;
+                // "ready ok=N failed=M"
+                let failed = line
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("failed="))
+                    .and_then(|v| v.parse::<u64>().ok());
+                load.helpers.push((child, stdin));
+                match failed {
+                    Some(f) => load.failed_connects += f,
+                    None => {
+                        return Err(io::Error::other(format!(
+                            "load helper did not report ready: {line:?}"
+                        )))
+                    }
+                }
+            }
+        }
+
+        load.make_time_wait(&tw_listener)?;
+        load.listeners.push(tw_listener);
+        load.build_time = start.elapsed();
+        Ok(load)
+    }
+
+    /// TIME_WAIT sockets: connect, accept, close the client first, then the
+    /// server end; the client side lingers in TIME_WAIT (60 s).
+    fn make_time_wait(&mut self, tw_listener: &OwnedFd) -> io::Result<()> {
+        let dst = Addr::V4(sockaddr_v4([127, 0, 0, 1], TW_LISTEN_PORT));
+        let mut done = 0;
+        while done < self.plan.time_wait {
+            let batch = 2000.min(self.plan.time_wait - done);
+            let mut clients = Vec::with_capacity(batch as usize);
+            for i in done..done + batch {
+                let fd = tcp_socket(libc::AF_INET)?;
+                bind(&fd, &v4_src(3, i))?;
+                connect(&fd, &dst)?;
+                clients.push(fd);
+            }
+            let mut servers = Vec::with_capacity(batch as usize);
+            for _ in 0..batch {
+                // SAFETY: accept on a listening socket; null peer address.
+                let fd = cvt(unsafe {
+                    libc::accept4(tw_listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+                })?;
+                // SAFETY: fd is a fresh, open descriptor.
+                servers.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+            drop(clients);
+            std::thread::sleep(Duration::from_millis(5));
+            drop(servers);
+            done += batch;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
+    }
+
+    /// Kills the helper processes this load started (by PID) and reaps them,
+    /// then closes the listeners; the unaccepted server ends go with them.
+    pub fn teardown(mut self) {
+        for (child, _) in &self.helpers {
+            // SAFETY: kill(2) on a PID we spawned and have not reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        }
+        for (mut child, stdin) in self.helpers.drain(..) {
+            drop(stdin);
+            let _ = child.wait();
+        }
+        self.listeners.clear();
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        // On an early return or panic: the same teardown, by PID only.
+        for (child, _) in &mut self.helpers {
+            // SAFETY: kill(2) on a PID we spawned and have not reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Helper mode `load`: opens the assigned connections, reports
+/// `ready ok=N failed=M`, then holds them until stdin closes or it is killed.
+pub fn helper() -> io::Result<()> {
+    let spec = std::env::var(LOAD_ENV).map_err(|_| io::Error::other("no load assignment"))?;
+    let v: Vec<u64> = spec.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    let [fam, first, count] = v[..] else {
+        return Err(io::Error::other(format!("bad load assignment {spec:?}")));
+    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let timeout = libc::timeval { tv_sec: 3, tv_usec: 0 };
+    let mut held = Vec::with_capacity(count as usize);
+    let mut failed = 0u64;
+    for i in first..first + count {
+        let (src, dst) = if fam == 6 {
+            let s = sockaddr_v6_loopback((SRC_PORT_BASE + i % SRC_PORTS) as u16);
+            (Addr::V6(s), Addr::V6(sockaddr_v6_loopback(LISTEN_PORT_BASE + (i % LISTENERS_V6 as u64) as u16)))
+        } else {
+            (v4_src(1, i), Addr::V4(sockaddr_v4([127, 0, 0, 1], LISTEN_PORT_BASE + (i % LISTENERS_V4 as u64) as u16)))
+        };
+        let fd = tcp_socket(src.family())?;
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
+        // Bounds a connect whose SYN is dropped (full backlog) to 3 s.
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)?;
+        if let Err(e) = bind(&fd, &src).and_then(|_| connect(&fd, &dst)) {
+            failed += 1;
+            if failed <= 3 {
+                eprintln!("load helper: connection {i} (family {fam}): {e}");
+            }
+            if failed > 100 {
+                break;
+            }
+            continue;
+        }
+        if i % SHUT_EVERY == 0 {
+            // SAFETY: shutdown(2) on an open, connected socket.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+        }
+        held.push(fd);
+    }
+    let mut out = io::stdout().lock();
+    writeln!(out, "ready ok={} failed={failed}", held.len())?;
+    out.flush()?;
+    drop(out);
+    // Hold everything until the bench closes our stdin or kills us.
+    let mut sink = [0u8; 64];
+    while io::stdin().read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+    drop(held);
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Running one measured subprocess: wall time from spawn to reap, and its peak
+//! RSS from wait4's rusage, so every row of the table is measured the same way.
+
+use std::io::{self, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one run of a subprocess cost, and what it printed.
+pub struct Run {
+    /// From just before spawn to wait4 returning (includes exec and start-up).
+    pub wall: Duration,
+    /// ru_maxrss of the reaped child, in KiB.
+    pub maxrss_kib: u64,
+    /// Exit status as wait4 reported it (raw).
+    pub status: i32,
+    /// Standard output, unless the caller asked only for a line count.
+    pub stdout: Vec<u8>,
+    /// Number of '\n' in standard output.
+    pub lines: u64,
+}
+
+impl Run {
+    pub fn success(&self) -> bool {
+        libc::WIFEXITED(self.status) && libc::WEXITSTATUS(self.status) == 0
+    }
+}
+
+/// Spawns `cmd`, drains its stdout (kept if `keep_stdout`, else only counted),
+/// then reaps it with wait4. Stderr is inherited unless the caller set it.
+///
+/// The drain happens on this thread while the child runs, as `cmd | wc -l`
+/// would, so a child that prints 100 MB (ss at 1M sockets) is not throttled
+/// by a full pipe any more than it would be in a shell.
+pub fn run(cmd: &mut Command, keep_stdout: bool) -> io::Result<Run> {
+    cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut kept = Vec::new();
+    let mut lines = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        if keep_stdout {
+            kept.extend_from_slice(&buf[..n]);
+        }
+    }
+    drop(out);
+    let (status, maxrss_kib) = wait4(pid)?;
+    let wall = start.elapsed();
+    // The child is reaped; std's Child must not wait on it again.
+    std::mem::forget(child);
+    Ok(Run { wall, maxrss_kib, status, stdout: kept, lines })
+}
+
+/// Reaps `pid`, returning its raw status and ru_maxrss (KiB).
+pub fn wait4(pid: libc::pid_t) -> io::Result<(i32, u64)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it for the reaped child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pid is our own child; status and ru are valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            return Ok((status, ru.ru_maxrss as u64));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Median of a non-empty sample (mean of the middle two for even sizes).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = s.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+pub fn min(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(f64::INFINITY, f64::min)
+}
+
+pub fn max(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+}
