@@ -2,6 +2,14 @@
 //! sock_diag and served as Prometheus metrics.
 //!
 //! Data flow, one module per step:
-//! netlink dump -> aggregate -> metrics catalogue -> render -> cache -> serve / dump.
+//! `transport` (netlink dump) -> `parse` -> `aggregate` -> `collect` ->
+//! `metrics` (catalogue) -> `render` -> `cache` -> `serve` / `dump`.
+//! `diag` models the kernel structs once; `cli` and `log` sit around it.
 
+pub mod aggregate;
+pub mod collect;
+pub mod diag;
+pub mod log;
 pub mod netns;
+pub mod parse;
+pub mod transport;
