@@ -308,7 +308,7 @@ mod tests {
                         if len < 16 {
                             break;
                         }
-                        at += (len + 3) / 4 * 4;
+                        at += crate::diag::nlmsg_align(len);
                     }
                     let n = d.len().min(buf.len());
                     buf[..n].copy_from_slice(&d[..n]);

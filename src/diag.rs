@@ -14,6 +14,11 @@ use netlink_packet_sock_diag::{
 
 /// Size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
+/// Rounds a message length up to the 4-byte boundary the next message starts on.
+pub fn nlmsg_align(len: usize) -> usize {
+    len.div_ceil(4) * 4
+}
+
 /// `NLMSG_NOOP`: nothing to do, skip.
 pub const NLMSG_NOOP: u16 = 1;
 /// `NLMSG_ERROR`: payload is `int error` followed by the offending header.

@@ -11,7 +11,7 @@ use std::fmt;
 use netlink_packet_core::NetlinkBuffer;
 
 use crate::diag::{
-    InetDiagMsg, INET_DIAG_MSG_LEN, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSG_NOOP,
+    nlmsg_align, InetDiagMsg, INET_DIAG_MSG_LEN, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSG_NOOP,
     NLMSG_OVERRUN, NLM_F_DUMP_INTR,
 };
 
@@ -217,7 +217,7 @@ where
             kind => return Err(ParseError::UnexpectedType { kind }),
         }
         // Messages are padded to 4 bytes; the last one may end the datagram.
-        offset = (offset + (len as usize + 3) / 4 * 4).min(buf.len());
+        offset = (offset + nlmsg_align(len as usize)).min(buf.len());
     }
     Ok(())
 }
@@ -296,13 +296,10 @@ pub(crate) mod tests {
         nlmsg(NLMSG_DONE, 2, 5, 77, &code.to_ne_bytes())
     }
 
-    fn walk(
-        buf: &[u8],
-    ) -> (
-        Result<(), ParseError>,
-        Progress,
-        Vec<(u8, u8, u16, u32, u32)>,
-    ) {
+    /// (family, state, local port, rqueue, wqueue) of each socket seen.
+    type Seen = Vec<(u8, u8, u16, u32, u32)>;
+
+    fn walk(buf: &[u8]) -> (Result<(), ParseError>, Progress, Seen) {
         let mut progress = Progress::default();
         let mut seen = Vec::new();
         let result = walk_datagram(buf, &EXPECT, &mut progress, |m| {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
-use crate::diag::{DumpRequest, NLMSG_HDRLEN};
+use crate::diag::{nlmsg_align, DumpRequest, NLMSG_HDRLEN};
 
 /// A message-oriented channel to something that answers dump requests.
 pub trait Transport {
@@ -201,7 +201,7 @@ fn with_sequence(datagram: &[u8], from: u32, to: u32) -> Vec<u8> {
         if len < NLMSG_HDRLEN {
             break;
         }
-        offset += (len + 3) / 4 * 4;
+        offset += nlmsg_align(len);
     }
     out
 }
