@@ -7,9 +7,13 @@
 //! `diag` models the kernel structs once; `cli` and `log` sit around it.
 
 pub mod aggregate;
+pub mod cache;
 pub mod collect;
 pub mod diag;
+pub mod exporter;
 pub mod log;
+pub mod metrics;
 pub mod netns;
 pub mod parse;
+pub mod render;
 pub mod transport;
