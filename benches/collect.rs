@@ -41,7 +41,9 @@ fn main() {
             "two-dump" => probes::two_dump(),
             "mix" => probes::mix(),
             "proc" => probes::proc_tcp(),
-            other => Err(std::io::Error::other(format!("unknown helper mode {other:?}"))),
+            other => Err(std::io::Error::other(format!(
+                "unknown helper mode {other:?}"
+            ))),
         };
         if let Err(e) = r {
             eprintln!("bench helper {mode}: {e}");
@@ -59,7 +61,11 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().replace('_', "").parse().ok())
         .collect();
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let exe = std::env::current_exe().expect("current_exe");
     let target_dir = target_dir(&exe);
 
@@ -101,7 +107,10 @@ fn main() {
 
 /// target/ from target/release/deps/collect-HASH.
 fn target_dir(exe: &Path) -> PathBuf {
-    exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("target"))
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 fn mem_available_kib() -> u64 {
@@ -247,7 +256,10 @@ fn bench_size(
             }
         }
     }
-    println!("measured {runs} rounds in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "measured {runs} rounds in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     if let Some(ne) = node {
         // VmHWM covers every scrape this node_exporter served at this size.
         let hwm = ne.vm_hwm_kib() as f64;
@@ -287,7 +299,9 @@ fn ours_ready() -> Result<(), String> {
         ));
     }
     if metric_value(&text, "sockdiag_collect_duration_seconds{").is_none() {
-        return Err("`dump` printed no sockdiag_collect_duration_seconds (binary still a stub?)".into());
+        return Err(
+            "`dump` printed no sockdiag_collect_duration_seconds (binary still a stub?)".into(),
+        );
     }
     Ok(())
 }
@@ -309,7 +323,9 @@ fn metric_sum(text: &str, prefix: &str) -> f64 {
 }
 
 fn kv(text: &str, key: &str) -> Option<f64> {
-    text.split_whitespace().find_map(|t| t.strip_prefix(key)).and_then(|v| v.parse().ok())
+    text.split_whitespace()
+        .find_map(|t| t.strip_prefix(key))
+        .and_then(|v| v.parse().ok())
 }
 
 /// One measurement: (wall s, internal s, peak RSS KiB, sockets the tool saw).
@@ -325,11 +341,23 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
         Tool::Node => {
             let ne = node.ok_or("no node_exporter")?;
             let (took, body) = ne.scrape().map_err(|e| e.to_string())?;
-            let internal = metric_value(&body, "node_scrape_collector_duration_seconds{collector=\"tcpstat\"}");
-            if metric_value(&body, "node_scrape_collector_success{collector=\"tcpstat\"}") != Some(1.0) {
+            let internal = metric_value(
+                &body,
+                "node_scrape_collector_duration_seconds{collector=\"tcpstat\"}",
+            );
+            if metric_value(
+                &body,
+                "node_scrape_collector_success{collector=\"tcpstat\"}",
+            ) != Some(1.0)
+            {
                 return Err("tcpstat collector did not succeed".into());
             }
-            return Ok((took.as_secs_f64(), internal, None, nodeexp::connection_states_total(&body)));
+            return Ok((
+                took.as_secs_f64(),
+                internal,
+                None,
+                nodeexp::connection_states_total(&body),
+            ));
         }
         Tool::TwoDump => (helper("two-dump"), true),
         Tool::Proc => (helper("proc"), true),
@@ -346,14 +374,28 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
     };
     let run = measure::run(&mut cmd, keep).map_err(|e| format!("{}: {e}", tool.name()))?;
     if !run.success() {
-        return Err(format!("{} exited with status {:#x}", tool.name(), run.status));
+        return Err(format!(
+            "{} exited with status {:#x}",
+            tool.name(),
+            run.status
+        ));
     }
     let out = String::from_utf8_lossy(&run.stdout);
     let wall = run.wall.as_secs_f64();
     let rss = Some(run.maxrss_kib);
     Ok(match tool {
-        Tool::TwoDump => (wall, kv(&out, "duration_seconds="), rss, kv(&out, "messages=").unwrap_or(0.0) as u64),
-        Tool::Proc => (wall, kv(&out, "duration_seconds="), rss, kv(&out, "sockets=").unwrap_or(0.0) as u64),
+        Tool::TwoDump => (
+            wall,
+            kv(&out, "duration_seconds="),
+            rss,
+            kv(&out, "messages=").unwrap_or(0.0) as u64,
+        ),
+        Tool::Proc => (
+            wall,
+            kv(&out, "duration_seconds="),
+            rss,
+            kv(&out, "sockets=").unwrap_or(0.0) as u64,
+        ),
         Tool::Ss => (wall, None, rss, run.lines.saturating_sub(1)),
         Tool::Ours(_) => (
             wall,
@@ -406,7 +448,10 @@ impl SizeReport {
             self.target,
             self.runs
         ));
-        o.push_str(&format!("- load built in {:.1} s, {} failed connects\n", self.build_secs, self.failed_connects));
+        o.push_str(&format!(
+            "- load built in {:.1} s, {} failed connects\n",
+            self.build_secs, self.failed_connects
+        ));
         o.push_str(&format!("- mix before: {}\n", self.mix_before.summary()));
         o.push_str(&format!("- mix after:  {}\n", self.mix_after.summary()));
         for n in &self.notes {
@@ -418,7 +463,11 @@ impl SizeReport {
         let base = self.row(Tool::TwoDump);
         for (t, s) in &self.rows {
             if s.wall.is_empty() {
-                o.push_str(&format!("| {} | failed: {} | | | | | | |\n", t.name(), s.errors.join("; ")));
+                o.push_str(&format!(
+                    "| {} | failed: {} | | | | | | |\n",
+                    t.name(),
+                    s.errors.join("; ")
+                ));
                 continue;
             }
             o.push_str(&format!(
@@ -440,7 +489,11 @@ impl SizeReport {
                 median(&s.seen),
             ));
             if !s.errors.is_empty() {
-                o.push_str(&format!("|   ({} failed runs: {}) | | | | | | | |\n", s.errors.len(), s.errors.join("; ")));
+                o.push_str(&format!(
+                    "|   ({} failed runs: {}) | | | | | | | |\n",
+                    s.errors.len(),
+                    s.errors.join("; ")
+                ));
             }
         }
         o.push('\n');
@@ -451,17 +504,26 @@ impl SizeReport {
     /// The targets (stated for 1M sockets; shown at every size).
     fn targets(&self) -> String {
         let mut o = String::new();
-        let official = if self.target == 1_000_000 { "" } else { " (targets are set for 1M; informational here)" };
+        let official = if self.target == 1_000_000 {
+            ""
+        } else {
+            " (targets are set for 1M; informational here)"
+        };
         o.push_str(&format!("targets{official}:\n"));
         let base = self.row(Tool::TwoDump);
         let node = self.row(Tool::Node);
         let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
         let mut any = false;
         for m in DUMP_MODES {
-            let Some(s) = self.row(Tool::Ours(m)).filter(|s| !s.wall.is_empty()) else { continue };
+            let Some(s) = self.row(Tool::Ours(m)).filter(|s| !s.wall.is_empty()) else {
+                continue;
+            };
             any = true;
             if let Some(r) = base.and_then(|b| ratio(&s.wall, &b.wall)) {
-                o.push_str(&format!("- {m}: wall {r:.2}x of the two-dump loop (<= 0.90x): {}\n", verdict(r <= 0.90)));
+                o.push_str(&format!(
+                    "- {m}: wall {r:.2}x of the two-dump loop (<= 0.90x): {}\n",
+                    verdict(r <= 0.90)
+                ));
             }
             match node.and_then(|nd| ratio(&nd.wall, &s.wall)) {
                 Some(r) => o.push_str(&format!(
@@ -471,7 +533,10 @@ impl SizeReport {
                 None => o.push_str(&format!("- {m}: node_exporter comparison: not measured\n")),
             }
             let rss = measure::max(&s.rss_kib) / 1024.0;
-            o.push_str(&format!("- {m}: peak RSS {rss:.1} MiB (<= 10 MiB): {}\n", verdict(rss <= 10.0)));
+            o.push_str(&format!(
+                "- {m}: peak RSS {rss:.1} MiB (<= 10 MiB): {}\n",
+                verdict(rss <= 10.0)
+            ));
         }
         if !any {
             o.push_str("- not evaluated: our binary was not measured\n");

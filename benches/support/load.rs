@@ -73,8 +73,18 @@ impl Plan {
         let listeners = LISTENERS_V4 as u64 + 1 + if v6 { LISTENERS_V6 as u64 } else { 0 };
         let time_wait = target / 100;
         let conns = target.saturating_sub(listeners + time_wait) / 2;
-        let conns6 = if v6 { (conns / 10).min(V6_MAX_CONNS) } else { 0 };
-        Plan { v6, conns4: conns - conns6, conns6, time_wait, listeners }
+        let conns6 = if v6 {
+            (conns / 10).min(V6_MAX_CONNS)
+        } else {
+            0
+        };
+        Plan {
+            v6,
+            conns4: conns - conns6,
+            conns6,
+            time_wait,
+            listeners,
+        }
     }
 
     pub fn helpers(&self) -> u64 {
@@ -221,11 +231,16 @@ impl Load {
             failed_connects: 0,
         };
         for j in 0..LISTENERS_V4 {
-            load.listeners.push(listener(Addr::V4(sockaddr_v4([127, 0, 0, 1], LISTEN_PORT_BASE + j)))?);
+            load.listeners.push(listener(Addr::V4(sockaddr_v4(
+                [127, 0, 0, 1],
+                LISTEN_PORT_BASE + j,
+            )))?);
         }
         if plan.v6 {
             for j in 0..LISTENERS_V6 {
-                load.listeners.push(listener(Addr::V6(sockaddr_v6_loopback(LISTEN_PORT_BASE + j)))?);
+                load.listeners.push(listener(Addr::V6(sockaddr_v6_loopback(
+                    LISTEN_PORT_BASE + j,
+                )))?);
             }
         }
         let tw_listener = listener(Addr::V4(sockaddr_v4([127, 0, 0, 1], TW_LISTEN_PORT)))?;
@@ -300,7 +315,12 @@ impl Load {
             for _ in 0..batch {
                 // SAFETY: accept on a listening socket; null peer address.
                 let fd = cvt(unsafe {
-                    libc::accept4(tw_listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+                    libc::accept4(
+                        tw_listener.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC,
+                    )
                 })?;
                 // SAFETY: fd is a fresh, open descriptor.
                 servers.push(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -344,20 +364,40 @@ impl Drop for Load {
 /// `ready ok=N failed=M`, then holds them until stdin closes or it is killed.
 pub fn helper() -> io::Result<()> {
     let spec = std::env::var(LOAD_ENV).map_err(|_| io::Error::other("no load assignment"))?;
-    let v: Vec<u64> = spec.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    let v: Vec<u64> = spec
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
     let [fam, first, count] = v[..] else {
         return Err(io::Error::other(format!("bad load assignment {spec:?}")));
     };
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    let timeout = libc::timeval { tv_sec: 3, tv_usec: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let timeout = libc::timeval {
+        tv_sec: 3,
+        tv_usec: 0,
+    };
     let mut held = Vec::with_capacity(count as usize);
     let mut failed = 0u64;
     for i in first..first + count {
         let (src, dst) = if fam == 6 {
             let s = sockaddr_v6_loopback((SRC_PORT_BASE + i % SRC_PORTS) as u16);
-            (Addr::V6(s), Addr::V6(sockaddr_v6_loopback(LISTEN_PORT_BASE + (i % LISTENERS_V6 as u64) as u16)))
+            (
+                Addr::V6(s),
+                Addr::V6(sockaddr_v6_loopback(
+                    LISTEN_PORT_BASE + (i % LISTENERS_V6 as u64) as u16,
+                )),
+            )
         } else {
-            (v4_src(1, i), Addr::V4(sockaddr_v4([127, 0, 0, 1], LISTEN_PORT_BASE + (i % LISTENERS_V4 as u64) as u16)))
+            (
+                v4_src(1, i),
+                Addr::V4(sockaddr_v4(
+                    [127, 0, 0, 1],
+                    LISTEN_PORT_BASE + (i % LISTENERS_V4 as u64) as u16,
+                )),
+            )
         };
         let fd = tcp_socket(src.family())?;
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;

@@ -57,7 +57,13 @@ pub fn run(cmd: &mut Command, keep_stdout: bool) -> io::Result<Run> {
     let wall = start.elapsed();
     // The child is reaped; std's Child must not wait on it again.
     std::mem::forget(child);
-    Ok(Run { wall, maxrss_kib, status, stdout: kept, lines })
+    Ok(Run {
+        wall,
+        maxrss_kib,
+        status,
+        stdout: kept,
+        lines,
+    })
 }
 
 /// Reaps `pid`, returning its raw status and ru_maxrss (KiB).

@@ -52,7 +52,10 @@ pub fn ensure(dir: &Path) -> Result<PathBuf, String> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok || !bin.is_file() {
-        return Err(format!("dpkg -x {} did not give {BIN_IN_DEB}", deb.display()));
+        return Err(format!(
+            "dpkg -x {} did not give {BIN_IN_DEB}",
+            deb.display()
+        ));
     }
     Ok(bin)
 }
@@ -77,7 +80,10 @@ impl NodeExporter {
             .spawn()?;
         let ne = NodeExporter { child, addr };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(ne.addr).map(|s| reset_on_close(&s)).is_err() {
+        while TcpStream::connect(ne.addr)
+            .map(|s| reset_on_close(&s))
+            .is_err()
+        {
             if Instant::now() > deadline {
                 return Err(io::Error::other("node_exporter did not listen within 10 s"));
             }
@@ -103,13 +109,17 @@ impl NodeExporter {
                 text.lines().next().unwrap_or("")
             )));
         }
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Ok((took, body))
     }
 
     /// Peak RSS so far (VmHWM), KiB.
     pub fn vm_hwm_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -130,7 +140,10 @@ impl NodeExporter {
 /// probes leave no TIME_WAIT behind in the measured namespace.
 fn reset_on_close(s: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: l is a live linger struct of the size passed.
     unsafe {
         libc::setsockopt(

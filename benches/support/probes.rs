@@ -65,12 +65,19 @@ impl DiagSocket {
     fn open() -> io::Result<Self> {
         // SAFETY: plain socket(2) call.
         let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(DiagSocket { fd, buf: vec![0u8; RECV_BUF] })
+        Ok(DiagSocket {
+            fd,
+            buf: vec![0u8; RECV_BUF],
+        })
     }
 
     /// Dumps all TCP sockets of `family`, calling `f(payload)` with each
@@ -109,7 +116,12 @@ impl DiagSocket {
         loop {
             // SAFETY: buf is RECV_BUF bytes long and owned by self.
             let n = unsafe {
-                libc::recv(self.fd, self.buf.as_mut_ptr() as *mut libc::c_void, RECV_BUF, 0)
+                libc::recv(
+                    self.fd,
+                    self.buf.as_mut_ptr() as *mut libc::c_void,
+                    RECV_BUF,
+                    0,
+                )
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -125,7 +137,10 @@ impl DiagSocket {
                 let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
                 let ty = u16::from_ne_bytes([b[4], b[5]]);
                 if len < 16 || len > b.len() {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "bad nlmsg length"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "bad nlmsg length",
+                    ));
                 }
                 match ty {
                     NLMSG_DONE => return Ok(()),
@@ -181,10 +196,10 @@ impl Mix {
     pub fn to_lines(&self) -> String {
         let mut s = String::new();
         for (fi, fam) in ["ipv4", "ipv6"].iter().enumerate() {
-            for st in 1..12 {
+            for (st, name) in STATE_NAMES.iter().enumerate().skip(1) {
                 s.push_str(&format!(
-                    "{fam} {} {} {} {}\n",
-                    STATE_NAMES[st], self.count[fi][st], self.rq[fi][st], self.wq[fi][st]
+                    "{fam} {name} {} {} {}\n",
+                    self.count[fi][st], self.rq[fi][st], self.wq[fi][st]
                 ));
             }
         }
@@ -194,12 +209,12 @@ impl Mix {
     /// One line: `established 900 (v4 850, v6 50), ...`, non-zero states only.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
-        for st in 1..12 {
+        for (st, name) in STATE_NAMES.iter().enumerate().skip(1) {
             let t = self.state_total(st);
             if t > 0 {
                 parts.push(format!(
-                    "{} {} (v4 {}, v6 {})",
-                    STATE_NAMES[st], t, self.count[0][st], self.count[1][st]
+                    "{name} {t} (v4 {}, v6 {})",
+                    self.count[0][st], self.count[1][st]
                 ));
             }
         }
@@ -257,9 +272,13 @@ fn hex(b: &[u8]) -> u64 {
 fn parse_proc_line(m: &mut Mix, fi: usize, line: &[u8]) {
     // "  sl  local_address rem_address   st tx_queue:rx_queue ..."
     let mut fields = line.split(|&c| c == b' ').filter(|f| !f.is_empty());
-    let (Some(_sl), Some(_l), Some(_r), Some(st), Some(q)) =
-        (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
-    else {
+    let (Some(_sl), Some(_l), Some(_r), Some(st), Some(q)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
         return;
     };
     let st = hex(st) as usize;
@@ -299,7 +318,10 @@ fn parse_proc_file(m: &mut Mix, fi: usize, path: &str) -> io::Result<()> {
         buf.copy_within(start..end, 0);
         filled = end - start;
         if filled == buf.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "line longer than 1 MiB"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "line longer than 1 MiB",
+            ));
         }
     }
     Ok(())
