@@ -205,8 +205,14 @@ fn bench_size(
 
     let mut notes = Vec::new();
     let mut tools = vec![Tool::TwoDump];
-    match ours_ready() {
-        Ok(()) => tools.extend(DUMP_MODES.iter().map(|&m| Tool::Ours(m))),
+    match check_ours(&mix_before) {
+        Ok(check) => {
+            for c in &check {
+                println!("{c}");
+            }
+            notes.extend(check);
+            tools.extend(DUMP_MODES.iter().map(|&m| Tool::Ours(m)));
+        }
         Err(why) => {
             println!("ours: skipped: {why}");
             notes.push(format!("ours skipped: {why}"));
@@ -231,6 +237,7 @@ fn bench_size(
     };
 
     let mut samples: Vec<Samples> = vec![Samples::default(); tools.len()];
+    let load_before = loadavg();
     let started = Instant::now();
     for round in 0..=runs {
         for k in 0..tools.len() {
@@ -256,10 +263,13 @@ fn bench_size(
             }
         }
     }
-    println!(
-        "measured {runs} rounds in {:.1} s",
-        started.elapsed().as_secs_f64()
+    let measured = format!(
+        "measured {runs} rounds in {:.1} s; load average (1/5/15 min) {load_before} before, {} after",
+        started.elapsed().as_secs_f64(),
+        loadavg()
     );
+    println!("{measured}");
+    notes.push(measured);
     if let Some(ne) = node {
         // VmHWM covers every scrape this node_exporter served at this size.
         let hwm = ne.vm_hwm_kib() as f64;
@@ -285,25 +295,83 @@ fn bench_size(
 }
 
 /// Our binary is usable once `dump` prints the collect duration metric.
-fn ours_ready() -> Result<(), String> {
-    let out = Command::new(OURS)
-        .arg("dump")
-        .output()
-        .map_err(|e| format!("cannot run {OURS}: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "`dump` exited {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+/// Each dump mode is run once and its per-family, per-state counts and queue
+/// sums are compared with the two-dump mix taken just before: any difference
+/// is returned as a note (the load is static apart from TIME_WAIT expiry).
+fn check_ours(mix: &Mix) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    for mode in DUMP_MODES {
+        let out = Command::new(OURS)
+            .args(["dump", "--collector.tcp.dump", mode])
+            .output()
+            .map_err(|e| format!("cannot run {OURS}: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "`dump --collector.tcp.dump {mode}` exited {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        if metric_value(&text, "sockdiag_collect_duration_seconds{").is_none() {
+            return Err(
+                "`dump` printed no sockdiag_collect_duration_seconds (binary still a stub?)".into(),
+            );
+        }
+        let mut diffs = Vec::new();
+        for (metric, table) in [
+            ("sockdiag_sockets{", &mix.count),
+            ("sockdiag_receive_queue_bytes{", &mix.rq),
+            ("sockdiag_send_queue_bytes{", &mix.wq),
+        ] {
+            for (fi, fam) in ["ipv4", "ipv6"].iter().enumerate() {
+                for (st, name) in probes::STATE_NAMES.iter().enumerate().skip(1) {
+                    let ours = labelled_value(&text, metric, fam, name);
+                    let want = table[fi][st] as f64;
+                    if ours != Some(want) {
+                        diffs.push(format!(
+                            "{metric}{fam},{name}}} ours {} vs {want}",
+                            ours.map(|v| v.to_string()).unwrap_or("missing".into())
+                        ));
+                    }
+                }
+            }
+        }
+        if !diffs.is_empty() {
+            notes.push(format!(
+                "CHECK ours ({mode}) differs from the two-dump mix in {} series: {}",
+                diffs.len(),
+                diffs.iter().take(6).cloned().collect::<Vec<_>>().join("; ")
+            ));
+        }
     }
-    if metric_value(&text, "sockdiag_collect_duration_seconds{").is_none() {
-        return Err(
-            "`dump` printed no sockdiag_collect_duration_seconds (binary still a stub?)".into(),
-        );
+    if notes.is_empty() {
+        notes.push("check: all three dump modes match the two-dump mix (counts and queue sums per family and state)".into());
     }
-    Ok(())
+    Ok(notes)
+}
+
+/// Value of `metric{...family="F"...state="S"...}`.
+fn labelled_value(text: &str, metric: &str, family: &str, state: &str) -> Option<f64> {
+    let fam = format!("family=\"{family}\"");
+    let st = format!("state=\"{state}\"");
+    text.lines()
+        .filter(|l| l.starts_with(metric))
+        .find(|l| {
+            let labels = l.split('}').next().unwrap_or("");
+            labels.contains(&fam) && labels.contains(&st)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// First sample value of a series whose line starts with `prefix`.

@@ -63,6 +63,7 @@ pub fn ensure(dir: &Path) -> Result<PathBuf, String> {
 /// A running node_exporter, started in the calling thread's namespace.
 pub struct NodeExporter {
     child: Child,
+    stopped: bool,
     addr: SocketAddr,
 }
 
@@ -78,7 +79,11 @@ impl NodeExporter {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        let ne = NodeExporter { child, addr };
+        let ne = NodeExporter {
+            child,
+            stopped: false,
+            addr,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(ne.addr)
             .map(|s| reset_on_close(&s))
@@ -130,9 +135,22 @@ impl NodeExporter {
 
     /// Kills it by PID and reaps it.
     pub fn stop(mut self) {
-        // SAFETY: kill(2) on the PID we spawned and have not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            // SAFETY: kill(2) on the PID we spawned and have not reaped.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
