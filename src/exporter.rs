@@ -26,8 +26,10 @@ pub struct Snapshot {
 pub struct Exporter<T> {
     collector: Collector<T>,
     metrics: Metrics,
-    /// The last error logged, so a persistent fault logs once, not per scrape.
+    /// The last error, so a persistent fault logs once, not per scrape.
     last_error: Option<String>,
+    /// Log failures (the server) or leave them to the caller (`dump`).
+    log_failures: bool,
 }
 
 impl<T: Transport> Exporter<T> {
@@ -36,7 +38,19 @@ impl<T: Transport> Exporter<T> {
             collector,
             metrics,
             last_error: None,
+            log_failures: true,
         }
+    }
+
+    /// For callers that report the error themselves.
+    pub fn quiet(mut self) -> Exporter<T> {
+        self.log_failures = false;
+        self
+    }
+
+    /// The error of the last collection, if it failed.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     pub fn collector(&self) -> &Collector<T> {
@@ -68,7 +82,7 @@ impl<T: Transport> Exporter<T> {
                     duration,
                 });
                 let message = error.to_string();
-                if self.last_error.as_deref() != Some(message.as_str()) {
+                if self.log_failures && self.last_error.as_deref() != Some(message.as_str()) {
                     log::log(
                         Level::Error,
                         "collection failed; socket series are left out until it recovers",

@@ -282,30 +282,31 @@ fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-/// Wraps a transport and writes everything it receives as a fixture.
-pub struct Recorder<T> {
+/// Wraps a transport and writes everything it sends and receives to `out`
+/// in the fixture format, as it happens.
+pub struct Recorder<T, W> {
     inner: T,
-    text: String,
+    out: W,
 }
 
-impl<T: Transport> Recorder<T> {
-    pub fn new(inner: T) -> Recorder<T> {
-        Recorder {
-            inner,
-            text: "# sockdiag_exporter fixture: netlink dump answers as received\n".into(),
-        }
+impl<T: Transport, W: io::Write> Recorder<T, W> {
+    pub fn new(inner: T, mut out: W) -> io::Result<Recorder<T, W>> {
+        writeln!(
+            out,
+            "# sockdiag_exporter fixture: netlink dump answers as received"
+        )?;
+        Ok(Recorder { inner, out })
     }
 
-    /// The recorded fixture text.
-    pub fn text(&self) -> &str {
-        &self.text
+    pub fn into_output(self) -> W {
+        self.out
     }
 }
 
-impl<T: Transport> Transport for Recorder<T> {
+impl<T: Transport, W: io::Write> Transport for Recorder<T, W> {
     fn send(&mut self, request: &[u8]) -> io::Result<()> {
         if let Some((kind, seq)) = DumpRequest::decode(request) {
-            let _ = writeln!(self.text, "dump {} seq={seq}", kind.name());
+            writeln!(self.out, "dump {} seq={seq}", kind.name())?;
         }
         self.inner.send(request)
     }
@@ -313,11 +314,12 @@ impl<T: Transport> Transport for Recorder<T> {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.recv(buf)?;
         if n > 0 {
-            self.text.push_str("recv ");
+            let mut line = String::with_capacity(6 + 2 * n);
+            line.push_str("recv ");
             for byte in &buf[..n.min(buf.len())] {
-                let _ = write!(self.text, "{byte:02x}");
+                let _ = write!(line, "{byte:02x}");
             }
-            self.text.push('\n');
+            writeln!(self.out, "{line}")?;
         }
         Ok(n)
     }
@@ -328,6 +330,21 @@ impl<T: Transport> Transport for Recorder<T> {
 
     fn reset(&mut self) -> io::Result<()> {
         self.inner.reset()
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn send(&mut self, request: &[u8]) -> io::Result<()> {
+        (**self).send(request)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).recv(buf)
+    }
+    fn port(&self) -> u32 {
+        (**self).port()
+    }
+    fn reset(&mut self) -> io::Result<()> {
+        (**self).reset()
     }
 }
 
@@ -412,14 +429,15 @@ mod tests {
             seq: 5,
             datagrams: vec![vec![0xde, 0xad]],
         }]);
-        let mut recorder = Recorder::new(inner);
+        let mut recorder = Recorder::new(inner, Vec::new()).unwrap();
         recorder
             .send(&DumpRequest::ByFamily(Family::Ipv4).encode(5))
             .unwrap();
         let mut buf = [0u8; 16];
         recorder.recv(&mut buf).unwrap();
         recorder.recv(&mut buf).unwrap();
-        let dumps = parse_fixture(recorder.text()).unwrap();
+        let text = String::from_utf8(recorder.into_output()).unwrap();
+        let dumps = parse_fixture(&text).unwrap();
         assert_eq!(dumps[0].datagrams, vec![vec![0xde, 0xad]]);
         assert_eq!(dumps[0].seq, 5);
     }
