@@ -61,16 +61,39 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().replace('_', "").parse().ok())
         .collect();
-    let runs: usize = std::env::var("BENCH_RUNS")
+    let runs_env: Option<usize> = std::env::var("BENCH_RUNS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+        .and_then(|v| v.parse().ok());
+    // Small sizes are cheap and noisier, so they get more rounds by default.
+    let runs_for = |n: u64| -> usize {
+        runs_env
+            .unwrap_or(match n {
+                0..=10_000 => 21,
+                10_001..=100_000 => 11,
+                _ => 7,
+            })
+            .max(1)
+    };
     let exe = std::env::current_exe().expect("current_exe");
     let target_dir = target_dir(&exe);
 
     println!("sockdiag_exporter collection benchmark");
-    println!("  sizes {sizes:?}, {runs} interleaved runs after 1 warm-up round, medians reported");
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "  {date}, kernel {}, {} CPUs online",
+        kernel.trim(),
+        // SAFETY: sysconf has no preconditions.
+        unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }
+    );
+    println!(
+        "  sizes {sizes:?}, runs per size {:?} (interleaved, after 1 warm-up round; medians)",
+        sizes.iter().map(|&n| runs_for(n)).collect::<Vec<_>>()
+    );
     println!("  ours: {OURS}");
     let node_bin = match nodeexp::ensure(&target_dir.join("node_exporter")) {
         Ok(b) => {
@@ -89,7 +112,14 @@ fn main() {
 
     let mut reports = Vec::new();
     for &n in &sizes {
-        match bench_size(n, runs, &exe, &target_dir, node_bin.as_deref(), have_ss) {
+        match bench_size(
+            n,
+            runs_for(n),
+            &exe,
+            &target_dir,
+            node_bin.as_deref(),
+            have_ss,
+        ) {
             Ok(r) => {
                 print!("{}", r.render());
                 reports.push(r);
@@ -144,9 +174,12 @@ impl Tool {
     }
 }
 
+/// One tool's measurements at one size. `wall` and `cpu` have one entry per
+/// round (NaN where that round failed), so ratios can pair rounds.
 #[derive(Default, Clone)]
 struct Samples {
     wall: Vec<f64>,
+    cpu: Vec<f64>,
     internal: Vec<f64>,
     rss_kib: Vec<f64>,
     seen: Vec<f64>,
@@ -248,9 +281,16 @@ fn bench_size(
                 continue; // warm-up: page cache, slab, CPU frequency
             }
             match s {
-                Ok((wall, internal, rss, seen)) => {
+                Ok(Measured {
+                    wall,
+                    cpu,
+                    internal,
+                    rss,
+                    seen,
+                }) => {
                     let t = &mut samples[i];
                     t.wall.push(wall);
+                    t.cpu.push(cpu);
                     if let Some(x) = internal {
                         t.internal.push(x);
                     }
@@ -259,7 +299,11 @@ fn bench_size(
                     }
                     t.seen.push(seen as f64);
                 }
-                Err(e) => samples[i].errors.push(e),
+                Err(e) => {
+                    samples[i].wall.push(f64::NAN);
+                    samples[i].cpu.push(f64::NAN);
+                    samples[i].errors.push(e);
+                }
             }
         }
     }
@@ -397,7 +441,18 @@ fn kv(text: &str, key: &str) -> Option<f64> {
 }
 
 /// One measurement: (wall s, internal s, peak RSS KiB, sockets the tool saw).
-type Measured = (f64, Option<f64>, Option<u64>, u64);
+struct Measured {
+    /// Wall time, s: spawn to reap, or the scrape's request to last byte.
+    wall: f64,
+    /// User + system CPU, s.
+    cpu: f64,
+    /// The tool's own duration figure, if it reports one.
+    internal: Option<f64>,
+    /// Peak RSS, KiB (node_exporter: read once at the end instead).
+    rss: Option<u64>,
+    /// Sockets the tool counted.
+    seen: u64,
+}
 
 fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<Measured, String> {
     let helper = |mode: &str| {
@@ -408,7 +463,9 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
     let (mut cmd, keep) = match tool {
         Tool::Node => {
             let ne = node.ok_or("no node_exporter")?;
+            let cpu_before = ne.cpu_seconds();
             let (took, body) = ne.scrape().map_err(|e| e.to_string())?;
+            let cpu = ne.cpu_seconds() - cpu_before;
             let internal = metric_value(
                 &body,
                 "node_scrape_collector_duration_seconds{collector=\"tcpstat\"}",
@@ -420,12 +477,13 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
             {
                 return Err("tcpstat collector did not succeed".into());
             }
-            return Ok((
-                took.as_secs_f64(),
+            return Ok(Measured {
+                wall: took.as_secs_f64(),
+                cpu,
                 internal,
-                None,
-                nodeexp::connection_states_total(&body),
-            ));
+                rss: None,
+                seen: nodeexp::connection_states_total(&body),
+            });
         }
         Tool::TwoDump => (helper("two-dump"), true),
         Tool::Proc => (helper("proc"), true),
@@ -450,36 +508,35 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
     }
     let out = String::from_utf8_lossy(&run.stdout);
     let wall = run.wall.as_secs_f64();
-    let rss = Some(run.maxrss_kib);
-    Ok(match tool {
-        Tool::TwoDump => (
-            wall,
-            kv(&out, "duration_seconds="),
-            rss,
-            kv(&out, "messages=").unwrap_or(0.0) as u64,
-        ),
-        Tool::Proc => (
-            wall,
-            kv(&out, "duration_seconds="),
-            rss,
-            kv(&out, "sockets=").unwrap_or(0.0) as u64,
-        ),
-        Tool::Ss => (wall, None, rss, run.lines.saturating_sub(1)),
+    let (internal, seen) = match tool {
+        Tool::TwoDump => (kv(&out, "duration_seconds="), kv(&out, "messages=")),
+        Tool::Proc => (kv(&out, "duration_seconds="), kv(&out, "sockets=")),
+        Tool::Ss => (None, Some(run.lines.saturating_sub(1) as f64)),
         Tool::Ours(_) => (
-            wall,
             metric_value(&out, "sockdiag_collect_duration_seconds{"),
-            rss,
-            metric_sum(&out, "sockdiag_sockets{") as u64,
+            Some(metric_sum(&out, "sockdiag_sockets{")),
         ),
         Tool::Node => unreachable!(),
+    };
+    Ok(Measured {
+        wall,
+        cpu: run.cpu.as_secs_f64(),
+        internal,
+        rss: Some(run.maxrss_kib),
+        seen: seen.unwrap_or(0.0) as u64,
     })
 }
 
+fn finite(v: &[f64]) -> Vec<f64> {
+    v.iter().cloned().filter(|x| x.is_finite()).collect()
+}
+
 fn ms(v: &[f64]) -> String {
+    let v = finite(v);
     if v.is_empty() {
         "-".into()
     } else {
-        format!("{:.1}", median(v) * 1e3)
+        format!("{:.1}", median(&v) * 1e3)
     }
 }
 
@@ -492,11 +549,7 @@ fn mib(v: &[f64]) -> String {
 }
 
 fn ratio(a: &[f64], b: &[f64]) -> Option<f64> {
-    if a.is_empty() || b.is_empty() {
-        None
-    } else {
-        Some(median(a) / median(b))
-    }
+    measure::paired_ratio(a, b)
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -526,24 +579,26 @@ impl SizeReport {
             o.push_str(&format!("- {n}\n"));
         }
         o.push('\n');
-        o.push_str("| tool | wall ms (median) | wall ms (min..max) | internal ms (median) | peak RSS MiB | wall / baseline | RSS / baseline | sockets seen |\n");
-        o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        o.push_str("| tool | wall ms (median) | wall ms (min..max) | CPU ms (median) | internal ms (median) | peak RSS MiB | wall / baseline | RSS / baseline | sockets seen |\n");
+        o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let base = self.row(Tool::TwoDump);
         for (t, s) in &self.rows {
-            if s.wall.is_empty() {
+            let wall = finite(&s.wall);
+            if wall.is_empty() {
                 o.push_str(&format!(
-                    "| {} | failed: {} | | | | | | |\n",
+                    "| {} | failed: {} | | | | | | | |\n",
                     t.name(),
                     s.errors.join("; ")
                 ));
                 continue;
             }
             o.push_str(&format!(
-                "| {} | {} | {:.1}..{:.1} | {} | {} | {} | {} | {:.0} |\n",
+                "| {} | {} | {:.1}..{:.1} | {} | {} | {} | {} | {} | {:.0} |\n",
                 t.name(),
-                ms(&s.wall),
-                measure::min(&s.wall) * 1e3,
-                measure::max(&s.wall) * 1e3,
+                ms(&wall),
+                measure::min(&wall) * 1e3,
+                measure::max(&wall) * 1e3,
+                ms(&s.cpu),
                 ms(&s.internal),
                 mib(&s.rss_kib),
                 fmt_ratio(base.and_then(|b| ratio(&s.wall, &b.wall))),
@@ -558,7 +613,7 @@ impl SizeReport {
             ));
             if !s.errors.is_empty() {
                 o.push_str(&format!(
-                    "|   ({} failed runs: {}) | | | | | | | |\n",
+                    "|   ({} failed runs: {}) | | | | | | | | |\n",
                     s.errors.len(),
                     s.errors.join("; ")
                 ));
@@ -583,7 +638,10 @@ impl SizeReport {
         let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
         let mut any = false;
         for m in DUMP_MODES {
-            let Some(s) = self.row(Tool::Ours(m)).filter(|s| !s.wall.is_empty()) else {
+            let Some(s) = self
+                .row(Tool::Ours(m))
+                .filter(|s| !finite(&s.wall).is_empty())
+            else {
                 continue;
             };
             any = true;

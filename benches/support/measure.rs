@@ -11,6 +11,8 @@ pub struct Run {
     pub wall: Duration,
     /// ru_maxrss of the reaped child, in KiB.
     pub maxrss_kib: u64,
+    /// User + system CPU time of the reaped child.
+    pub cpu: Duration,
     /// Exit status as wait4 reported it (raw).
     pub status: i32,
     /// Standard output, unless the caller asked only for a line count.
@@ -53,21 +55,26 @@ pub fn run(cmd: &mut Command, keep_stdout: bool) -> io::Result<Run> {
         }
     }
     drop(out);
-    let (status, maxrss_kib) = wait4(pid)?;
+    let (status, maxrss_kib, cpu) = wait4(pid)?;
     let wall = start.elapsed();
     // The child is reaped; std's Child must not wait on it again.
     std::mem::forget(child);
     Ok(Run {
         wall,
         maxrss_kib,
+        cpu,
         status,
         stdout: kept,
         lines,
     })
 }
 
-/// Reaps `pid`, returning its raw status and ru_maxrss (KiB).
-pub fn wait4(pid: libc::pid_t) -> io::Result<(i32, u64)> {
+fn tv(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+}
+
+/// Reaps `pid`, returning its raw status, ru_maxrss (KiB) and CPU time.
+pub fn wait4(pid: libc::pid_t) -> io::Result<(i32, u64, Duration)> {
     let mut status = 0;
     // SAFETY: rusage is plain old data; wait4 fills it for the reaped child.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -75,7 +82,11 @@ pub fn wait4(pid: libc::pid_t) -> io::Result<(i32, u64)> {
         // SAFETY: pid is our own child; status and ru are valid out-pointers.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
         if r == pid {
-            return Ok((status, ru.ru_maxrss as u64));
+            return Ok((
+                status,
+                ru.ru_maxrss as u64,
+                tv(ru.ru_utime) + tv(ru.ru_stime),
+            ));
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
@@ -96,6 +107,22 @@ pub fn median(v: &[f64]) -> f64 {
         s[n / 2]
     } else {
         (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Median over rounds of a[i] / b[i], for rounds where both were measured:
+/// interleaved rounds pair up, so slow drifts in machine load cancel out.
+pub fn paired_ratio(a: &[f64], b: &[f64]) -> Option<f64> {
+    let r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && **y > 0.0)
+        .map(|(x, y)| x / y)
+        .collect();
+    if r.is_empty() {
+        None
+    } else {
+        Some(median(&r))
     }
 }
 
