@@ -8,13 +8,17 @@
 //! queue. Every connection therefore yields two sockets for one fd:
 //!
 //! - 90%: client ESTABLISHED + server ESTABLISHED (unaccepted);
+//!   every 10th client writes 100 bytes nobody reads (receive queue sums);
 //! - 10%: the client shuts down its write side right away, giving a client
 //!   FIN_WAIT2 (not orphaned, so it never times out) + server CLOSE_WAIT;
+//! - 0.5% of N: SYN_SENT, non-blocking connects to a listener whose accept
+//!   queue is full (SYNs dropped; tcp_syn_retries 20 keeps them retrying);
 //! - about 1% of N: TIME_WAIT, made by the bench itself (connect, accept,
 //!   client closes first, then the server): these expire after 60 s, so the
 //!   mix is printed before and after the measurements;
-//! - 64 IPv4 listeners on 127.0.0.1, 16 IPv6 listeners on ::1, and one more
-//!   IPv4 listener used to make the TIME_WAIT sockets.
+//! - 64 IPv4 listeners on 127.0.0.1, 16 IPv6 listeners on ::1, the IPv4
+//!   listener used to make the TIME_WAIT sockets, and the full one (with the
+//!   one ESTABLISHED pair that fills it).
 //!
 //! About 10% of the connections (at most 50000) are IPv6 when the namespace
 //! has IPv6. Source addresses are bound explicitly: IPv4 clients use
@@ -40,10 +44,15 @@ const LISTENERS_V4: u16 = 64;
 const LISTENERS_V6: u16 = 16;
 const LISTEN_PORT_BASE: u16 = 2000;
 const TW_LISTEN_PORT: u16 = 1999;
+/// A listener whose accept queue is kept full: SYNs to it are dropped, so
+/// its clients stay in SYN_SENT.
+const FULL_LISTEN_PORT: u16 = 1998;
 const SRC_PORT_BASE: u64 = 10_000;
 const SRC_PORTS: u64 = 50_000;
 const V6_MAX_CONNS: u64 = SRC_PORTS;
 const BACKLOG: i32 = 262_144;
+/// Bytes a client writes, unread, on every 10th connection.
+const DATA_BYTES: usize = 100;
 /// Every SHUT_EVERY-th connection is half-closed by its client.
 const SHUT_EVERY: u64 = 10;
 
@@ -55,6 +64,8 @@ pub fn tune_namespace() -> io::Result<()> {
     // On loopback connects would otherwise recycle TIME_WAIT sockets.
     netns::write_sysctl("net/ipv4/tcp_tw_reuse", "0")?;
     netns::write_sysctl("net/ipv4/ip_local_port_range", "1024 65535")?;
+    // SYN_SENT sockets keep retrying for the whole run instead of ~2 min.
+    netns::write_sysctl("net/ipv4/tcp_syn_retries", "20")?;
     Ok(())
 }
 
@@ -65,14 +76,18 @@ pub struct Plan {
     pub conns4: u64,
     pub conns6: u64,
     pub time_wait: u64,
+    pub syn_sent: u64,
     pub listeners: u64,
 }
 
 impl Plan {
     pub fn new(target: u64, v6: bool) -> Plan {
-        let listeners = LISTENERS_V4 as u64 + 1 + if v6 { LISTENERS_V6 as u64 } else { 0 };
+        // 64 (+16 IPv6) load listeners, the TIME_WAIT one and the full one.
+        let listeners = LISTENERS_V4 as u64 + 2 + if v6 { LISTENERS_V6 as u64 } else { 0 };
         let time_wait = target / 100;
-        let conns = target.saturating_sub(listeners + time_wait) / 2;
+        let syn_sent = target / 200;
+        // 2: the connection that keeps the full listener's queue full.
+        let conns = target.saturating_sub(listeners + time_wait + syn_sent + 2) / 2;
         let conns6 = if v6 {
             (conns / 10).min(V6_MAX_CONNS)
         } else {
@@ -83,12 +98,15 @@ impl Plan {
             conns4: conns - conns6,
             conns6,
             time_wait,
+            syn_sent,
             listeners,
         }
     }
 
     pub fn helpers(&self) -> u64 {
-        self.conns4.div_ceil(PER_HELPER) + self.conns6.div_ceil(PER_HELPER)
+        self.conns4.div_ceil(PER_HELPER)
+            + self.conns6.div_ceil(PER_HELPER)
+            + self.syn_sent.div_ceil(PER_HELPER)
     }
 }
 
@@ -196,13 +214,17 @@ fn connect(fd: &OwnedFd, a: &Addr) -> io::Result<()> {
 }
 
 fn listener(a: Addr) -> io::Result<OwnedFd> {
+    listener_with_backlog(&a, BACKLOG)
+}
+
+fn listener_with_backlog(a: &Addr, backlog: i32) -> io::Result<OwnedFd> {
     let fd = tcp_socket(a.family())?;
     if let Addr::V6(_) = a {
         setsockopt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &1i32)?;
     }
-    bind(&fd, &a)?;
+    bind(&fd, a)?;
     // SAFETY: fd is a bound stream socket.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) })?;
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
 }
 
@@ -244,10 +266,19 @@ impl Load {
             }
         }
         let tw_listener = listener(Addr::V4(sockaddr_v4([127, 0, 0, 1], TW_LISTEN_PORT)))?;
+        // Backlog 0 holds one connection; we make it, and every later SYN
+        // is dropped (LISTENOVERFLOWS), leaving its client in SYN_SENT.
+        let full = Addr::V4(sockaddr_v4([127, 0, 0, 1], FULL_LISTEN_PORT));
+        let full_listener = listener_with_backlog(&full, 0)?;
+        let filler = tcp_socket(libc::AF_INET)?;
+        connect(&filler, &full)?;
+        load.listeners.push(full_listener);
+        load.listeners.push(filler);
 
         // Helper assignments: (family, first index, count).
         let mut jobs = Vec::new();
-        for (fam, total) in [(4u8, plan.conns4), (6u8, plan.conns6)] {
+        // Family 0: SYN_SENT clients (IPv4).
+        for (fam, total) in [(4u8, plan.conns4), (6u8, plan.conns6), (0u8, plan.syn_sent)] {
             let mut first = 0;
             while first < total {
                 let count = PER_HELPER.min(total - first);
@@ -382,6 +413,24 @@ pub fn helper() -> io::Result<()> {
     let mut held = Vec::with_capacity(count as usize);
     let mut failed = 0u64;
     for i in first..first + count {
+        if fam == 0 {
+            // SYN_SENT: a non-blocking connect to the full listener.
+            let fd = tcp_socket(libc::AF_INET)?;
+            setsockopt(&fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
+            // SAFETY: fcntl on an open fd.
+            cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })?;
+            let dst = Addr::V4(sockaddr_v4([127, 0, 0, 1], FULL_LISTEN_PORT));
+            match bind(&fd, &v4_src(2, i)).and_then(|_| connect(&fd, &dst)) {
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => held.push(fd),
+                other => {
+                    failed += 1;
+                    if failed <= 3 {
+                        eprintln!("load helper: SYN_SENT connection {i}: {other:?}");
+                    }
+                }
+            }
+            continue;
+        }
         let (src, dst) = if fam == 6 {
             let s = sockaddr_v6_loopback((SRC_PORT_BASE + i % SRC_PORTS) as u16);
             (
@@ -412,6 +461,20 @@ pub fn helper() -> io::Result<()> {
                 break;
             }
             continue;
+        }
+        if i % 20 == 0 || i % 20 == 5 {
+            // Unread data for the queue sums: it sits in the unaccepted
+            // server end's receive queue (ESTABLISHED, or CLOSE_WAIT below).
+            let data = [b'x'; DATA_BYTES];
+            // SAFETY: data is a live buffer of DATA_BYTES bytes.
+            unsafe {
+                libc::send(
+                    fd.as_raw_fd(),
+                    data.as_ptr() as *const libc::c_void,
+                    DATA_BYTES,
+                    0,
+                )
+            };
         }
         if i % SHUT_EVERY == 0 {
             // SAFETY: shutdown(2) on an open, connected socket.

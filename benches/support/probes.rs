@@ -181,6 +181,8 @@ pub struct Mix {
     pub count: [[u64; 12]; 2],
     pub rq: [[u64; 12]; 2],
     pub wq: [[u64; 12]; 2],
+    /// Per family: sum of listeners' accept queues (their rqueue).
+    pub listen_queue: [u64; 2],
 }
 
 impl Mix {
@@ -218,7 +220,14 @@ impl Mix {
                 ));
             }
         }
-        format!("{} sockets: {}", self.total(), parts.join(", "))
+        let rq: u64 = self.rq.iter().flatten().sum();
+        let wq: u64 = self.wq.iter().flatten().sum();
+        let lq: u64 = self.listen_queue.iter().sum();
+        format!(
+            "{} sockets: {}; queued bytes recv {rq} send {wq}; accept queues hold {lq}",
+            self.total(),
+            parts.join(", ")
+        )
     }
 }
 
@@ -233,9 +242,12 @@ fn tally(m: &mut Mix, fi: usize, p: &[u8]) {
         return;
     }
     m.count[fi][st] += 1;
+    let rq = u32::from_ne_bytes([p[56], p[57], p[58], p[59]]) as u64;
     if st != 10 {
-        m.rq[fi][st] += u32::from_ne_bytes([p[56], p[57], p[58], p[59]]) as u64;
+        m.rq[fi][st] += rq;
         m.wq[fi][st] += u32::from_ne_bytes([p[60], p[61], p[62], p[63]]) as u64;
+    } else {
+        m.listen_queue[fi] += rq;
     }
 }
 
