@@ -228,7 +228,8 @@ fn bench_size(
         plan.syn_sent,
         plan.listeners
     );
-    let load = Load::build(plan, exe, HELPER_ENV)?;
+    let mut load = Load::build(plan, exe, HELPER_ENV)?;
+    let mut tw_refreshed = 0;
     let mix_before = settled_mix()?;
     println!(
         "built in {:.1} s ({} failed connects); mix: {}",
@@ -277,6 +278,9 @@ fn bench_size(
         for k in 0..tools.len() {
             // Rotate the order each round so no tool always runs first.
             let i = (k + round) % tools.len();
+            if load.keep_time_wait()? {
+                tw_refreshed += 1;
+            }
             let s = measure_once(tools[i], exe, node.as_ref());
             if round == 0 {
                 continue; // warm-up: page cache, slab, CPU frequency
@@ -315,6 +319,11 @@ fn bench_size(
     );
     println!("{measured}");
     notes.push(measured);
+    if tw_refreshed > 0 {
+        notes.push(format!(
+            "TIME_WAIT batch re-made {tw_refreshed} time(s) between measurements after the previous one expired (60 s)"
+        ));
+    }
     if let Some(ne) = node {
         // VmHWM covers every scrape this node_exporter served at this size.
         let hwm = ne.vm_hwm_kib() as f64;

@@ -15,7 +15,7 @@
 //!   queue is full (SYNs dropped; tcp_syn_retries 20 keeps them retrying);
 //! - about 1% of N: TIME_WAIT, made by the bench itself (connect, accept,
 //!   client closes first, then the server): these expire after 60 s, so the
-//!   mix is printed before and after the measurements;
+//!   bench makes a new batch between measurements once a batch has expired;
 //! - 64 IPv4 listeners on 127.0.0.1, 16 IPv6 listeners on ::1, the IPv4
 //!   listener used to make the TIME_WAIT sockets, and the full one (with the
 //!   one ESTABLISHED pair that fills it).
@@ -117,6 +117,10 @@ pub struct Load {
     helpers: Vec<(Child, ChildStdin)>,
     pub build_time: Duration,
     pub failed_connects: u64,
+    tw_listener: Option<OwnedFd>,
+    /// When the current TIME_WAIT batch was made, and how many batches so far.
+    tw_made: Instant,
+    tw_batches: u8,
 }
 
 fn sockaddr_v4(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
@@ -251,6 +255,9 @@ impl Load {
             helpers: Vec::new(),
             build_time: Duration::ZERO,
             failed_connects: 0,
+            tw_listener: None,
+            tw_made: Instant::now(),
+            tw_batches: 0,
         };
         for j in 0..LISTENERS_V4 {
             load.listeners.push(listener(Addr::V4(sockaddr_v4(
@@ -322,15 +329,20 @@ impl Load {
             }
         }
 
-        load.make_time_wait(&tw_listener)?;
-        load.listeners.push(tw_listener);
+        load.tw_listener = Some(tw_listener);
+        load.make_time_wait()?;
         load.build_time = start.elapsed();
         Ok(load)
     }
 
     /// TIME_WAIT sockets: connect, accept, close the client first, then the
     /// server end; the client side lingers in TIME_WAIT (60 s).
-    fn make_time_wait(&mut self, tw_listener: &OwnedFd) -> io::Result<()> {
+    fn make_time_wait(&mut self) -> io::Result<()> {
+        let tw_listener = self.tw_listener.as_ref().expect("TIME_WAIT listener");
+        // Each batch binds a fresh source group: the last batch's TIME_WAIT
+        // sockets may still hold their (address, port) pairs.
+        let group = 3 + self.tw_batches % 100;
+        self.tw_batches = self.tw_batches.wrapping_add(1);
         let dst = Addr::V4(sockaddr_v4([127, 0, 0, 1], TW_LISTEN_PORT));
         let mut done = 0;
         while done < self.plan.time_wait {
@@ -338,7 +350,7 @@ impl Load {
             let mut clients = Vec::with_capacity(batch as usize);
             for i in done..done + batch {
                 let fd = tcp_socket(libc::AF_INET)?;
-                bind(&fd, &v4_src(3, i))?;
+                bind(&fd, &v4_src(group, i))?;
                 connect(&fd, &dst)?;
                 clients.push(fd);
             }
@@ -362,7 +374,19 @@ impl Load {
             done += batch;
         }
         std::thread::sleep(Duration::from_millis(20));
+        self.tw_made = Instant::now();
         Ok(())
+    }
+
+    /// TIME_WAIT lasts 60 s, shorter than a 1M run: once the batch has
+    /// expired, make a new one so later rounds see the same mix. Call between
+    /// measurements; returns whether it made a batch.
+    pub fn keep_time_wait(&mut self) -> io::Result<bool> {
+        if self.plan.time_wait == 0 || self.tw_made.elapsed() < Duration::from_secs(61) {
+            return Ok(false);
+        }
+        self.make_time_wait()?;
+        Ok(true)
     }
 
     /// Kills the helper processes this load started (by PID) and reaps them,
@@ -377,6 +401,7 @@ impl Load {
             let _ = child.wait();
         }
         self.listeners.clear();
+        self.tw_listener = None;
     }
 }
 
