@@ -1,1 +1,3 @@
-fn main() { eprintln!("benchmark not written yet"); }
+fn main() {
+    eprintln!("benchmark not written yet");
+}

@@ -2,6 +2,128 @@
 //! sock_diag and served as Prometheus metrics.
 //!
 //! Data flow, one module per step:
-//! netlink dump -> aggregate -> metrics catalogue -> render -> cache -> serve / dump.
+//! `transport` (netlink dump) -> `parse` -> `aggregate` -> `collect` ->
+//! `metrics` (catalogue) -> `render` -> `exporter` (one cycle) -> `cache` ->
+//! `serve` (HTTP) or [`dump`] (one shot). `diag` models the kernel structs
+//! once; `cli` and `log` sit around it.
 
+pub mod aggregate;
+pub mod cache;
+pub mod cli;
+pub mod collect;
+pub mod diag;
+pub mod exporter;
+pub mod log;
+pub mod metrics;
 pub mod netns;
+pub mod parse;
+pub mod render;
+pub mod serve;
+pub mod transport;
+
+use std::error::Error;
+use std::io::{self, Write as _};
+
+use cli::{Args, Command, DumpArgs, Format};
+use collect::Collector;
+use exporter::Exporter;
+use metrics::Metrics;
+use transport::{Fixture, Netlink, Recorder, Transport};
+
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Runs what the flags ask for.
+pub fn run(args: Args) -> Result<(), BoxError> {
+    if args.version {
+        let version = format!(
+            "sockdiag_exporter {} (revision {})\n",
+            metrics::VERSION,
+            metrics::REVISION
+        );
+        return Ok(print_stdout(&version)?);
+    }
+    match args.command {
+        Some(Command::Dump(dump_args)) => dump(dump_args),
+        None => serve_forever(args),
+    }
+}
+
+fn serve_forever(args: Args) -> Result<(), BoxError> {
+    log::set_level(args.log_level);
+    serve::install_signal_handlers()?;
+    let listener = serve::bind(&args.web_listen_address, args.web_write_timeout).map_err(|e| {
+        format!(
+            "cannot listen on --web.listen-address {:?}: {e}",
+            args.web_listen_address
+        )
+    })?;
+    let transport = Netlink::open(args.collector_timeout)
+        .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?;
+    let collector = Collector::new(transport, args.collector_tcp_dump, args.collector_timeout);
+    let mut exporter = Exporter::new(collector, Metrics::new(true));
+    let config = serve::Config {
+        telemetry_path: args.web_telemetry_path,
+        cache_ttl: args.cache_ttl,
+    };
+    serve::serve(listener, &config, &mut exporter)
+}
+
+/// `dump`: one collection, printed to stdout.
+fn dump(args: DumpArgs) -> Result<(), BoxError> {
+    log::set_level(args.log_level);
+    let source: Box<dyn Transport> = match &args.source_fixture {
+        Some(path) => Box::new(Fixture::load(path)?),
+        None => Box::new(
+            Netlink::open(args.collector_timeout)
+                .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?,
+        ),
+    };
+    let source: Box<dyn Transport> = match &args.record {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| format!("cannot create --record file {}: {e}", path.display()))?;
+            Box::new(Recorder::new(source, io::BufWriter::new(file))?)
+        }
+        None => source,
+    };
+    let collector = Collector::new(source, args.collector_tcp_dump, args.collector_timeout);
+    let mut exporter = Exporter::new(collector, Metrics::new(true)).quiet();
+    let snapshot = exporter.refresh();
+    if let Some(error) = exporter.last_error() {
+        return Err(format!("collection failed: {error}").into());
+    }
+    drop(exporter); // flushes a recording
+    let out = match args.format {
+        Format::Prometheus => snapshot.text,
+        Format::Table => snapshot.summary,
+    };
+    Ok(print_stdout(&out)?)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+pub fn print_stdout(text: &str) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Formats an error and its sources as `outer: inner: innermost`, skipping
+/// sources whose text the outer message already includes.
+pub fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = inner.source();
+    }
+    out
+}

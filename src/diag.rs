@@ -1,0 +1,390 @@
+//! The kernel's sock_diag wire format, modelled once: constants, the TCP
+//! state table, dump requests, and a zero-copy view of `struct inet_diag_msg`.
+//!
+//! Everything here is pure (no syscalls), so the parser and the tests can use
+//! it without a kernel. Field meanings follow include/uapi/linux/inet_diag.h
+//! and net/ipv4/inet_diag.c.
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::{
+    constants::IPPROTO_TCP,
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    SockDiagMessage,
+};
+
+/// Size of `struct nlmsghdr`.
+pub const NLMSG_HDRLEN: usize = 16;
+/// Rounds a message length up to the 4-byte boundary the next message starts on.
+pub fn nlmsg_align(len: usize) -> usize {
+    len.div_ceil(4) * 4
+}
+
+/// `NLMSG_NOOP`: nothing to do, skip.
+pub const NLMSG_NOOP: u16 = 1;
+/// `NLMSG_ERROR`: payload is `int error` followed by the offending header.
+pub const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`: end of a dump; payload is `int error` (0 or -errno).
+pub const NLMSG_DONE: u16 = 3;
+/// `NLMSG_OVERRUN`: data lost.
+pub const NLMSG_OVERRUN: u16 = 4;
+/// `NLM_F_DUMP_INTR`: the tables changed during the dump; it may be inconsistent.
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+/// `TCPDIAG_GETSOCK`: the legacy inet_diag request (`struct inet_diag_req`).
+/// With family AF_UNSPEC the kernel walks the TCP hash once for both families.
+pub const TCPDIAG_GETSOCK: u16 = 18;
+/// `SOCK_DIAG_BY_FAMILY`: the current request (`struct inet_diag_req_v2`).
+pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+
+pub const AF_UNSPEC: u8 = libc::AF_UNSPEC as u8;
+pub const AF_INET: u8 = libc::AF_INET as u8;
+pub const AF_INET6: u8 = libc::AF_INET6 as u8;
+
+/// Every TCP state bit from 0 to 11 (`ss` asks for the same). TIME_WAIT (bit 6)
+/// is included; request sockets are reported when SYN_RECV (bit 3) is asked
+/// for. Bit 12 (NEW_SYN_RECV) is internal and bit 13 (BOUND_INACTIVE, 6.10+)
+/// would add sockets that are only bound, so neither is requested.
+pub const ALL_TCP_STATES: u32 = 0xFFF;
+
+/// Size of `struct inet_diag_msg`.
+pub const INET_DIAG_MSG_LEN: usize = 72;
+/// Size of the legacy `struct inet_diag_req`.
+pub const INET_DIAG_REQ_LEN: usize = 60;
+
+/// An address family we report, as an index into per-family arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Ipv4 = 0,
+    Ipv6 = 1,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// Maps the kernel's `idiag_family`; anything but AF_INET/AF_INET6 is None.
+    pub fn from_kernel(af: u8) -> Option<Family> {
+        match af {
+            AF_INET => Some(Family::Ipv4),
+            AF_INET6 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+
+    pub fn af(self) -> u8 {
+        match self {
+            Family::Ipv4 => AF_INET,
+            Family::Ipv6 => AF_INET6,
+        }
+    }
+
+    /// The `family` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// The TCP states the kernel reports (include/net/tcp_states.h), in kernel
+/// order, which is also the order of [`TcpState::ALL`] and of the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpState {
+    Established = 0,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+}
+
+impl TcpState {
+    pub const COUNT: usize = 11;
+    pub const ALL: [TcpState; TcpState::COUNT] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+    ];
+
+    /// Maps the kernel's `idiag_state` (TCP_ESTABLISHED = 1 ... TCP_CLOSING = 11).
+    /// TCP_NEW_SYN_RECV (12) is a request socket; the kernel normally reports
+    /// those as SYN_RECV already, and so do we. Anything else is None.
+    pub fn from_kernel(state: u8) -> Option<TcpState> {
+        match state {
+            1..=11 => Some(TcpState::ALL[usize::from(state - 1)]),
+            12 => Some(TcpState::SynRecv),
+            _ => None,
+        }
+    }
+
+    /// The kernel's number for this state.
+    pub fn kernel(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The `state` label value, lowercase as `ss` prints it (with underscores).
+    pub fn label(self) -> &'static str {
+        match self {
+            TcpState::Established => "established",
+            TcpState::SynSent => "syn_sent",
+            TcpState::SynRecv => "syn_recv",
+            TcpState::FinWait1 => "fin_wait1",
+            TcpState::FinWait2 => "fin_wait2",
+            TcpState::TimeWait => "time_wait",
+            TcpState::Close => "close",
+            TcpState::CloseWait => "close_wait",
+            TcpState::LastAck => "last_ack",
+            TcpState::Listen => "listen",
+            TcpState::Closing => "closing",
+        }
+    }
+}
+
+/// Which request a dump is made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpRequest {
+    /// TCPDIAG_GETSOCK with AF_UNSPEC: both families in one walk.
+    Legacy,
+    /// SOCK_DIAG_BY_FAMILY for one family.
+    ByFamily(Family),
+}
+
+impl DumpRequest {
+    /// The nlmsg_type the kernel answers this request's data messages with.
+    pub fn response_type(self) -> u16 {
+        match self {
+            DumpRequest::Legacy => TCPDIAG_GETSOCK,
+            DumpRequest::ByFamily(_) => SOCK_DIAG_BY_FAMILY,
+        }
+    }
+
+    /// A short name for logs, errors and fixtures.
+    pub fn name(self) -> &'static str {
+        match self {
+            DumpRequest::Legacy => "legacy",
+            DumpRequest::ByFamily(Family::Ipv4) => "by-family ipv4",
+            DumpRequest::ByFamily(Family::Ipv6) => "by-family ipv6",
+        }
+    }
+
+    /// Serializes the whole netlink request (header included) for `seq`.
+    pub fn encode(self, seq: u32) -> Vec<u8> {
+        match self {
+            DumpRequest::Legacy => encode_legacy(seq),
+            DumpRequest::ByFamily(family) => encode_by_family(family, seq),
+        }
+    }
+
+    /// Recognises an encoded request: its kind and sequence number. Used by
+    /// the fixture source to answer like the kernel would.
+    pub fn decode(msg: &[u8]) -> Option<(DumpRequest, u32)> {
+        if msg.len() < NLMSG_HDRLEN + 1 {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([msg[4], msg[5]]);
+        let seq = u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]);
+        let family = msg[NLMSG_HDRLEN];
+        let request = match kind {
+            TCPDIAG_GETSOCK => DumpRequest::Legacy,
+            SOCK_DIAG_BY_FAMILY => DumpRequest::ByFamily(Family::from_kernel(family)?),
+            _ => return None,
+        };
+        Some((request, seq))
+    }
+}
+
+/// `struct inet_diag_req` after a `struct nlmsghdr`. The netlink crates only
+/// build `inet_diag_req_v2`, so this one is laid out by hand:
+///
+/// | offset | size | field            | value                          |
+/// |--------|------|------------------|--------------------------------|
+/// | 0      | 4    | nlmsg_len        | 76                             |
+/// | 4      | 2    | nlmsg_type       | TCPDIAG_GETSOCK (18)           |
+/// | 6      | 2    | nlmsg_flags      | NLM_F_REQUEST \| NLM_F_DUMP    |
+/// | 8      | 4    | nlmsg_seq        | seq                            |
+/// | 12     | 4    | nlmsg_pid        | 0 (the kernel)                 |
+/// | 16     | 1    | idiag_family     | AF_UNSPEC: both families       |
+/// | 17     | 1    | idiag_src_len    | 0                              |
+/// | 18     | 1    | idiag_dst_len    | 0                              |
+/// | 19     | 1    | idiag_ext        | 0: no extensions               |
+/// | 20     | 48   | id               | zero: no socket filter         |
+/// | 68     | 4    | idiag_states     | ALL_TCP_STATES                 |
+/// | 72     | 4    | idiag_dbs        | 0 (unused)                     |
+fn encode_legacy(seq: u32) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + INET_DIAG_REQ_LEN;
+    let mut buf = vec![0u8; len];
+    buf[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+    buf[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    buf[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+    buf[16] = AF_UNSPEC;
+    buf[68..72].copy_from_slice(&ALL_TCP_STATES.to_ne_bytes());
+    buf
+}
+
+/// `struct inet_diag_req_v2`, built by netlink-packet-sock-diag.
+fn encode_by_family(family: Family, seq: u32) -> Vec<u8> {
+    let socket_id = match family {
+        Family::Ipv4 => SocketId::new_v4(),
+        Family::Ipv6 => SocketId::new_v6(),
+    };
+    let request = InetRequest {
+        family: family.af(),
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::empty(),
+        states: StateFlags::from_bits_retain(ALL_TCP_STATES),
+        socket_id,
+    };
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let mut message = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+    message.finalize();
+    let mut buf = vec![0u8; message.buffer_len()];
+    message.serialize(&mut buf);
+    buf
+}
+
+/// A borrowed, length-checked `struct inet_diag_msg`:
+///
+/// | offset | size | field          | meaning                                         |
+/// |--------|------|----------------|-------------------------------------------------|
+/// | 0      | 1    | idiag_family   | AF_INET or AF_INET6                              |
+/// | 1      | 1    | idiag_state    | TCP state (TIME_WAIT: tw_substate; requests: SYN_RECV) |
+/// | 2      | 1    | idiag_timer    | pending timer                                   |
+/// | 3      | 1    | idiag_retrans  | retransmits                                     |
+/// | 4      | 2    | idiag_sport    | local port, big-endian                          |
+/// | 6      | 2    | idiag_dport    | remote port, big-endian                         |
+/// | 8      | 16   | idiag_src      | local address (IPv4 in the first 4 bytes)       |
+/// | 24     | 16   | idiag_dst      | remote address                                  |
+/// | 40     | 4    | idiag_if       | bound interface index                           |
+/// | 44     | 8    | idiag_cookie   | socket cookie                                   |
+/// | 52     | 4    | idiag_expires  | timer expiry, ms                                |
+/// | 56     | 4    | idiag_rqueue   | bytes unread; LISTEN: accept queue length        |
+/// | 60     | 4    | idiag_wqueue   | bytes unacked; LISTEN: accept backlog limit      |
+/// | 64     | 4    | idiag_uid      | owner uid                                       |
+/// | 68     | 4    | idiag_inode    | inode of the socket (0 without a file)          |
+///
+/// Multi-byte fields other than ports and addresses are host byte order.
+#[derive(Clone, Copy)]
+pub struct InetDiagMsg<'a>(&'a [u8; INET_DIAG_MSG_LEN]);
+
+impl<'a> InetDiagMsg<'a> {
+    /// Views the start of a netlink payload; None if it is too short.
+    pub fn new(payload: &'a [u8]) -> Option<InetDiagMsg<'a>> {
+        payload
+            .get(..INET_DIAG_MSG_LEN)?
+            .try_into()
+            .ok()
+            .map(InetDiagMsg)
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        u32::from_ne_bytes([self.0[at], self.0[at + 1], self.0[at + 2], self.0[at + 3]])
+    }
+
+    pub fn family(&self) -> u8 {
+        self.0[0]
+    }
+    pub fn state(&self) -> u8 {
+        self.0[1]
+    }
+    pub fn local_port(&self) -> u16 {
+        u16::from_be_bytes([self.0[4], self.0[5]])
+    }
+    pub fn remote_port(&self) -> u16 {
+        u16::from_be_bytes([self.0[6], self.0[7]])
+    }
+    /// The 16 address bytes as sent: IPv4 uses the first 4.
+    pub fn local_address(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&self.0[8..24]);
+        out
+    }
+    pub fn rqueue(&self) -> u32 {
+        self.u32_at(56)
+    }
+    pub fn wqueue(&self) -> u32 {
+        self.u32_at(60)
+    }
+    pub fn inode(&self) -> u32 {
+        self.u32_at(68)
+    }
+}
+
+/// Formats an address from a dump for a label: dotted IPv4, RFC 5952 IPv6.
+pub fn format_address(family: Family, raw: &[u8; 16]) -> String {
+    match family {
+        Family::Ipv4 => std::net::Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string(),
+        Family::Ipv6 => std::net::Ipv6Addr::from(*raw).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_in_kernel_order() {
+        for (i, state) in TcpState::ALL.iter().enumerate() {
+            assert_eq!(state.kernel() as usize, i + 1);
+            assert_eq!(TcpState::from_kernel(state.kernel()), Some(*state));
+        }
+        assert_eq!(TcpState::from_kernel(12), Some(TcpState::SynRecv));
+        assert_eq!(TcpState::from_kernel(0), None);
+        assert_eq!(TcpState::from_kernel(13), None);
+    }
+
+    #[test]
+    fn legacy_request_layout() {
+        let buf = DumpRequest::Legacy.encode(7);
+        assert_eq!(buf.len(), 76);
+        assert_eq!(u32::from_ne_bytes(buf[0..4].try_into().unwrap()), 76);
+        assert_eq!(u16::from_ne_bytes(buf[4..6].try_into().unwrap()), 18);
+        assert_eq!(u16::from_ne_bytes(buf[6..8].try_into().unwrap()), 0x301);
+        assert_eq!(buf[16], 0, "AF_UNSPEC");
+        assert_eq!(u32::from_ne_bytes(buf[68..72].try_into().unwrap()), 0xFFF);
+        assert_eq!(DumpRequest::decode(&buf), Some((DumpRequest::Legacy, 7)));
+    }
+
+    #[test]
+    fn by_family_request_layout() {
+        for family in Family::ALL {
+            let buf = DumpRequest::ByFamily(family).encode(9);
+            // nlmsghdr + inet_diag_req_v2 (family, protocol, ext, pad, states, id).
+            assert_eq!(buf.len(), 16 + 56);
+            assert_eq!(u16::from_ne_bytes(buf[4..6].try_into().unwrap()), 20);
+            assert_eq!(buf[16], family.af());
+            assert_eq!(buf[17], libc::IPPROTO_TCP as u8);
+            assert_eq!(buf[18], 0, "no extensions");
+            assert_eq!(u32::from_ne_bytes(buf[20..24].try_into().unwrap()), 0xFFF);
+            assert_eq!(
+                DumpRequest::decode(&buf),
+                Some((DumpRequest::ByFamily(family), 9))
+            );
+        }
+    }
+
+    #[test]
+    fn formats_addresses() {
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(format_address(Family::Ipv4, &raw), "127.0.0.1");
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        assert_eq!(format_address(Family::Ipv6, &v6), "::1");
+        assert_eq!(format_address(Family::Ipv6, &[0; 16]), "::");
+    }
+}
