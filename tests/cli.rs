@@ -45,7 +45,15 @@ fn help_shows_dotted_flag_names() {
 fn version_prints_name_and_version() {
     let out = run(&["--version"]);
     assert_eq!(out.code(), Some(0), "{}", out.describe());
-    assert_eq!(out.stdout.trim(), format!("sockdiag_exporter {}", env!("CARGO_PKG_VERSION")));
+    // `sockdiag_exporter <version>`, optionally followed by more detail
+    // (such as the revision) after a space, on one line.
+    let want = format!("sockdiag_exporter {}", env!("CARGO_PKG_VERSION"));
+    let line = out.stdout.trim_end_matches('\n');
+    assert!(!line.contains('\n'), "more than one line: {:?}", out.stdout);
+    assert!(
+        line == want || line.starts_with(&format!("{want} ")),
+        "--version printed {line:?}, want {want:?}"
+    );
 }
 
 #[test]
