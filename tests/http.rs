@@ -175,16 +175,21 @@ fn cache_ttl_holds_and_then_expires() {
         b.value("sockdiag_collect_timestamp_seconds", &TCP)
     );
 
-    let short = Server::start(&["--cache.ttl", "200ms"]);
-    let a = short.scrape().value("sockdiag_collections_total", &TCP);
-    thread::sleep(Duration::from_millis(700));
-    let b = short.scrape().value("sockdiag_collections_total", &TCP);
-    assert!(b > a, "after the 200ms TTL a scrape must collect again: {a} then {b}");
-
-    let none = Server::start(&["--cache.ttl", "0s"]);
-    let a = none.scrape().value("sockdiag_collections_total", &TCP);
-    let b = none.scrape().value("sockdiag_collections_total", &TCP);
-    assert!(b > a, "with --cache.ttl 0s every scrape collects: {a} then {b}");
+    // The server also spaces collections by 4x the last collection's
+    // duration (documented in the collections_total HELP), so wait out both.
+    let wait_out = |m: &Exposition, ttl: Duration| {
+        let d = m.value("sockdiag_collect_duration_seconds", &TCP);
+        ttl.max(Duration::from_secs_f64(4.0 * d)) + Duration::from_millis(300)
+    };
+    for ttl in ["200ms", "0s"] {
+        let short = Server::start(&["--cache.ttl", ttl]);
+        let first = short.scrape();
+        let a = first.value("sockdiag_collections_total", &TCP);
+        let pause = wait_out(&first, Duration::from_millis(200));
+        thread::sleep(pause);
+        let b = short.scrape().value("sockdiag_collections_total", &TCP);
+        assert!(b > a, "--cache.ttl {ttl}: a scrape {pause:?} later must collect again: {a} then {b}");
+    }
 }
 
 /// Opens a connection that sends many pipelined scrapes and never reads:
