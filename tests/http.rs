@@ -16,27 +16,47 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TCP: [(&str, &str); 1] = [("collector", "tcp")];
 
 fn allow_set(v: &str) -> BTreeSet<String> {
-    v.split(',').map(|m| m.trim().to_ascii_uppercase()).collect()
+    v.split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .collect()
 }
 
 #[test]
 fn metrics_is_text_format_with_meta_metrics() {
     let server = Server::start(&[]);
-    assert_eq!(server.telemetry_path, "/metrics", "listening line: {}", server.listening_line);
-    assert!(server.listening_line.contains("level=info"), "{}", server.listening_line);
+    assert_eq!(
+        server.telemetry_path, "/metrics",
+        "listening line: {}",
+        server.listening_line
+    );
+    assert!(
+        server.listening_line.contains("level=info"),
+        "{}",
+        server.listening_line
+    );
     let r = server.get("/metrics");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(CONTENT_TYPE));
-    assert_eq!(r.header("content-encoding"), None, "no gzip unless asked for");
+    assert_eq!(
+        r.header("content-encoding"),
+        None,
+        "no gzip unless asked for"
+    );
     let m = parse_prometheus(&r.text()).unwrap();
 
     assert_eq!(m.value("sockdiag_collect_success", &TCP), 1.0);
     assert!(m.value("sockdiag_collections_total", &TCP) >= 1.0);
     let d = m.value("sockdiag_collect_duration_seconds", &TCP);
     assert!((0.0..10.0).contains(&d), "collect duration {d}");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let ts = m.value("sockdiag_collect_timestamp_seconds", &TCP);
-    assert!((now - ts).abs() < 60.0, "collect timestamp {ts} vs now {now}");
+    assert!(
+        (now - ts).abs() < 60.0,
+        "collect timestamp {ts} vs now {now}"
+    );
     let build = m.series("sockdiag_build_info");
     assert_eq!(build.len(), 1, "{build:?}");
     let (labels, v) = &build[0];
@@ -44,9 +64,16 @@ fn metrics_is_text_format_with_meta_metrics() {
     let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["revision", "version"]);
     assert_eq!(labels[1].1, env!("CARGO_PKG_VERSION"));
-    assert!(m.get("process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
+    assert!(m
+        .get("process_resident_memory_bytes", &[])
+        .is_some_and(|v| v > 0.0));
 
-    assert_eq!(m.types.get("sockdiag_collections_total").map(String::as_str), Some("counter"));
+    assert_eq!(
+        m.types
+            .get("sockdiag_collections_total")
+            .map(String::as_str),
+        Some("counter")
+    );
     for g in [
         "sockdiag_sockets",
         "sockdiag_receive_queue_bytes",
@@ -59,13 +86,22 @@ fn metrics_is_text_format_with_meta_metrics() {
         "sockdiag_collect_timestamp_seconds",
         "sockdiag_build_info",
     ] {
-        assert_eq!(m.types.get(g).map(String::as_str), Some("gauge"), "TYPE of {g}");
+        assert_eq!(
+            m.types.get(g).map(String::as_str),
+            Some("gauge"),
+            "TYPE of {g}"
+        );
     }
-    for name in ["sockdiag_sockets", "sockdiag_receive_queue_bytes", "sockdiag_send_queue_bytes"] {
+    for name in [
+        "sockdiag_sockets",
+        "sockdiag_receive_queue_bytes",
+        "sockdiag_send_queue_bytes",
+    ] {
         for f in FAMILIES {
             for s in STATES {
                 assert!(
-                    m.get(name, &[("protocol", "tcp"), ("family", f), ("state", s)]).is_some(),
+                    m.get(name, &[("protocol", "tcp"), ("family", f), ("state", s)])
+                        .is_some(),
                     "{name}{{family={f},state={s}}} missing"
                 );
             }
@@ -74,8 +110,17 @@ fn metrics_is_text_format_with_meta_metrics() {
     }
     // The server's own listener is one of the listeners it reports.
     let port = server.addr.port().to_string();
-    let own = [("protocol", "tcp"), ("family", "ipv4"), ("address", "127.0.0.1"), ("port", port.as_str())];
-    assert_eq!(m.get("sockdiag_listen_sockets", &own), Some(1.0), "own listener {own:?} not reported");
+    let own = [
+        ("protocol", "tcp"),
+        ("family", "ipv4"),
+        ("address", "127.0.0.1"),
+        ("port", port.as_str()),
+    ];
+    assert_eq!(
+        m.get("sockdiag_listen_sockets", &own),
+        Some(1.0),
+        "own listener {own:?} not reported"
+    );
 }
 
 #[test]
@@ -87,9 +132,16 @@ fn gzip_when_asked_decodes_to_the_same_exposition() {
     assert_eq!(gz.status, 200);
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     assert_eq!(gz.header("content-type"), Some(CONTENT_TYPE));
-    assert!(gz.body.starts_with(&[0x1f, 0x8b]), "body is not gzip: {:?}", &gz.body[..gz.body.len().min(16)]);
+    assert!(
+        gz.body.starts_with(&[0x1f, 0x8b]),
+        "body is not gzip: {:?}",
+        &gz.body[..gz.body.len().min(16)]
+    );
     let decoded = String::from_utf8(gunzip(&gz.body).expect("gunzip")).unwrap();
-    let (a, b) = (parse_prometheus(&plain.text()).unwrap(), parse_prometheus(&decoded).unwrap());
+    let (a, b) = (
+        parse_prometheus(&plain.text()).unwrap(),
+        parse_prometheus(&decoded).unwrap(),
+    );
     let keys = |e: &Exposition| e.samples.keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&a), keys(&b), "same series with and without gzip");
     for (k, v) in &a.samples {
@@ -100,8 +152,17 @@ fn gzip_when_asked_decodes_to_the_same_exposition() {
     }
     assert_eq!(a.types, b.types);
     assert_eq!(a.helps, b.helps);
-    let no_proc = |t: &str| t.lines().filter(|l| !l.contains("process_")).collect::<Vec<_>>().join("\n");
-    assert_eq!(no_proc(&plain.text()), no_proc(&decoded), "same text apart from process_*");
+    let no_proc = |t: &str| {
+        t.lines()
+            .filter(|l| !l.contains("process_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        no_proc(&plain.text()),
+        no_proc(&decoded),
+        "same text apart from process_*"
+    );
 
     // Other encodings only: identity.
     let other = server.request("GET", "/metrics", &[("Accept-Encoding", "br")]);
@@ -115,7 +176,12 @@ fn head_sends_headers_and_no_body() {
     let r = server.request("HEAD", "/metrics", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(CONTENT_TYPE));
-    assert!(r.body.is_empty(), "HEAD got {} body bytes: {:?}", r.body.len(), String::from_utf8_lossy(&r.body));
+    assert!(
+        r.body.is_empty(),
+        "HEAD got {} body bytes: {:?}",
+        r.body.len(),
+        String::from_utf8_lossy(&r.body)
+    );
 }
 
 #[test]
@@ -130,11 +196,22 @@ fn unknown_paths_are_404() {
 #[test]
 fn other_methods_are_405_with_allow() {
     let server = Server::start(&[]);
-    for (method, path) in [("POST", "/metrics"), ("PUT", "/metrics"), ("DELETE", "/metrics"), ("POST", "/")] {
+    for (method, path) in [
+        ("POST", "/metrics"),
+        ("PUT", "/metrics"),
+        ("DELETE", "/metrics"),
+        ("POST", "/"),
+    ] {
         let r = server.request(method, path, &[("Content-Length", "0")]);
         assert_eq!(r.status, 405, "{method} {path}");
-        let allow = r.header("allow").unwrap_or_else(|| panic!("{method} {path}: no Allow header"));
-        assert_eq!(allow_set(allow), allow_set("GET, HEAD"), "{method} {path}: Allow: {allow}");
+        let allow = r
+            .header("allow")
+            .unwrap_or_else(|| panic!("{method} {path}: no Allow header"));
+        assert_eq!(
+            allow_set(allow),
+            allow_set("GET, HEAD"),
+            "{method} {path}: Allow: {allow}"
+        );
     }
 }
 
@@ -146,18 +223,31 @@ fn landing_page_links_to_the_telemetry_path() {
     let ct = r.header("content-type").unwrap_or("");
     assert!(ct.starts_with("text/html"), "Content-Type {ct:?}");
     let body = r.text();
-    assert!(body.contains("href=\"/metrics\""), "no link to /metrics:\n{body}");
-    assert!(body.contains("<pre>") && body.contains("established"), "no table summary in <pre>:\n{body}");
+    assert!(
+        body.contains("href=\"/metrics\""),
+        "no link to /metrics:\n{body}"
+    );
+    assert!(
+        body.contains("<pre>") && body.contains("established"),
+        "no table summary in <pre>:\n{body}"
+    );
 
     let custom = Server::start(&["--web.telemetry-path", "/custom/path"]);
     assert_eq!(custom.telemetry_path, "/custom/path");
     let body = custom.get("/").text();
-    assert!(body.contains("href=\"/custom/path\""), "no link to /custom/path:\n{body}");
+    assert!(
+        body.contains("href=\"/custom/path\""),
+        "no link to /custom/path:\n{body}"
+    );
     let r = custom.get("/custom/path");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(CONTENT_TYPE));
     parse_prometheus(&r.text()).unwrap();
-    assert_eq!(custom.get("/metrics").status, 404, "/metrics is not served when the path is /custom/path");
+    assert_eq!(
+        custom.get("/metrics").status,
+        404,
+        "/metrics is not served when the path is /custom/path"
+    );
 }
 
 #[test]
@@ -188,7 +278,10 @@ fn cache_ttl_holds_and_then_expires() {
         let pause = wait_out(&first, Duration::from_millis(200));
         thread::sleep(pause);
         let b = short.scrape().value("sockdiag_collections_total", &TCP);
-        assert!(b > a, "--cache.ttl {ttl}: a scrape {pause:?} later must collect again: {a} then {b}");
+        assert!(
+            b > a,
+            "--cache.ttl {ttl}: a scrape {pause:?} later must collect again: {a} then {b}"
+        );
     }
 }
 
@@ -197,8 +290,12 @@ fn cache_ttl_holds_and_then_expires() {
 /// buffer are full.
 fn stalled_reader(server: &Server, requests: usize) -> std::net::TcpStream {
     let mut s = connect_small_rcvbuf(server.addr, 2048);
-    let one = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", server.telemetry_path, server.addr);
-    s.write_all(one.repeat(requests).as_bytes()).expect("send pipelined requests");
+    let one = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.telemetry_path, server.addr
+    );
+    s.write_all(one.repeat(requests).as_bytes())
+        .expect("send pipelined requests");
     s
 }
 
@@ -217,12 +314,18 @@ fn slow_clients_do_not_block_a_scrape() {
     for i in 0..3 {
         let t0 = Instant::now();
         let r = http_request(server.addr, "GET", "/metrics", &[]).unwrap_or_else(|e| {
-            panic!("scrape {i} with slow clients connected failed after {:?}: {e}", t0.elapsed())
+            panic!(
+                "scrape {i} with slow clients connected failed after {:?}: {e}",
+                t0.elapsed()
+            )
         });
         let took = t0.elapsed();
         assert_eq!(r.status, 200);
         parse_prometheus(&r.text()).unwrap();
-        assert!(took < Duration::from_secs(5), "scrape {i} took {took:?} with slow clients connected");
+        assert!(
+            took < Duration::from_secs(5),
+            "scrape {i} took {took:?} with slow clients connected"
+        );
     }
     drop(half_headers);
     drop(stalled);
@@ -245,7 +348,14 @@ fn stalled_reader_is_cut_after_write_timeout() {
             Ok(0) => break true,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break false,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
             Err(e) => panic!("reading the stalled connection: {e}"),
         }
         if Instant::now() > deadline {
@@ -253,7 +363,10 @@ fn stalled_reader_is_cut_after_write_timeout() {
         }
     };
     let responses = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
-    assert!(ended, "connection still open 3 s after a 1 s write timeout ({responses} responses read)");
+    assert!(
+        ended,
+        "connection still open 3 s after a 1 s write timeout ({responses} responses read)"
+    );
     assert!(
         responses < REQUESTS,
         "all {REQUESTS} responses were delivered: the connection was not cut"
@@ -265,12 +378,21 @@ fn stalled_reader_is_cut_after_write_timeout() {
 #[test]
 fn promtool_accepts_the_live_output() {
     let promtool = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|f| f.is_file()))
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("promtool"))
+                .find(|f| f.is_file())
+        })
         .unwrap_or_else(|| {
-            panic!("promtool not found in PATH: `make test` installs it (Debian package `prometheus`)")
+            panic!(
+                "promtool not found in PATH: `make test` installs it (Debian package `prometheus`)"
+            )
         });
     let server = Server::start(&[]);
-    for (what, headers) in [("plain", vec![]), ("gzip", vec![("Accept-Encoding", "gzip")])] {
+    for (what, headers) in [
+        ("plain", vec![]),
+        ("gzip", vec![("Accept-Encoding", "gzip")]),
+    ] {
         let text = server.request("GET", "/metrics", &headers).text();
         let mut child = Command::new(&promtool)
             .args(["check", "metrics"])
@@ -297,9 +419,22 @@ fn promtool_accepts_the_live_output() {
         feeder.join().unwrap().expect("feed promtool");
         let mut out = String::new();
         let mut err = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        assert!(status.success(), "promtool check metrics ({what}): {status}\n{out}\n{err}");
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(
+            status.success(),
+            "promtool check metrics ({what}): {status}\n{out}\n{err}"
+        );
     }
 }
 
@@ -307,15 +442,27 @@ fn exits_zero_on(sig: libc::c_int) {
     let mut server = Server::start(&[]);
     // An idle keep-alive connection, as Prometheus keeps one, must not hold the server up.
     let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    idle.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    idle.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
+        .unwrap();
     let r = read_response(&mut idle, false).unwrap();
     assert_eq!(r.status, 200);
     let t0 = Instant::now();
     let status = server
         .signal_and_wait(sig, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("still running 3 s after signal {sig}; stderr:\n{}", server.stderr()));
-    assert_eq!(status.code(), Some(0), "exit after signal {sig}: {status}; stderr:\n{}", server.stderr());
+        .unwrap_or_else(|| {
+            panic!(
+                "still running 3 s after signal {sig}; stderr:\n{}",
+                server.stderr()
+            )
+        });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit after signal {sig}: {status}; stderr:\n{}",
+        server.stderr()
+    );
     eprintln!("exited {:?} after signal {sig}", t0.elapsed());
     drop(idle);
 }

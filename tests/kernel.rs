@@ -29,14 +29,24 @@ fn socket_mix_is_what_the_kernel_reports() {
     assert_eq!(e.count("ipv6", "close_wait"), CLOSE_WAIT_V6);
     assert_eq!(e.count("ipv6", "fin_wait2"), CLOSE_WAIT_V6);
     for f in FAMILIES {
-        for s in ["syn_sent", "syn_recv", "fin_wait1", "close", "last_ack", "closing"] {
+        for s in [
+            "syn_sent",
+            "syn_recv",
+            "fin_wait1",
+            "close",
+            "last_ack",
+            "closing",
+        ] {
             assert_eq!(e.count(f, s), 0, "{f} {s}");
         }
     }
     let key = |f: &str, s: &str| (f.to_string(), s.to_string());
     assert_eq!(e.recv_queue[&key("ipv4", "established")], 1000 + 3000);
     let (bulk_send, bulk_recv) = mix.bulk_queues();
-    assert_eq!(e.recv_queue[&key("ipv6", "established")], 777 + 2222 + bulk_recv);
+    assert_eq!(
+        e.recv_queue[&key("ipv6", "established")],
+        777 + 2222 + bulk_recv
+    );
     assert_eq!(e.send_queue[&key("ipv4", "established")], 0);
     assert_eq!(e.send_queue[&key("ipv6", "established")], bulk_send);
     let total_queue: u64 = e.listeners.values().map(|l| l.queue).sum();
@@ -51,7 +61,10 @@ fn check_dump(args: &[&str]) {
     let mix = SocketMix::build();
     let (want, got) = mix.stable(|| dump_metrics(args));
     want.assert_matches(&got, &format!("dump {args:?}"));
-    assert_eq!(got.value("sockdiag_collect_success", &[("collector", "tcp")]), 1.0);
+    assert_eq!(
+        got.value("sockdiag_collect_success", &[("collector", "tcp")]),
+        1.0
+    );
 }
 
 #[test]
@@ -95,10 +108,17 @@ fn dump_table_shows_the_mix() {
     let (want, text) = mix.stable(|| dump(&["--format", "table"]));
     let rows = parse_table_states(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let names: Vec<&str> = rows.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(names, STATES, "one row per state in the contract's order:\n{text}");
+    assert_eq!(
+        names, STATES,
+        "one row per state in the contract's order:\n{text}"
+    );
     for (state, [v4, v6, total]) in &rows {
         let (w4, w6) = (want.count("ipv4", state), want.count("ipv6", state));
-        assert_eq!((*v4, *v6, *total), (w4, w6, w4 + w6), "row {state}:\n{text}");
+        assert_eq!(
+            (*v4, *v6, *total),
+            (w4, w6, w4 + w6),
+            "row {state}:\n{text}"
+        );
     }
     let est = &rows[0].1;
     assert_eq!(est, &[20, 10, 30], "established row:\n{text}");
@@ -114,7 +134,10 @@ fn dump_table_shows_the_mix() {
         .lines()
         .skip_while(|l| !l.contains("Fullest listeners"))
         .collect();
-    assert!(!section.is_empty(), "no `Fullest listeners` section:\n{text}");
+    assert!(
+        !section.is_empty(),
+        "no `Fullest listeners` section:\n{text}"
+    );
     let port = port.to_string();
     let wanted = ["ipv4", "127.0.0.1", port.as_str(), "5", "14"];
     assert!(
@@ -143,9 +166,15 @@ fn http_endpoint_reports_the_exact_mix() {
     for attempt in 1..=3 {
         let want = mix.expected();
         let bulk_before = mix.bulk_queues();
-        let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
         let got = server.scrape();
-        let collected_at = got.value("sockdiag_collect_timestamp_seconds", &[("collector", "tcp")]);
+        let collected_at = got.value(
+            "sockdiag_collect_timestamp_seconds",
+            &[("collector", "tcp")],
+        );
         let retry = if mix.bulk_queues() != bulk_before {
             Some("bulk pair moved during the scrape".to_string())
         } else if collected_at < t0 - 0.001 {
@@ -154,7 +183,9 @@ fn http_endpoint_reports_the_exact_mix() {
             // own connection. Wait it out.
             let d = got.value("sockdiag_collect_duration_seconds", &[("collector", "tcp")]);
             std::thread::sleep(std::time::Duration::from_secs_f64(4.0 * d + 0.3));
-            Some(format!("cached answer collected at {collected_at}, scrape started at {t0}"))
+            Some(format!(
+                "cached answer collected at {collected_at}, scrape started at {t0}"
+            ))
         } else {
             None
         };
@@ -171,7 +202,10 @@ fn http_endpoint_reports_the_exact_mix() {
         let mut want = want;
         want.add_sockets("ipv4", "established", 2);
         want.assert_matches(&got, "GET /metrics in the namespace");
-        assert_eq!(got.value("sockdiag_collect_success", &[("collector", "tcp")]), 1.0);
+        assert_eq!(
+            got.value("sockdiag_collect_success", &[("collector", "tcp")]),
+            1.0
+        );
         return;
     }
     panic!("no fresh, undisturbed scrape in 3 attempts");

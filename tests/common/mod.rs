@@ -104,7 +104,13 @@ fn cvt(ret: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int, what: &str) {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+    what: &str,
+) {
     // SAFETY: fd is an open socket; value is a c_int that outlives the call.
     let ret = unsafe {
         libc::setsockopt(
@@ -245,11 +251,19 @@ pub fn steal_socket_fd(pid: libc::pid_t, inode: u64) -> io::Result<OwnedFd> {
     let mut target = None;
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
         let entry = entry?;
-        if std::fs::read_link(entry.path()).map(|l| l.to_string_lossy() == want).unwrap_or(false) {
-            target = entry.file_name().to_string_lossy().parse::<libc::c_int>().ok();
+        if std::fs::read_link(entry.path())
+            .map(|l| l.to_string_lossy() == want)
+            .unwrap_or(false)
+        {
+            target = entry
+                .file_name()
+                .to_string_lossy()
+                .parse::<libc::c_int>()
+                .ok();
         }
     }
-    let target = target.ok_or_else(|| io::Error::other(format!("pid {pid} has no fd for {want}")))?;
+    let target =
+        target.ok_or_else(|| io::Error::other(format!("pid {pid} has no fd for {want}")))?;
     // SAFETY: raw syscalls with integer arguments only.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if pidfd < 0 {
@@ -276,7 +290,8 @@ pub fn listener_inode(family: Family, port: u16) -> Option<u64> {
     text.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         let (ip, p) = parse_proc_addr(f.get(1)?, family)?;
-        (p == port && ip == family.loopback() && *f.get(3)? == "0A").then(|| f.get(9)?.parse().ok())?
+        (p == port && ip == family.loopback() && *f.get(3)? == "0A")
+            .then(|| f.get(9)?.parse().ok())?
     })
 }
 
@@ -300,7 +315,10 @@ pub fn state_label(code: u8) -> Option<&'static str> {
 
 /// Polls `check` every 50 ms until it returns Ok, for at most `limit`.
 /// Returns the last error on timeout.
-pub fn poll_until<T>(limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+pub fn poll_until<T>(
+    limit: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
     let deadline = Instant::now() + limit;
     loop {
         match check() {
@@ -325,15 +343,25 @@ fn connect(family: Family, port: u16) -> TcpStream {
 fn connected_pair(listener: &TcpListener, family: Family, port: u16) -> (TcpStream, TcpStream) {
     let client = connect(family, port);
     let (server, peer) = listener.accept().expect("accept");
-    assert_eq!(peer, client.local_addr().unwrap(), "accepted an unexpected connection");
-    server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    server.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(
+        peer,
+        client.local_addr().unwrap(),
+        "accepted an unexpected connection"
+    );
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    server
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     (client, server)
 }
 
 fn read_eof(s: &mut TcpStream, what: &str) {
     let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{what}: waiting for EOF: {e}"));
+    let n = s
+        .read(&mut buf)
+        .unwrap_or_else(|e| panic!("{what}: waiting for EOF: {e}"));
     assert_eq!(n, 0, "{what}: expected EOF, got {n} bytes");
 }
 
@@ -409,7 +437,10 @@ impl Expected {
     }
 
     pub fn add_sockets(&mut self, family: &str, state: &str, n: u64) {
-        *self.sockets.get_mut(&(family.to_string(), state.to_string())).expect("known state") += n;
+        *self
+            .sockets
+            .get_mut(&(family.to_string(), state.to_string()))
+            .expect("known state") += n;
     }
 
     pub fn add_queues(&mut self, family: &str, state: &str, recv: u64, send: u64) {
@@ -445,12 +476,24 @@ impl Expected {
                 seen += 1;
                 let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
                 if keys != ["family", "protocol", "state"] {
-                    diffs.push(format!("{name}{}: unexpected label set", fmt_labels(&labels)));
+                    diffs.push(format!(
+                        "{name}{}: unexpected label set",
+                        fmt_labels(&labels)
+                    ));
                     continue;
                 }
-                let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+                let get = |k: &str| {
+                    labels
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap()
+                };
                 if get("protocol") != "tcp" {
-                    diffs.push(format!("{name}{}: protocol is not tcp", fmt_labels(&labels)));
+                    diffs.push(format!(
+                        "{name}{}: protocol is not tcp",
+                        fmt_labels(&labels)
+                    ));
                     continue;
                 }
                 let key = (get("family"), get("state"));
@@ -464,7 +507,13 @@ impl Expected {
                 }
             }
             for (fam, state) in table.keys() {
-                if exp.get(name, &[("protocol", "tcp"), ("family", fam), ("state", state)]).is_none() {
+                if exp
+                    .get(
+                        name,
+                        &[("protocol", "tcp"), ("family", fam), ("state", state)],
+                    )
+                    .is_none()
+                {
                     diffs.push(format!("{name}{{family={fam:?},state={state:?}}}: missing"));
                 }
             }
@@ -472,7 +521,7 @@ impl Expected {
                 diffs.push(format!("{name}: expected 22 series, got {seen}"));
             }
         }
-        let listener_tables: [(&str, fn(&ListenerStats) -> u64); 3] = [
+        let listener_tables: [(&str, PickStat); 3] = [
             ("sockdiag_listen_queue", |l| l.queue),
             ("sockdiag_listen_queue_max", |l| l.max),
             ("sockdiag_listen_sockets", |l| l.sockets),
@@ -482,17 +531,32 @@ impl Expected {
             for (labels, value) in exp.series(name) {
                 let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
                 if keys != ["address", "family", "port", "protocol"] {
-                    diffs.push(format!("{name}{}: unexpected label set", fmt_labels(&labels)));
+                    diffs.push(format!(
+                        "{name}{}: unexpected label set",
+                        fmt_labels(&labels)
+                    ));
                     continue;
                 }
-                let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+                let get = |k: &str| {
+                    labels
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap()
+                };
                 if get("protocol") != "tcp" {
-                    diffs.push(format!("{name}{}: protocol is not tcp", fmt_labels(&labels)));
+                    diffs.push(format!(
+                        "{name}{}: protocol is not tcp",
+                        fmt_labels(&labels)
+                    ));
                 }
                 let port: u16 = match get("port").parse() {
                     Ok(p) => p,
                     Err(_) => {
-                        diffs.push(format!("{name}{}: port is not a decimal u16", fmt_labels(&labels)));
+                        diffs.push(format!(
+                            "{name}{}: port is not a decimal u16",
+                            fmt_labels(&labels)
+                        ));
                         continue;
                     }
                 };
@@ -500,7 +564,9 @@ impl Expected {
             }
             for (key, stats) in &self.listeners {
                 match got.remove(key) {
-                    None => diffs.push(format!("{name}{key:?}: missing (expected {})", pick(stats))),
+                    None => {
+                        diffs.push(format!("{name}{key:?}: missing (expected {})", pick(stats)))
+                    }
                     Some(v) if v != pick(stats) as f64 => {
                         diffs.push(format!("{name}{key:?}: expected {}, got {v}", pick(stats)))
                     }
@@ -520,6 +586,8 @@ impl Expected {
         }
     }
 }
+
+type PickStat = fn(&ListenerStats) -> u64;
 
 fn fmt_labels(labels: &[(String, String)]) -> String {
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
@@ -657,10 +725,23 @@ impl SocketMix {
             let (l, port) = make_listener(family, 0, 16, false, None);
             for i in 0..n {
                 let c = connect(family, port);
-                mix.push_conn(c, family, "established", Some(0), Some(0), format!("unaccepted client {i} {family:?}"));
+                mix.push_conn(
+                    c,
+                    family,
+                    "established",
+                    Some(0),
+                    Some(0),
+                    format!("unaccepted client {i} {family:?}"),
+                );
             }
             *mix.unaccepted.entry(family).or_default() += n;
-            mix.listeners.push(ListenerRec { sock: l.into(), family, port, queue: n, backlog: 16 });
+            mix.listeners.push(ListenerRec {
+                sock: l.into(),
+                family,
+                port,
+                queue: n,
+                backlog: 16,
+            });
         }
 
         // A SO_REUSEPORT group of two IPv4 listeners on one port.
@@ -669,17 +750,42 @@ impl SocketMix {
         assert_eq!(port, port_b);
         for i in 0..REUSEPORT_UNACCEPTED {
             let c = connect(Family::V4, port);
-            mix.push_conn(c, Family::V4, "established", Some(0), Some(0), format!("reuseport client {i}"));
+            mix.push_conn(
+                c,
+                Family::V4,
+                "established",
+                Some(0),
+                Some(0),
+                format!("reuseport client {i}"),
+            );
         }
         *mix.unaccepted.entry(Family::V4).or_default() += REUSEPORT_UNACCEPTED;
         // Which member got which connection depends on the 4-tuple hash; the
         // group's queue sum is all that is known (and all that is reported).
-        mix.listeners.push(ListenerRec { sock: a.into(), family: Family::V4, port, queue: REUSEPORT_UNACCEPTED, backlog: 8 });
-        mix.listeners.push(ListenerRec { sock: b.into(), family: Family::V4, port, queue: 0, backlog: 6 });
+        mix.listeners.push(ListenerRec {
+            sock: a.into(),
+            family: Family::V4,
+            port,
+            queue: REUSEPORT_UNACCEPTED,
+            backlog: 8,
+        });
+        mix.listeners.push(ListenerRec {
+            sock: b.into(),
+            family: Family::V4,
+            port,
+            queue: 0,
+            backlog: 6,
+        });
 
         // Accepted pairs: unread bytes, TIME_WAIT, CLOSE_WAIT/FIN_WAIT2.
         for (family, unread_at_server, unread_at_client, tw, cw) in [
-            (Family::V4, 1000usize, 3000usize, TIME_WAIT_V4, CLOSE_WAIT_V4),
+            (
+                Family::V4,
+                1000usize,
+                3000usize,
+                TIME_WAIT_V4,
+                CLOSE_WAIT_V4,
+            ),
             (Family::V6, 777usize, 2222usize, TIME_WAIT_V6, CLOSE_WAIT_V6),
         ] {
             let (l, port) = make_listener(family, 0, 32, false, None);
@@ -687,14 +793,42 @@ impl SocketMix {
             // Client writes, server never reads.
             let (mut c, s) = connected_pair(&l, family, port);
             c.write_all(&vec![b'c'; unread_at_server]).unwrap();
-            mix.push_conn(c, family, "established", Some(0), Some(0), format!("writer client {family:?}"));
-            mix.push_conn(s, family, "established", Some(unread_at_server as u64), Some(0), format!("unread server {family:?}"));
+            mix.push_conn(
+                c,
+                family,
+                "established",
+                Some(0),
+                Some(0),
+                format!("writer client {family:?}"),
+            );
+            mix.push_conn(
+                s,
+                family,
+                "established",
+                Some(unread_at_server as u64),
+                Some(0),
+                format!("unread server {family:?}"),
+            );
 
             // Server writes, client never reads.
             let (c, mut s) = connected_pair(&l, family, port);
             s.write_all(&vec![b's'; unread_at_client]).unwrap();
-            mix.push_conn(c, family, "established", Some(unread_at_client as u64), Some(0), format!("unread client {family:?}"));
-            mix.push_conn(s, family, "established", Some(0), Some(0), format!("writer server {family:?}"));
+            mix.push_conn(
+                c,
+                family,
+                "established",
+                Some(unread_at_client as u64),
+                Some(0),
+                format!("unread client {family:?}"),
+            );
+            mix.push_conn(
+                s,
+                family,
+                "established",
+                Some(0),
+                Some(0),
+                format!("writer server {family:?}"),
+            );
 
             // TIME_WAIT on the client end: client half-closes, server reads
             // EOF and closes, client reads EOF and closes.
@@ -716,17 +850,43 @@ impl SocketMix {
                 let (c, mut s) = connected_pair(&l, family, port);
                 c.shutdown(Shutdown::Write).unwrap();
                 read_eof(&mut s, "close_wait server");
-                mix.push_conn(c, family, "fin_wait2", Some(0), Some(0), format!("fin_wait2 client {i} {family:?}"));
-                mix.push_conn(s, family, "close_wait", Some(0), Some(0), format!("close_wait server {i} {family:?}"));
+                mix.push_conn(
+                    c,
+                    family,
+                    "fin_wait2",
+                    Some(0),
+                    Some(0),
+                    format!("fin_wait2 client {i} {family:?}"),
+                );
+                mix.push_conn(
+                    s,
+                    family,
+                    "close_wait",
+                    Some(0),
+                    Some(0),
+                    format!("close_wait server {i} {family:?}"),
+                );
             }
-            mix.listeners.push(ListenerRec { sock: l.into(), family, port, queue: 0, backlog: 32 });
+            mix.listeners.push(ListenerRec {
+                sock: l.into(),
+                family,
+                port,
+                queue: 0,
+                backlog: 32,
+            });
         }
 
         // Bulk pair (IPv6): the receiver has a small receive buffer and never
         // reads, the sender writes non-blocking until EAGAIN.
         let (l, port) = make_listener(Family::V6, 0, 4, false, Some(4096));
         let (mut sender, receiver) = connected_pair(&l, Family::V6, port);
-        setsockopt_int(sender.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 16384, "SO_SNDBUF");
+        setsockopt_int(
+            sender.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            16384,
+            "SO_SNDBUF",
+        );
         sender.set_nonblocking(true).unwrap();
         let chunk = vec![b'b'; 4096];
         let mut written = 0usize;
@@ -741,11 +901,34 @@ impl SocketMix {
                 Err(e) => panic!("bulk write: {e}"),
             }
         }
-        assert!(hit_eagain, "bulk sender never hit EAGAIN after {written} bytes");
+        assert!(
+            hit_eagain,
+            "bulk sender never hit EAGAIN after {written} bytes"
+        );
         assert!(written > 0, "bulk sender wrote nothing");
-        mix.push_conn(sender, Family::V6, "established", Some(0), None, "bulk sender".into());
-        mix.push_conn(receiver, Family::V6, "established", None, Some(0), "bulk receiver".into());
-        mix.listeners.push(ListenerRec { sock: l.into(), family: Family::V6, port, queue: 0, backlog: 4 });
+        mix.push_conn(
+            sender,
+            Family::V6,
+            "established",
+            Some(0),
+            None,
+            "bulk sender".into(),
+        );
+        mix.push_conn(
+            receiver,
+            Family::V6,
+            "established",
+            None,
+            Some(0),
+            "bulk receiver".into(),
+        );
+        mix.listeners.push(ListenerRec {
+            sock: l.into(),
+            family: Family::V6,
+            port,
+            queue: 0,
+            backlog: 4,
+        });
 
         mix.settle();
         mix
@@ -758,9 +941,16 @@ impl SocketMix {
     pub fn adopt_listener(&mut self, family: Family, port: u16, pid: libc::pid_t) {
         let inode = listener_inode(family, port)
             .unwrap_or_else(|| panic!("no listener on {} port {port} in /proc", family.loopback()));
-        let sock = steal_socket_fd(pid, inode).unwrap_or_else(|e| panic!("pidfd_getfd from pid {pid}: {e}"));
+        let sock = steal_socket_fd(pid, inode)
+            .unwrap_or_else(|e| panic!("pidfd_getfd from pid {pid}: {e}"));
         let (_, backlog) = listener_queue(sock.as_raw_fd());
-        self.listeners.push(ListenerRec { sock, family, port, queue: 0, backlog });
+        self.listeners.push(ListenerRec {
+            sock,
+            family,
+            port,
+            queue: 0,
+            backlog,
+        });
     }
 
     /// After connections that are not part of the mix (scrapes of the
@@ -774,12 +964,17 @@ impl SocketMix {
             }
             let mut got = proc_view()?;
             let key = ("ipv4".to_string(), "time_wait".to_string());
-            let extra = got.sockets[&key].checked_sub(want.sockets[&key]).ok_or("fewer TIME_WAIT than designed")?;
+            let extra = got.sockets[&key]
+                .checked_sub(want.sockets[&key])
+                .ok_or("fewer TIME_WAIT than designed")?;
             *got.sockets.get_mut(&key).unwrap() -= extra;
             if got == want {
                 Ok(extra)
             } else {
-                Err(format!("/proc vs design:\n  {}", got.diff(&want).join("\n  ")))
+                Err(format!(
+                    "/proc vs design:\n  {}",
+                    got.diff(&want).join("\n  ")
+                ))
             }
         })
         .unwrap_or_else(|e| panic!("namespace did not settle after scrapes: {e}"));
@@ -788,8 +983,23 @@ impl SocketMix {
         *self.bulk_last.lock().unwrap() = None;
     }
 
-    fn push_conn(&mut self, stream: TcpStream, family: Family, state: &'static str, unread: Option<u64>, unacked: Option<u64>, what: String) {
-        self.conns.push(Conn { stream, family, state, unread, unacked, what });
+    fn push_conn(
+        &mut self,
+        stream: TcpStream,
+        family: Family,
+        state: &'static str,
+        unread: Option<u64>,
+        unacked: Option<u64>,
+        what: String,
+    ) {
+        self.conns.push(Conn {
+            stream,
+            family,
+            state,
+            unread,
+            unacked,
+            what,
+        });
     }
 
     /// The expected exporter numbers, with queue bytes read live from every
@@ -800,7 +1010,12 @@ impl SocketMix {
         for c in &self.conns {
             let fd = c.stream.as_raw_fd();
             e.add_sockets(c.family.label(), c.state, 1);
-            e.add_queues(c.family.label(), c.state, unread_bytes(fd), unacked_bytes(fd));
+            e.add_queues(
+                c.family.label(),
+                c.state,
+                unread_bytes(fd),
+                unacked_bytes(fd),
+            );
         }
         for (f, n) in &self.unaccepted {
             e.add_sockets(f.label(), "established", *n);
@@ -818,8 +1033,15 @@ impl SocketMix {
     /// The bulk pair's queues: (sender's send queue, receiver's receive queue).
     pub fn bulk_queues(&self) -> (u64, u64) {
         let s = self.conns.iter().find(|c| c.what == "bulk sender").unwrap();
-        let r = self.conns.iter().find(|c| c.what == "bulk receiver").unwrap();
-        (unacked_bytes(s.stream.as_raw_fd()), unread_bytes(r.stream.as_raw_fd()))
+        let r = self
+            .conns
+            .iter()
+            .find(|c| c.what == "bulk receiver")
+            .unwrap();
+        (
+            unacked_bytes(s.stream.as_raw_fd()),
+            unread_bytes(r.stream.as_raw_fd()),
+        )
     }
 
     /// Ok when every socket is in its designed state with its designed
@@ -830,7 +1052,12 @@ impl SocketMix {
             let fd = c.stream.as_raw_fd();
             let st = tcp_state(fd);
             if state_label(st) != Some(c.state) {
-                return Err(format!("{}: state {st} ({:?}), want {}", c.what, state_label(st), c.state));
+                return Err(format!(
+                    "{}: state {st} ({:?}), want {}",
+                    c.what,
+                    state_label(st),
+                    c.state
+                ));
             }
             if let Some(want) = c.unread {
                 let got = unread_bytes(fd);
@@ -847,7 +1074,10 @@ impl SocketMix {
         }
         let bulk = self.bulk_queues();
         if bulk.0 == 0 || bulk.1 == 0 {
-            return Err(format!("bulk pair: send queue {} / receive queue {}: both must be > 0", bulk.0, bulk.1));
+            return Err(format!(
+                "bulk pair: send queue {} / receive queue {}: both must be > 0",
+                bulk.0, bulk.1
+            ));
         }
         let last = self.bulk_last.lock().unwrap().replace(bulk);
         if last != Some(bulk) {
@@ -859,7 +1089,10 @@ impl SocketMix {
         for l in &self.listeners {
             let (q, max) = listener_queue(l.sock.as_raw_fd());
             if max != l.backlog {
-                return Err(format!("listener {:?} port {}: backlog {max}, want {}", l.family, l.port, l.backlog));
+                return Err(format!(
+                    "listener {:?} port {}: backlog {max}, want {}",
+                    l.family, l.port, l.backlog
+                ));
             }
             let e = queues.entry((l.family, l.port)).or_default();
             e.0 += q;
@@ -867,7 +1100,9 @@ impl SocketMix {
         }
         for ((f, port), (got, want)) in queues {
             if got != want {
-                return Err(format!("listener {f:?} port {port}: accept queue {got}, want {want}"));
+                return Err(format!(
+                    "listener {f:?} port {port}: accept queue {got}, want {want}"
+                ));
             }
         }
         let mut want = self.expected();
@@ -891,7 +1126,9 @@ impl SocketMix {
         loop {
             match self.check_settled() {
                 Ok(()) => return,
-                Err(e) if Instant::now() >= deadline => panic!("socket mix did not settle in 15 s: {e}"),
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("socket mix did not settle in 15 s: {e}")
+                }
                 Err(_) => thread::sleep(Duration::from_millis(150)),
             }
         }
@@ -935,7 +1172,10 @@ pub struct Exposition {
 
 impl Exposition {
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut l: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut l: Labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         l.sort();
         self.samples.get(&(name.to_string(), l)).copied()
     }
@@ -981,17 +1221,23 @@ pub fn parse_prometheus(text: &str) -> Result<Exposition, String> {
             }
             continue;
         }
-        let (name, labels, rest) = parse_sample_head(line).map_err(|e| format!("line {no} {line:?}: {e}"))?;
+        let (name, labels, rest) =
+            parse_sample_head(line).map_err(|e| format!("line {no} {line:?}: {e}"))?;
         let mut parts = rest.split_whitespace();
-        let v = parts.next().ok_or_else(|| format!("line {no} {line:?}: no value"))?;
+        let v = parts
+            .next()
+            .ok_or_else(|| format!("line {no} {line:?}: no value"))?;
         let value = match v {
             "+Inf" | "Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
             "NaN" => f64::NAN,
-            _ => v.parse::<f64>().map_err(|e| format!("line {no} {line:?}: bad value: {e}"))?,
+            _ => v
+                .parse::<f64>()
+                .map_err(|e| format!("line {no} {line:?}: bad value: {e}"))?,
         };
         if let Some(ts) = parts.next() {
-            ts.parse::<i64>().map_err(|e| format!("line {no} {line:?}: bad timestamp: {e}"))?;
+            ts.parse::<i64>()
+                .map_err(|e| format!("line {no} {line:?}: bad timestamp: {e}"))?;
         }
         if parts.next().is_some() {
             return Err(format!("line {no} {line:?}: trailing garbage"));
@@ -1108,7 +1354,10 @@ impl HttpResponse {
 
     /// The body, gunzipped when Content-Encoding says gzip, as UTF-8.
     pub fn text(&self) -> String {
-        let raw = if self.header("content-encoding").is_some_and(|v| v.eq_ignore_ascii_case("gzip")) {
+        let raw = if self
+            .header("content-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"))
+        {
             gunzip(&self.body).expect("gzip body decodes")
         } else {
             self.body.clone()
@@ -1125,7 +1374,12 @@ pub fn gunzip(data: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Sends one request (with `Connection: close`) and reads the response.
 /// Every step is bounded by a 10 s socket timeout.
-pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> io::Result<HttpResponse> {
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> io::Result<HttpResponse> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -1152,7 +1406,10 @@ pub fn read_response(s: &mut TcpStream, head: bool) -> io::Result<HttpResponse> 
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("EOF before the end of the response header ({} bytes read)", buf.len()),
+                format!(
+                    "EOF before the end of the response header ({} bytes read)",
+                    buf.len()
+                ),
             ));
         }
         buf.extend_from_slice(&tmp[..n]);
@@ -1192,7 +1449,14 @@ pub fn read_response(s: &mut TcpStream, head: bool) -> io::Result<HttpResponse> 
             match s.read(&mut tmp) {
                 Ok(0) => break,
                 Ok(n) => rest.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
                 Err(e) => return Err(e),
             }
             if rest.len() > 1 << 24 {
@@ -1203,11 +1467,16 @@ pub fn read_response(s: &mut TcpStream, head: bool) -> io::Result<HttpResponse> 
     } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         read_chunked(s, rest)?
     } else if let Some(cl) = get("content-length") {
-        let cl: usize = cl.parse().map_err(|_| io::Error::other(format!("bad Content-Length {cl:?}")))?;
+        let cl: usize = cl
+            .parse()
+            .map_err(|_| io::Error::other(format!("bad Content-Length {cl:?}")))?;
         while rest.len() < cl {
             let n = s.read(&mut tmp)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside the body"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "EOF inside the body",
+                ));
             }
             rest.extend_from_slice(&tmp[..n]);
         }
@@ -1217,7 +1486,11 @@ pub fn read_response(s: &mut TcpStream, head: bool) -> io::Result<HttpResponse> 
         s.read_to_end(&mut rest)?;
         rest
     };
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn read_chunked(s: &mut TcpStream, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
@@ -1227,7 +1500,10 @@ fn read_chunked(s: &mut TcpStream, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
     let mut fill = |buf: &mut Vec<u8>| -> io::Result<()> {
         let n = s.read(&mut tmp)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside a chunked body"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "EOF inside a chunked body",
+            ));
         }
         buf.extend_from_slice(&tmp[..n]);
         Ok(())
@@ -1285,7 +1561,10 @@ impl RunOutput {
         self.status.code()
     }
     pub fn describe(&self) -> String {
-        format!("status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.status, self.stdout, self.stderr)
+        format!(
+            "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
     }
 }
 
@@ -1322,7 +1601,9 @@ pub fn run_exporter(args: &[&str], limit: Duration) -> RunOutput {
             let _ = child.wait();
             let so = String::from_utf8_lossy(&t_out.join().unwrap()).to_string();
             let se = String::from_utf8_lossy(&t_err.join().unwrap()).to_string();
-            panic!("{BIN} {args:?} still running after {limit:?}; killed.\nstdout: {so}\nstderr: {se}");
+            panic!(
+                "{BIN} {args:?} still running after {limit:?}; killed.\nstdout: {so}\nstderr: {se}"
+            );
         }
         thread::sleep(Duration::from_millis(20));
     };
@@ -1338,14 +1619,20 @@ pub fn dump(args: &[&str]) -> String {
     let mut full = vec!["dump"];
     full.extend_from_slice(args);
     let out = run_exporter(&full, Duration::from_secs(30));
-    assert_eq!(out.code(), Some(0), "{BIN} {full:?} failed:\n{}", out.describe());
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "{BIN} {full:?} failed:\n{}",
+        out.describe()
+    );
     out.stdout
 }
 
 /// Runs `dump` (prometheus format) and parses it.
 pub fn dump_metrics(args: &[&str]) -> Exposition {
     let text = dump(args);
-    parse_prometheus(&text).unwrap_or_else(|e| panic!("dump {args:?} output does not parse: {e}\n{text}"))
+    parse_prometheus(&text)
+        .unwrap_or_else(|e| panic!("dump {args:?} output does not parse: {e}\n{text}"))
 }
 
 /// A running server. Dropping it kills the child by PID and reaps it.
@@ -1414,11 +1701,17 @@ impl Server {
                 }
                 Ok(_) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("no msg=\"listening\" line within 10 s; stderr:\n{}", server.stderr())
+                    panic!(
+                        "no msg=\"listening\" line within 10 s; stderr:\n{}",
+                        server.stderr()
+                    )
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let st = server.child.as_mut().unwrap().wait().ok();
-                    panic!("server exited ({st:?}) before listening; stderr:\n{}", server.stderr())
+                    panic!(
+                        "server exited ({st:?}) before listening; stderr:\n{}",
+                        server.stderr()
+                    )
                 }
             }
         }
@@ -1433,8 +1726,13 @@ impl Server {
     }
 
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        http_request(self.addr, method, path, headers)
-            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}\nserver stderr:\n{}", self.addr, self.stderr()))
+        http_request(self.addr, method, path, headers).unwrap_or_else(|e| {
+            panic!(
+                "{method} {path} on {}: {e}\nserver stderr:\n{}",
+                self.addr,
+                self.stderr()
+            )
+        })
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {
@@ -1444,7 +1742,12 @@ impl Server {
     /// GET the telemetry path, assert 200, parse.
     pub fn scrape(&self) -> Exposition {
         let r = self.get(&self.telemetry_path);
-        assert_eq!(r.status, 200, "scrape status; body: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "scrape status; body: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let text = r.text();
         parse_prometheus(&text).unwrap_or_else(|e| panic!("scrape does not parse: {e}\n{text}"))
     }
@@ -1493,7 +1796,9 @@ impl Drop for Server {
 /// TCP sockets section (the rows after the `TCP sockets` header up to the
 /// first line that is not a state row).
 pub fn parse_table_states(text: &str) -> Result<Vec<(String, [u64; 3])>, String> {
-    let mut lines = text.lines().skip_while(|l| !l.trim_start().starts_with("TCP sockets"));
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("TCP sockets"));
     let header = lines.next().ok_or("no `TCP sockets` header line")?;
     let cols: Vec<&str> = header.split_whitespace().collect();
     if cols != ["TCP", "sockets", "ipv4", "ipv6", "total"] {
@@ -1507,7 +1812,9 @@ pub fn parse_table_states(text: &str) -> Result<Vec<(String, [u64; 3])>, String>
         }
         let mut nums = [0u64; 3];
         for i in 0..3 {
-            nums[i] = f[i + 1].parse().map_err(|_| format!("bad number in row {l:?}"))?;
+            nums[i] = f[i + 1]
+                .parse()
+                .map_err(|_| format!("bad number in row {l:?}"))?;
         }
         rows.push((f[0].to_string(), nums));
     }
@@ -1518,9 +1825,17 @@ pub fn parse_table_states(text: &str) -> Result<Vec<(String, [u64; 3])>, String>
 /// connect (so the window it advertises stays small), for clients that
 /// stop reading.
 pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2) call.
-    let fd = cvt(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) }, "socket").unwrap();
+    let fd = cvt(
+        unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) },
+        "socket",
+    )
+    .unwrap();
     // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf, "SO_RCVBUF");
