@@ -53,13 +53,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sockdiag_exporter");
 ///
 /// Child processes spawned later from this thread inherit the namespace.
 pub fn require_root_netns() -> bool {
+    // Written straight to fd 2 (not eprintln!, which libtest captures), so the
+    // reason shows up in a normal `cargo test` run.
+    fn skip(reason: std::fmt::Arguments) {
+        let _ = writeln!(io::stderr(), "SKIP: {reason}");
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: needs root to create a private network namespace (euid != 0)");
+        skip(format_args!(
+            "needs root to create a private network namespace (euid != 0)"
+        ));
         return false;
     }
     if let Err(e) = sockdiag_exporter::netns::enter_private() {
-        eprintln!("SKIP: cannot enter a private network namespace: {e}");
+        skip(format_args!(
+            "cannot enter a private network namespace: {e}"
+        ));
         return false;
     }
     // Without this, connect() on loopback may recycle our TIME_WAIT sockets.
