@@ -113,6 +113,9 @@ pub enum Command {
     Dump(DumpArgs),
 }
 
+// argh has no way to share fields between commands, so the collection flags
+// (--collector.tcp.dump, --collector.timeout, --log.level) are declared on
+// both `Args` and `DumpArgs`, with the same parsers and defaults.
 #[derive(FromArgs, Debug)]
 /// Collect once and print the result to stdout.
 #[argh(subcommand, name = "dump")]

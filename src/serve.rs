@@ -152,7 +152,7 @@ pub fn serve<T: Transport>(
     let mut cache = Cache::new(config.cache_ttl);
     while !stop_requested() {
         match server.recv_timeout(POLL) {
-            Ok(Some(request)) => handle(request, config, &mut cache, exporter),
+            Ok(Some(request)) => handle(request, config, &mut cache, exporter, address.port()),
             Ok(None) => {}
             Err(e) => {
                 // tiny_http's accept thread ends on any accept() error (say
@@ -193,12 +193,129 @@ pub fn accepts_gzip(request_headers: &[Header]) -> bool {
         })
 }
 
+/// Largest declared body whose leftover tiny_http may drain when the request
+/// is dropped: the drain first allocates a zeroed buffer of the whole
+/// remaining length (lazily mapped, so harmless up to this size).
+const MAX_DRAIN: usize = 1 << 30;
+
+/// The Content-Length of a body that tiny_http streams from the socket and
+/// drains, with blocking reads on the dropping thread, when the request is
+/// dropped: over 1024 bytes, or any size with `Expect: 100-continue`. Smaller
+/// bodies are read before the request reaches us; chunked bodies are not
+/// drained.
+fn streamed_body(request: &Request) -> Option<usize> {
+    let length = request.body_length().filter(|&n| n > 0)?;
+    let expects_continue = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Expect") && h.value.as_str().eq_ignore_ascii_case("100-continue"));
+    (length > 1024 || expects_continue).then_some(length)
+}
+
+/// We never read request bodies, and tiny_http would drain an unread one on
+/// this thread with no timeout (a client that never sends it would stall
+/// every scrape) into a buffer of the declared length (a huge Content-Length
+/// aborts the process). So the connection's read side is shut down first,
+/// which ends the drain at once, and the client gets 413. A declared length
+/// too large to allocate is closed without an answer and the request is
+/// leaked rather than dropped.
+fn reject_streamed_body(request: Request, length: usize, local_port: u16) {
+    let peer = request.remote_addr().copied();
+    let fd = peer.and_then(|peer| connection_fd(peer, local_port));
+    if length > MAX_DRAIN {
+        if let Some(fd) = fd {
+            // SAFETY: shutdown on one of our sockets only ends the connection.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        log::log(
+            Level::Warn,
+            "closed a connection declaring a huge request body; its reader thread is leaked",
+            &[("content_length", &length), ("peer", &format!("{peer:?}"))],
+        );
+        std::mem::forget(request);
+        return;
+    }
+    if let Some(fd) = fd {
+        // SAFETY: as above; reads now return end-of-file, writes still work.
+        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    }
+    let response = Response::from_string("413 request bodies are not accepted\n")
+        .with_status_code(StatusCode(413))
+        .with_header(header("Connection", "close"))
+        .with_header(header("Content-Type", "text/plain; charset=utf-8"));
+    let _ = request.respond(response);
+}
+
+/// Finds the descriptor of our accepted connection from `peer`, by asking
+/// each socket in /proc/self/fd for its addresses. Only used for rejected
+/// requests, so its cost does not matter.
+fn connection_fd(peer: SocketAddr, local_port: u16) -> Option<libc::c_int> {
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if socket_address(fd, libc::getpeername) == Some(peer)
+            && socket_address(fd, libc::getsockname).map(|a| a.port()) == Some(local_port)
+        {
+            return Some(fd);
+        }
+    }
+    None
+}
+
+type AddressCall =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+/// getpeername/getsockname of an AF_INET or AF_INET6 socket.
+fn socket_address(fd: libc::c_int, call: AddressCall) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain data, large enough for any address.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage and len are valid for the call; a bad fd just fails.
+    if unsafe {
+        call(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } != 0
+    {
+        return None;
+    }
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel filled a sockaddr_in.
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel filled a sockaddr_in6.
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 fn handle<T: Transport>(
     request: Request,
     config: &Config,
     cache: &mut Cache,
     exporter: &mut Exporter<T>,
+    local_port: u16,
 ) {
+    if let Some(length) = streamed_body(&request) {
+        return reject_streamed_body(request, length, local_port);
+    }
     let path = request.url().split('?').next().unwrap_or("");
     let readable = matches!(request.method(), Method::Get | Method::Head);
     let is_metrics = path == config.telemetry_path;
