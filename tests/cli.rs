@@ -310,3 +310,50 @@ fn dump_table_has_every_state_row_in_both_forms() {
         );
     }
 }
+
+#[test]
+fn dump_exits_1_with_the_error_chain_when_collection_fails() {
+    // A recorded kernel that refuses the legacy request: legacy mode (no
+    // fallback) must fail the collection.
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tcp_legacy_refused.fixture"
+    );
+    let out = run(&[
+        "dump",
+        "--source.fixture",
+        fixture,
+        "--collector.tcp.dump",
+        "legacy",
+    ]);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout when collection fails:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("Operation not supported"),
+        "stderr lacks the root cause (EOPNOTSUPP):\n{}",
+        out.stderr
+    );
+    // auto falls back to per-family dumps on the same recording.
+    let out = run(&[
+        "dump",
+        "--source.fixture",
+        fixture,
+        "--collector.tcp.dump",
+        "auto",
+    ]);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    let m = parse_prometheus(&out.stdout).unwrap();
+    assert_all_series(&m, "auto on a refused legacy dump");
+
+    let out = run(&["dump", "--source.fixture", "/nonexistent/sockdiag.fixture"]);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains("/nonexistent/sockdiag.fixture"),
+        "{}",
+        out.stderr
+    );
+}
