@@ -18,6 +18,9 @@ pub const DOTTED_FLAGS: &[&str] = &[
     "--web.listen-address",
     "--web.telemetry-path",
     "--web.write-timeout",
+    "--web.read-timeout",
+    "--web.max-connections",
+    "--web.max-header-bytes",
     "--cache.ttl",
     "--log.level",
     "--collector.tcp.dump",
@@ -50,8 +53,28 @@ pub struct Args {
     )]
     pub web_telemetry_path: String,
 
-    /// cut a client that has not taken its response after this long, so it
-    /// cannot stall other scrapers (default 3s)
+    /// close a connection that has not sent a whole request head within this
+    /// long; also how long an idle keep-alive connection stays open (default 5s)
+    #[argh(
+        option,
+        arg_name = "duration",
+        default = "Duration::from_secs(5)",
+        from_str_fn(duration)
+    )]
+    pub web_read_timeout: Duration,
+
+    /// open connections at most; the oldest one waiting for a request is
+    /// closed to make room for a new one (default 64)
+    #[argh(option, arg_name = "count", default = "64", from_str_fn(positive))]
+    pub web_max_connections: usize,
+
+    /// largest request head (request line and headers) accepted; larger
+    /// ones get 431 (default 16384)
+    #[argh(option, arg_name = "bytes", default = "16384", from_str_fn(positive))]
+    pub web_max_header_bytes: usize,
+
+    /// close a connection that has not taken its whole response within this
+    /// long, so it cannot hold resources (default 3s)
     #[argh(
         option,
         arg_name = "duration",
@@ -180,6 +203,13 @@ fn format(s: &str) -> Result<Format, String> {
         _ => Err(format!(
             "unknown format {s:?}, expected prometheus or table"
         )),
+    }
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number above 0")),
     }
 }
 

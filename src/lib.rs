@@ -51,7 +51,7 @@ pub fn run(args: Args) -> Result<(), BoxError> {
 fn serve_forever(args: Args) -> Result<(), BoxError> {
     log::set_level(args.log_level);
     serve::install_signal_handlers()?;
-    let listener = serve::bind(&args.web_listen_address, args.web_write_timeout).map_err(|e| {
+    let listener = serve::bind(&args.web_listen_address).map_err(|e| {
         format!(
             "cannot listen on --web.listen-address {:?}: {e}",
             args.web_listen_address
@@ -64,6 +64,10 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
     let config = serve::Config {
         telemetry_path: args.web_telemetry_path,
         cache_ttl: args.cache_ttl,
+        read_timeout: args.web_read_timeout,
+        write_timeout: args.web_write_timeout,
+        max_connections: args.web_max_connections,
+        max_header_bytes: args.web_max_header_bytes,
     };
     serve::serve(listener, &config, &mut exporter)
 }

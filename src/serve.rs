@@ -1,26 +1,32 @@
-//! The HTTP side: one thread answers every request from the scrape cache.
+//! The HTTP side: one thread, one poll loop, every connection nonblocking.
 //!
-//! tiny_http reads request headers on its own pool threads (so a client
-//! sending headers slowly never blocks this loop), but the response is written
-//! here. The listening socket therefore carries TCP_NODELAY (without it,
-//! Nagle against delayed ACKs caps a connection at ~25 requests/s) and
-//! SO_SNDTIMEO, both inherited by every accepted connection, so a client that
-//! stops reading is cut after --web.write-timeout instead of stalling others.
+//! Requests are parsed here (GET and HEAD only, no bodies) and answered from
+//! the scrape cache; tiny_http builds and serializes the responses. tiny_http's
+//! own server is not used: it reads each connection on a pool thread with no
+//! timeouts, queues new connections behind stuck ones, drains unread request
+//! bodies on the responding thread, and keeps a connection open after a
+//! write failed, so a few slow or hostile clients could stop every scrape.
+//! Here every connection has a deadline (a whole request head within
+//! --web.read-timeout, a whole response within --web.write-timeout), the
+//! number of connections is capped (the oldest idle one makes room for a new
+//! one), a head larger than --web.max-header-bytes is refused, and a
+//! connection that stops reading is closed instead of blocking anything.
 
 use std::error::Error;
-use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+use tiny_http::{HTTPVersion, Header, Method, Response, StatusCode};
 
 use crate::cache::Cache;
 use crate::exporter::Exporter;
 use crate::log::{self, Level};
 use crate::render;
-use crate::transport::{set_timeout, Transport};
+use crate::transport::Transport;
 
 /// Where to listen, as given by --web.listen-address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +68,10 @@ impl ListenAddr {
     }
 }
 
-/// Binds the listener: TCP_NODELAY and the write timeout are set on it so
-/// that every accepted connection inherits them.
-pub fn bind(addr: &ListenAddr, write_timeout: Duration) -> io::Result<TcpListener> {
+/// Binds the nonblocking listener, with TCP_NODELAY (inherited by accepted
+/// connections): without it, Nagle against delayed ACKs caps a keep-alive
+/// connection at about 25 responses a second.
+pub fn bind(addr: &ListenAddr) -> io::Result<TcpListener> {
     let listener = match addr {
         ListenAddr::AnyHost(port) => {
             // [::] is dual-stack on Linux (unless net.ipv6.bindv6only=1);
@@ -91,7 +98,7 @@ pub fn bind(addr: &ListenAddr, write_timeout: Duration) -> io::Result<TcpListene
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    set_timeout(&listener, libc::SO_SNDTIMEO, write_timeout)?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
@@ -124,51 +131,141 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// Serving settings.
+/// Serving settings and the limits every client is held to.
+#[derive(Debug, Clone)]
 pub struct Config {
     pub telemetry_path: String,
     pub cache_ttl: Duration,
+    /// A whole request head must arrive within this; also the keep-alive
+    /// idle time.
+    pub read_timeout: Duration,
+    /// A whole response must be taken within this.
+    pub write_timeout: Duration,
+    /// Open connections at most; the oldest one waiting for a request is
+    /// closed to make room for a new one.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
 }
 
-/// How often the loop wakes to check for a stop request.
+/// How often the loop wakes at the latest, to check for a stop request.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Serves until SIGTERM/SIGINT.
-pub fn serve<T: Transport>(
-    listener: TcpListener,
-    config: &Config,
-    exporter: &mut Exporter<T>,
-) -> Result<(), Box<dyn Error + Send + Sync>> {
-    let address = listener.local_addr()?;
-    let mut server = Server::from_listener(listener.try_clone()?, None)?;
-    log::log(
-        Level::Info,
-        "listening",
-        &[
-            ("address", &address),
-            ("telemetry_path", &config.telemetry_path),
-        ],
-    );
-    let mut cache = Cache::new(config.cache_ttl);
-    while !stop_requested() {
-        match server.recv_timeout(POLL) {
-            Ok(Some(request)) => handle(request, config, &mut cache, exporter, address.port()),
-            Ok(None) => {}
-            Err(e) => {
-                // tiny_http's accept thread ends on any accept() error (say
-                // EMFILE); start a new one on the same listening socket.
-                log::log(
-                    Level::Error,
-                    "accepting connections failed; restarting the HTTP server",
-                    &[("err", &e)],
-                );
-                std::thread::sleep(POLL);
-                server = Server::from_listener(listener.try_clone()?, None)?;
-            }
+/// A request head, parsed.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    /// The path, without query string.
+    pub path: String,
+    pub version: HTTPVersion,
+    pub headers: Vec<Header>,
+}
+
+impl Head {
+    fn header(&self, name: &'static str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// Does the client want the connection kept open after the response?
+    fn keep_alive(&self) -> bool {
+        let connection = self.header("Connection").unwrap_or("");
+        let has = |token: &str| {
+            connection
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if self.version == HTTPVersion(1, 0) {
+            has("keep-alive")
+        } else {
+            !has("close")
         }
     }
-    log::log(Level::Info, "stopping on signal", &[]);
-    Ok(())
+
+    /// Does the request carry a body (which we never read)?
+    fn has_body(&self) -> bool {
+        self.header("Transfer-Encoding").is_some()
+            || self
+                .header("Content-Length")
+                .is_some_and(|v| v.trim() != "0")
+    }
+}
+
+/// Why a request head was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Larger than the limit (431).
+    TooLarge,
+    /// Not HTTP/1.x as we understand it (400).
+    Malformed(&'static str),
+}
+
+/// Parses the request head at the start of `buf`. Ok(None): incomplete.
+/// On success also returns the head's length, so pipelined bytes after it
+/// stay for the next request.
+pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<(Head, usize)>, HeadError> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > max {
+            Err(HeadError::TooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    let len = end + 4;
+    if len > max {
+        return Err(HeadError::TooLarge);
+    }
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| HeadError::Malformed("not UTF-8"))?;
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or("");
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HeadError::Malformed("bad request line"));
+    };
+    let version = match version {
+        "HTTP/1.1" => HTTPVersion(1, 1),
+        "HTTP/1.0" => HTTPVersion(1, 0),
+        _ => return Err(HeadError::Malformed("unsupported HTTP version")),
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(HeadError::Malformed("bad method"));
+    }
+    let method = Method::from_str(method).map_err(|_| HeadError::Malformed("bad method"))?;
+    // Origin form (/path?query) or absolute form (http://host/path).
+    let path = match target.find("://") {
+        Some(at) => {
+            let rest = &target[at + 3..];
+            rest.find('/').map_or("/", |slash| &rest[slash..])
+        }
+        None if target.starts_with('/') || target == "*" => target,
+        None => return Err(HeadError::Malformed("bad request target")),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("/").to_string();
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(HeadError::Malformed("bad header line"))?;
+        if name.is_empty() || name.contains([' ', '\t']) {
+            return Err(HeadError::Malformed("bad header name"));
+        }
+        let header = Header::from_bytes(name.as_bytes(), value.trim().as_bytes())
+            .map_err(|_| HeadError::Malformed("bad header"))?;
+        headers.push(header);
+    }
+    Ok(Some((
+        Head {
+            method,
+            path,
+            version,
+            headers,
+        },
+        len,
+    )))
 }
 
 fn header(name: &str, value: &str) -> Header {
@@ -193,173 +290,321 @@ pub fn accepts_gzip(request_headers: &[Header]) -> bool {
         })
 }
 
-/// Largest declared body whose leftover tiny_http may drain when the request
-/// is dropped: the drain first allocates a zeroed buffer of the whole
-/// remaining length (lazily mapped, so harmless up to this size).
-const MAX_DRAIN: usize = 1 << 30;
-
-/// The Content-Length of a body that tiny_http streams from the socket and
-/// drains, with blocking reads on the dropping thread, when the request is
-/// dropped: over 1024 bytes, or any size with `Expect: 100-continue`. Smaller
-/// bodies are read before the request reaches us; chunked bodies are not
-/// drained.
-fn streamed_body(request: &Request) -> Option<usize> {
-    let length = request.body_length().filter(|&n| n > 0)?;
-    let expects_continue = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Expect") && h.value.as_str().eq_ignore_ascii_case("100-continue"));
-    (length > 1024 || expects_continue).then_some(length)
+/// One client connection.
+struct Conn {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    /// Close once the output is written.
+    close_after: bool,
+    /// When this connection is closed unless it makes progress.
+    deadline: Instant,
+    /// When the connection was accepted, to pick the oldest for eviction.
+    accepted: Instant,
 }
 
-/// We never read request bodies, and tiny_http would drain an unread one on
-/// this thread with no timeout (a client that never sends it would stall
-/// every scrape) into a buffer of the declared length (a huge Content-Length
-/// aborts the process). So the connection's read side is shut down first,
-/// which ends the drain at once, and the client gets 413. A declared length
-/// too large to allocate is closed without an answer and the request is
-/// leaked rather than dropped.
-fn reject_streamed_body(request: Request, length: usize, local_port: u16) {
-    let peer = request.remote_addr().copied();
-    let fd = peer.and_then(|peer| connection_fd(peer, local_port));
-    if length > MAX_DRAIN {
-        if let Some(fd) = fd {
-            // SAFETY: shutdown on one of our sockets only ends the connection.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        }
-        log::log(
-            Level::Warn,
-            "closed a connection declaring a huge request body; its reader thread is leaked",
-            &[("content_length", &length), ("peer", &format!("{peer:?}"))],
-        );
-        std::mem::forget(request);
-        return;
-    }
-    if let Some(fd) = fd {
-        // SAFETY: as above; reads now return end-of-file, writes still work.
-        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
-    }
-    let response = Response::from_string("413 request bodies are not accepted\n")
-        .with_status_code(StatusCode(413))
-        .with_header(header("Connection", "close"))
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"));
-    let _ = request.respond(response);
-}
-
-/// Finds the descriptor of our accepted connection from `peer`, by asking
-/// each socket in /proc/self/fd for its addresses. Only used for rejected
-/// requests, so its cost does not matter.
-fn connection_fd(peer: SocketAddr, local_port: u16) -> Option<libc::c_int> {
-    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        if socket_address(fd, libc::getpeername) == Some(peer)
-            && socket_address(fd, libc::getsockname).map(|a| a.port()) == Some(local_port)
-        {
-            return Some(fd);
-        }
-    }
-    None
-}
-
-type AddressCall =
-    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
-
-/// getpeername/getsockname of an AF_INET or AF_INET6 socket.
-fn socket_address(fd: libc::c_int, call: AddressCall) -> Option<SocketAddr> {
-    // SAFETY: sockaddr_storage is plain data, large enough for any address.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: storage and len are valid for the call; a bad fd just fails.
-    if unsafe {
-        call(
-            fd,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    } != 0
-    {
-        return None;
-    }
-    match libc::c_int::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel filled a sockaddr_in.
-            let a: libc::sockaddr_in =
-                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel filled a sockaddr_in6.
-            let a: libc::sockaddr_in6 =
-                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
-            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                ip,
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
+impl Conn {
+    fn writing(&self) -> bool {
+        self.written < self.output.len()
     }
 }
 
-fn handle<T: Transport>(
-    request: Request,
-    config: &Config,
-    cache: &mut Cache,
-    exporter: &mut Exporter<T>,
-    local_port: u16,
-) {
-    if let Some(length) = streamed_body(&request) {
-        return reject_streamed_body(request, length, local_port);
-    }
-    let path = request.url().split('?').next().unwrap_or("");
-    let readable = matches!(request.method(), Method::Get | Method::Head);
-    let is_metrics = path == config.telemetry_path;
-    let result = if !is_metrics && path != "/" {
-        request.respond(
-            Response::from_string("404 page not found\n")
-                .with_status_code(StatusCode(404))
-                .with_header(header("Content-Type", "text/plain; charset=utf-8")),
-        )
-    } else if !readable {
-        request.respond(
-            Response::from_string("405 method not allowed\n")
-                .with_status_code(StatusCode(405))
-                .with_header(header("Allow", "GET, HEAD"))
-                .with_header(header("Content-Type", "text/plain; charset=utf-8")),
-        )
-    } else {
-        let freshness = cache.freshness();
-        let entry = cache.get(Instant::now(), || exporter.refresh());
-        if is_metrics {
-            let gzip = accepts_gzip(request.headers());
-            let mut headers = vec![
-                header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
-                header("Vary", "Accept-Encoding"),
-            ];
-            let body: &[u8] = if gzip {
-                headers.push(header("Content-Encoding", "gzip"));
-                entry.gzip()
-            } else {
-                entry.snapshot.text.as_bytes()
-            };
-            let response = Response::new(StatusCode(200), headers, body, Some(body.len()), None);
-            request.respond(response)
-        } else {
-            let page =
-                render::landing_page(&config.telemetry_path, &freshness, &entry.snapshot.summary);
-            request.respond(
-                Response::from_string(page)
-                    .with_header(header("Content-Type", "text/html; charset=utf-8")),
+/// The serving state: limits, cache and the exporter behind them.
+struct Http<'a, T> {
+    config: &'a Config,
+    cache: Cache,
+    exporter: &'a mut Exporter<T>,
+}
+
+impl<T: Transport> Http<'_, T> {
+    /// Appends the response to `head` to `out`; returns whether the
+    /// connection stays open.
+    fn respond(&mut self, head: &Head, out: &mut Vec<u8>) -> bool {
+        let keep_alive = head.keep_alive() && !head.has_body();
+        let readable = matches!(head.method, Method::Get | Method::Head);
+        let is_metrics = head.path == self.config.telemetry_path;
+        let text = "text/plain; charset=utf-8";
+        let (status, headers, body): (u16, Vec<Header>, Vec<u8>) = if head.has_body() {
+            (
+                413,
+                vec![header("Content-Type", text)],
+                b"413 request bodies are not accepted\n".to_vec(),
             )
-        }
+        } else if !is_metrics && head.path != "/" {
+            (
+                404,
+                vec![header("Content-Type", text)],
+                b"404 page not found\n".to_vec(),
+            )
+        } else if !readable {
+            (
+                405,
+                vec![header("Content-Type", text), header("Allow", "GET, HEAD")],
+                b"405 method not allowed\n".to_vec(),
+            )
+        } else {
+            let freshness = self.cache.freshness();
+            let exporter = &mut *self.exporter;
+            let entry = self.cache.get(Instant::now(), || exporter.refresh());
+            if is_metrics {
+                let mut headers = vec![
+                    header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                    header("Vary", "Accept-Encoding"),
+                ];
+                let body = if accepts_gzip(&head.headers) {
+                    headers.push(header("Content-Encoding", "gzip"));
+                    entry.gzip().to_vec()
+                } else {
+                    entry.snapshot.text.as_bytes().to_vec()
+                };
+                (200, headers, body)
+            } else {
+                let page = render::landing_page(
+                    &self.config.telemetry_path,
+                    &freshness,
+                    &entry.snapshot.summary,
+                );
+                (
+                    200,
+                    vec![header("Content-Type", "text/html; charset=utf-8")],
+                    page.into_bytes(),
+                )
+            }
+        };
+        let head_only = head.method == Method::Head;
+        let version = head.version.clone();
+        write_response(out, status, headers, &body, version, head_only, keep_alive);
+        keep_alive
+    }
+}
+
+/// Serializes a response with tiny_http into `out`, plus a `Connection`
+/// header (tiny_http drops those from responses, since its server manages
+/// connections itself; ours does).
+fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: Vec<Header>,
+    body: &[u8],
+    version: HTTPVersion,
+    head_only: bool,
+    keep_alive: bool,
+) {
+    let start = out.len();
+    let response = Response::new(StatusCode(status), headers, body, Some(body.len()), None);
+    response
+        .raw_print(&mut *out, version, &[], head_only, None)
+        .expect("writing to memory cannot fail");
+    let connection: &[u8] = if keep_alive {
+        b"Connection: keep-alive\r\n"
+    } else {
+        b"Connection: close\r\n"
     };
-    if let Err(e) = result {
-        log::log(Level::Debug, "writing a response failed", &[("err", &e)]);
+    let status_line_end = out[start..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(out.len(), |at| start + at + 2);
+    out.splice(status_line_end..status_line_end, connection.iter().copied());
+}
+
+/// An error answer for a head we could not parse; the connection closes.
+fn refuse(out: &mut Vec<u8>, error: &HeadError) {
+    let (status, message) = match error {
+        HeadError::TooLarge => (431, "431 request header fields too large\n".to_string()),
+        HeadError::Malformed(why) => (400, format!("400 bad request: {why}\n")),
+    };
+    let headers = vec![header("Content-Type", "text/plain; charset=utf-8")];
+    let body = message.as_bytes();
+    write_response(out, status, headers, body, HTTPVersion(1, 1), false, false);
+}
+
+/// Serves until SIGTERM/SIGINT.
+pub fn serve<T: Transport>(
+    listener: TcpListener,
+    config: &Config,
+    exporter: &mut Exporter<T>,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let address = listener.local_addr()?;
+    log::log(
+        Level::Info,
+        "listening",
+        &[
+            ("address", &address),
+            ("telemetry_path", &config.telemetry_path),
+        ],
+    );
+    let mut http = Http {
+        config,
+        cache: Cache::new(config.cache_ttl),
+        exporter,
+    };
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    while !stop_requested() {
+        let now = Instant::now();
+        let wait = conns
+            .iter()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .fold(POLL, Duration::min);
+        fds.clear();
+        fds.push(libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for conn in &conns {
+            let events = if conn.writing() {
+                libc::POLLOUT
+            } else {
+                libc::POLLIN
+            };
+            fds.push(libc::pollfd {
+                fd: conn.stream.as_raw_fd(),
+                events,
+                revents: 0,
+            });
+        }
+        let timeout = wait.as_millis().clamp(1, POLL.as_millis()) as libc::c_int;
+        // SAFETY: fds is a valid array of pollfd for the call's duration.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        // Connections first (indices match fds[1..]), then new ones.
+        let mut closed = vec![false; conns.len()];
+        for (i, conn) in conns.iter_mut().enumerate() {
+            let revents = fds[i + 1].revents;
+            if revents == 0 {
+                continue;
+            }
+            closed[i] = !service(conn, revents, &mut http, &mut chunk);
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        conns.retain(|c| {
+            let keep = !closed[i] && c.deadline > now;
+            i += 1;
+            keep
+        });
+        if fds[0].revents != 0 {
+            accept_all(&listener, &mut conns, config);
+        }
+    }
+    log::log(Level::Info, "stopping on signal", &[]);
+    Ok(())
+}
+
+/// Accepts every pending connection, making room under the cap by closing
+/// the oldest connection that is waiting for a request.
+fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // EMFILE and friends: leave the rest queued in the kernel.
+                log::log(Level::Warn, "accepting a connection failed", &[("err", &e)]);
+                return;
+            }
+        };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        if conns.len() >= config.max_connections.max(1) {
+            let oldest = conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.writing())
+                .min_by_key(|(_, c)| c.accepted)
+                .map(|(i, _)| i);
+            match oldest {
+                Some(i) => {
+                    conns.swap_remove(i);
+                }
+                None => continue, // all busy writing: drop the new one
+            }
+        }
+        let now = Instant::now();
+        conns.push(Conn {
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            close_after: false,
+            deadline: now + config.read_timeout,
+            accepted: now,
+        });
+    }
+}
+
+/// Handles readiness on one connection; false means close it.
+fn service<T: Transport>(
+    conn: &mut Conn,
+    revents: libc::c_short,
+    http: &mut Http<'_, T>,
+    chunk: &mut [u8],
+) -> bool {
+    if conn.writing() {
+        if revents & (libc::POLLERR | libc::POLLHUP) != 0 && revents & libc::POLLOUT == 0 {
+            return false;
+        }
+        match conn.stream.write(&conn.output[conn.written..]) {
+            Ok(n) => conn.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(_) => return false,
+        }
+        if conn.writing() {
+            return true;
+        }
+        if conn.close_after {
+            return false;
+        }
+        conn.output.clear();
+        conn.written = 0;
+        conn.deadline = Instant::now() + http.config.read_timeout;
+        // A pipelined request may already be buffered.
+        return process(conn, http);
+    }
+    match conn.stream.read(chunk) {
+        Ok(0) => return false,
+        Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+        Err(_) => return false,
+    }
+    process(conn, http)
+}
+
+/// Answers the buffered request, if a whole head is there.
+fn process<T: Transport>(conn: &mut Conn, http: &mut Http<'_, T>) -> bool {
+    let max = http.config.max_header_bytes;
+    match parse_head(&conn.input, max) {
+        Ok(None) => true,
+        Ok(Some((head, len))) => {
+            conn.input.drain(..len);
+            let keep = http.respond(&head, &mut conn.output);
+            conn.close_after = !keep;
+            if !keep {
+                conn.input.clear();
+            }
+            conn.deadline = Instant::now() + http.config.write_timeout;
+            true
+        }
+        Err(error) => {
+            refuse(&mut conn.output, &error);
+            conn.input.clear();
+            conn.close_after = true;
+            conn.deadline = Instant::now() + http.config.write_timeout;
+            true
+        }
     }
 }
 
@@ -401,17 +646,79 @@ mod tests {
     }
 
     #[test]
-    fn binds_with_nodelay_and_write_timeout() {
+    fn binds_with_nodelay() {
         let addr = ListenAddr::Host("127.0.0.1".into(), 0);
-        let listener = bind(&addr, Duration::from_millis(1500)).unwrap();
+        let listener = bind(&addr).unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
         let (accepted, _) = listener.accept().unwrap();
-        // Both options are inherited by accepted connections.
+        // Inherited by accepted connections.
         assert!(accepted.nodelay().unwrap());
-        assert_eq!(
-            accepted.write_timeout().unwrap(),
-            Some(Duration::from_millis(1500))
-        );
         drop(client);
+    }
+
+    fn head(text: &str) -> Result<Option<(Head, usize)>, HeadError> {
+        parse_head(text.as_bytes(), 1024)
+    }
+
+    #[test]
+    fn parses_request_heads() {
+        let text = "GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\nGET";
+        let (h, len) = head(text).unwrap().unwrap();
+        assert_eq!(
+            (h.method.clone(), h.path.as_str()),
+            (Method::Get, "/metrics")
+        );
+        assert_eq!(len, text.len() - 3, "pipelined bytes stay");
+        assert!(h.keep_alive() && !h.has_body() && accepts_gzip(&h.headers));
+        let (h, _) = head("HEAD http://x:1/m HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!((h.method.clone(), h.path.as_str()), (Method::Head, "/m"));
+        assert!(!h.keep_alive(), "HTTP/1.0 closes by default");
+        let (h, _) = head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive());
+        let (h, _) = head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive());
+        let (h, _) = head("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.has_body());
+        let (h, _) = head("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.has_body());
+        let (h, _) = head("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.has_body());
+        assert!(
+            head("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none(),
+            "incomplete"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_and_oversized_heads() {
+        for bad in [
+            "GET /\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+            "GET  / HTTP/1.1\r\n\r\n",
+            "G3T / HTTP/1.1\r\n\r\n",
+            "GET metrics HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nno colon\r\n\r\n",
+            "GET / HTTP/1.1\r\nbad name: x\r\n\r\n",
+        ] {
+            assert!(matches!(head(bad), Err(HeadError::Malformed(_))), "{bad:?}");
+        }
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
+        assert_eq!(head(&big).unwrap_err(), HeadError::TooLarge);
+        assert_eq!(
+            parse_head(&[b'a'; 1025], 1024).unwrap_err(),
+            HeadError::TooLarge
+        );
+        assert!(parse_head(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n'], 1024).is_err());
     }
 }
