@@ -483,28 +483,11 @@ impl Expected {
             let mut seen = 0;
             for (labels, value) in exp.series(name) {
                 seen += 1;
-                let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
-                if keys != ["family", "protocol", "state"] {
-                    diffs.push(format!(
-                        "{name}{}: unexpected label set",
-                        fmt_labels(&labels)
-                    ));
+                let Some(get) =
+                    tcp_labels(name, &labels, &["family", "protocol", "state"], &mut diffs)
+                else {
                     continue;
-                }
-                let get = |k: &str| {
-                    labels
-                        .iter()
-                        .find(|(n, _)| n == k)
-                        .map(|(_, v)| v.clone())
-                        .unwrap()
                 };
-                if get("protocol") != "tcp" {
-                    diffs.push(format!(
-                        "{name}{}: protocol is not tcp",
-                        fmt_labels(&labels)
-                    ));
-                    continue;
-                }
                 let key = (get("family"), get("state"));
                 match table.get(&key) {
                     None => diffs.push(format!("{name}{}: unexpected series", fmt_labels(&labels))),
@@ -538,27 +521,14 @@ impl Expected {
         for (name, pick) in listener_tables {
             let mut got = BTreeMap::new();
             for (labels, value) in exp.series(name) {
-                let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
-                if keys != ["address", "family", "port", "protocol"] {
-                    diffs.push(format!(
-                        "{name}{}: unexpected label set",
-                        fmt_labels(&labels)
-                    ));
+                let Some(get) = tcp_labels(
+                    name,
+                    &labels,
+                    &["address", "family", "port", "protocol"],
+                    &mut diffs,
+                ) else {
                     continue;
-                }
-                let get = |k: &str| {
-                    labels
-                        .iter()
-                        .find(|(n, _)| n == k)
-                        .map(|(_, v)| v.clone())
-                        .unwrap()
                 };
-                if get("protocol") != "tcp" {
-                    diffs.push(format!(
-                        "{name}{}: protocol is not tcp",
-                        fmt_labels(&labels)
-                    ));
-                }
                 let port: u16 = match get("port").parse() {
                     Ok(p) => p,
                     Err(_) => {
@@ -597,6 +567,36 @@ impl Expected {
 }
 
 type PickStat = fn(&ListenerStats) -> u64;
+
+/// A getter for one series' labels, if its label names are exactly `keys`
+/// and its protocol is tcp; otherwise says why in `diffs`.
+fn tcp_labels<'a>(
+    name: &str,
+    labels: &'a [(String, String)],
+    keys: &[&str],
+    diffs: &mut Vec<String>,
+) -> Option<impl Fn(&str) -> String + 'a> {
+    let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+    if names != keys {
+        diffs.push(format!(
+            "{name}{}: unexpected label set",
+            fmt_labels(labels)
+        ));
+        return None;
+    }
+    let get = |k: &str| {
+        labels
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    if get("protocol") != "tcp" {
+        diffs.push(format!("{name}{}: protocol is not tcp", fmt_labels(labels)));
+        return None;
+    }
+    Some(get)
+}
 
 fn fmt_labels(labels: &[(String, String)]) -> String {
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
