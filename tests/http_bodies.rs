@@ -64,7 +64,7 @@ fn hostile_bodies_neither_crash_nor_stall_the_server() {
         );
     }
     let answer = send(
-        server.port,
+        server.addr,
         b"POST /metrics HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
     );
     assert!(answer.starts_with("HTTP/1.0 413"), "{answer:.100}");
