@@ -12,6 +12,7 @@
 //! one), a head larger than --web.max-header-bytes is refused, and a
 //! connection that stops reading is closed instead of blocking anything.
 
+use std::borrow::Cow;
 use std::error::Error;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -325,23 +326,23 @@ impl<T: Transport> Http<'_, T> {
         let readable = matches!(head.method, Method::Get | Method::Head);
         let is_metrics = head.path == self.config.telemetry_path;
         let text = "text/plain; charset=utf-8";
-        let (status, headers, body): (u16, Vec<Header>, Vec<u8>) = if head.has_body() {
+        let (status, headers, body): (u16, Vec<Header>, Cow<[u8]>) = if head.has_body() {
             (
                 413,
                 vec![header("Content-Type", text)],
-                b"413 request bodies are not accepted\n".to_vec(),
+                Cow::Borrowed(b"413 request bodies are not accepted\n"),
             )
         } else if !is_metrics && head.path != "/" {
             (
                 404,
                 vec![header("Content-Type", text)],
-                b"404 page not found\n".to_vec(),
+                Cow::Borrowed(b"404 page not found\n"),
             )
         } else if !readable {
             (
                 405,
                 vec![header("Content-Type", text), header("Allow", "GET, HEAD")],
-                b"405 method not allowed\n".to_vec(),
+                Cow::Borrowed(b"405 method not allowed\n"),
             )
         } else {
             let freshness = self.cache.freshness();
@@ -354,9 +355,9 @@ impl<T: Transport> Http<'_, T> {
                 ];
                 let body = if accepts_gzip(&head.headers) {
                     headers.push(header("Content-Encoding", "gzip"));
-                    entry.gzip().to_vec()
+                    Cow::Borrowed(entry.gzip())
                 } else {
-                    entry.snapshot.text.as_bytes().to_vec()
+                    Cow::Borrowed(entry.snapshot.text.as_bytes())
                 };
                 (200, headers, body)
             } else {
@@ -368,7 +369,7 @@ impl<T: Transport> Http<'_, T> {
                 (
                     200,
                     vec![header("Content-Type", "text/html; charset=utf-8")],
-                    page.into_bytes(),
+                    Cow::Owned(page.into_bytes()),
                 )
             }
         };
