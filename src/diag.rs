@@ -162,6 +162,18 @@ pub enum DumpRequest {
 }
 
 impl DumpRequest {
+    /// Every request kind, for parsing names back (fixtures).
+    pub const ALL: &'static [DumpRequest] = &[
+        DumpRequest::Legacy,
+        DumpRequest::ByFamily(Family::Ipv4),
+        DumpRequest::ByFamily(Family::Ipv6),
+    ];
+
+    /// The request whose [`name`](Self::name) is `name`.
+    pub fn from_name(name: &str) -> Option<DumpRequest> {
+        DumpRequest::ALL.iter().copied().find(|r| r.name() == name)
+    }
+
     /// The nlmsg_type the kernel answers this request's data messages with.
     pub fn response_type(self) -> u16 {
         match self {

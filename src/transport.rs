@@ -210,7 +210,7 @@ fn with_sequence(datagram: &[u8], from: u32, to: u32) -> Vec<u8> {
 ///
 /// ```text
 /// # comments and blank lines are ignored
-/// dump legacy seq=1            # or: dump by-family ipv4 seq=1
+/// dump legacy seq=1            # any DumpRequest name, e.g. dump by-family ipv4 seq=1
 /// recv 4c000000120002...       # one datagram, hex, as received
 /// ```
 pub fn parse_fixture(text: &str) -> Result<Vec<RecordedDump>, String> {
@@ -223,21 +223,15 @@ pub fn parse_fixture(text: &str) -> Result<Vec<RecordedDump>, String> {
         let at = |msg: String| format!("line {}: {msg}", n + 1);
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["dump", rest @ ..] => {
-                let (kind, seq) = match rest {
-                    ["legacy", seq] => (DumpRequest::Legacy, seq),
-                    ["by-family", "ipv4", seq] => {
-                        (DumpRequest::ByFamily(crate::diag::Family::Ipv4), seq)
-                    }
-                    ["by-family", "ipv6", seq] => {
-                        (DumpRequest::ByFamily(crate::diag::Family::Ipv6), seq)
-                    }
-                    _ => {
-                        return Err(at(format!(
-                            "expected `dump legacy seq=N` or `dump by-family ipv4|ipv6 seq=N`, got `{line}`"
-                        )))
-                    }
-                };
+            ["dump", name @ .., seq] if !name.is_empty() => {
+                let kind = DumpRequest::from_name(&name.join(" ")).ok_or_else(|| {
+                    let known: Vec<&str> = DumpRequest::ALL.iter().map(|r| r.name()).collect();
+                    at(format!(
+                        "unknown dump `{}` in `{line}`; known: {}",
+                        name.join(" "),
+                        known.join(", ")
+                    ))
+                })?;
                 let seq = seq
                     .strip_prefix("seq=")
                     .and_then(|s| s.parse().ok())
@@ -377,7 +371,7 @@ mod tests {
                 "dump legacy seq=1\nrecv zz\n",
                 "line 2: bad hex digits `zz` at column 6",
             ),
-            ("dump udp seq=1\n", "line 1: expected `dump legacy seq=N`"),
+            ("dump bogus seq=1\n", "line 1: unknown dump `bogus`"),
             ("dump legacy 1\n", "line 1: bad sequence `1`"),
             ("hello\n", "line 1: expected `dump ...` or `recv HEX`"),
             ("# nothing\n", "no `dump` lines"),
