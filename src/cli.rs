@@ -122,6 +122,11 @@ pub struct Args {
     )]
     pub collector_timeout: Duration,
 
+    /// serve recorded netlink answers from this fixture file instead of the
+    /// kernel, one recorded dump per collection (development and tests)
+    #[argh(option, arg_name = "file")]
+    pub source_fixture: Option<PathBuf>,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,

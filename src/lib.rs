@@ -57,8 +57,7 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
             args.web_listen_address
         )
     })?;
-    let transport = Netlink::open(args.collector_timeout)
-        .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?;
+    let transport = open_source(args.source_fixture.as_deref(), args.collector_timeout)?;
     let collector = Collector::new(transport, args.collector_tcp_dump, args.collector_timeout);
     let mut exporter = Exporter::new(collector, Metrics::new(true));
     let config = serve::Config {
@@ -72,16 +71,24 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
     serve::serve(listener, &config, &mut exporter)
 }
 
+/// The kernel, or a fixture file (`--source.fixture`) replayed in its place.
+fn open_source(
+    fixture: Option<&std::path::Path>,
+    timeout: std::time::Duration,
+) -> Result<Box<dyn Transport>, BoxError> {
+    Ok(match fixture {
+        Some(path) => Box::new(Fixture::load(path)?),
+        None => Box::new(
+            Netlink::open(timeout)
+                .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?,
+        ),
+    })
+}
+
 /// `dump`: one collection, printed to stdout.
 fn dump(args: DumpArgs) -> Result<(), BoxError> {
     log::set_level(args.log_level);
-    let source: Box<dyn Transport> = match &args.source_fixture {
-        Some(path) => Box::new(Fixture::load(path)?),
-        None => Box::new(
-            Netlink::open(args.collector_timeout)
-                .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?,
-        ),
-    };
+    let source = open_source(args.source_fixture.as_deref(), args.collector_timeout)?;
     let source: Box<dyn Transport> = match &args.record {
         Some(path) => {
             let file = std::fs::File::create(path)
