@@ -7,7 +7,7 @@ ARGS    ?=
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: all build run dump test deps lint bench golden fixtures clean
+.PHONY: all build run dump test deps lint bench golden fixtures fuzz clean
 
 all: build
 
@@ -50,6 +50,20 @@ golden:
 ## fixtures: re-record tests/fixtures/*.fixture from a real kernel (root)
 fixtures: build
 	unshare --net python3 tests/fixtures/record.py $(BIN) tests/fixtures
+
+## fuzz: run each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 1800), one at a time, niced, then minimise its corpus
+# libFuzzer needs nightly flags: RUSTC_BOOTSTRAP=1 allows them on stable. No
+# sanitizer (-s none): the fuzzed path is safe Rust, so the bugs to find are
+# panics, which libFuzzer catches without ASan; -a keeps overflow checks on.
+FUZZ_SECONDS ?= 1800
+FUZZ_TARGETS ?= argv netlink
+FUZZ         := RUSTC_BOOTSTRAP=1 nice -n 10 $(CARGO) fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		$(FUZZ) run -O -a -s none $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+		$(FUZZ) cmin -O -a -s none $$t || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
