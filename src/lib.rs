@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         return Ok(print_stdout(&version)?);
     }
     match args.command {
-        Some(Command::Dump(dump_args)) => dump(dump_args),
+        Some(Command::Dump(ref dump_args)) => dump(&args, dump_args),
         None => serve_forever(args),
     }
 }
@@ -57,10 +57,9 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
             args.web_listen_address
         )
     })?;
-    let transport = Netlink::open(args.collector_timeout)
-        .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?;
-    let collector = Collector::new(transport, args.collector_tcp_dump, args.collector_timeout);
-    let mut exporter = Exporter::new(collector, Metrics::new(true));
+    let transport = source(&args)?;
+    let collector = Collector::new(transport, args.options());
+    let mut exporter = Exporter::new(collector, Metrics::new(args.shape()));
     let config = serve::Config {
         telemetry_path: args.web_telemetry_path,
         cache_ttl: args.cache_ttl,
@@ -72,17 +71,22 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
     serve::serve(listener, &config, &mut exporter)
 }
 
-/// `dump`: one collection, printed to stdout.
-fn dump(args: DumpArgs) -> Result<(), BoxError> {
-    log::set_level(args.log_level);
-    let source: Box<dyn Transport> = match &args.source_fixture {
+/// Where dumps are answered: the kernel, or a fixture (`--source.fixture`).
+fn source(args: &Args) -> Result<Box<dyn Transport>, BoxError> {
+    Ok(match &args.source_fixture {
         Some(path) => Box::new(Fixture::load(path)?),
         None => Box::new(
             Netlink::open(args.collector_timeout)
                 .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?,
         ),
-    };
-    let source: Box<dyn Transport> = match &args.record {
+    })
+}
+
+/// `dump`: one collection, printed to stdout.
+fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
+    log::set_level(args.log_level);
+    let source = source(args)?;
+    let source: Box<dyn Transport> = match &dump_args.record {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| format!("cannot create --record file {}: {e}", path.display()))?;
@@ -90,14 +94,14 @@ fn dump(args: DumpArgs) -> Result<(), BoxError> {
         }
         None => source,
     };
-    let collector = Collector::new(source, args.collector_tcp_dump, args.collector_timeout);
-    let mut exporter = Exporter::new(collector, Metrics::new(true)).quiet();
+    let collector = Collector::new(source, args.options());
+    let mut exporter = Exporter::new(collector, Metrics::new(args.shape())).quiet();
     let snapshot = exporter.refresh();
     if let Some(error) = exporter.last_error() {
         return Err(format!("collection failed: {error}").into());
     }
     drop(exporter); // flushes a recording
-    let out = match args.format {
+    let out = match dump_args.format {
         Format::Prometheus => snapshot.text,
         Format::Table => snapshot.summary,
     };
