@@ -50,6 +50,7 @@ golden:
 ## fixtures: re-record tests/fixtures/*.fixture from a real kernel (root)
 fixtures: build
 	unshare --net python3 tests/fixtures/record.py $(BIN) tests/fixtures
+	UPDATE_GOLDEN=1 $(CARGO) test --locked --test golden
 
 clean:
 	$(CARGO) clean

@@ -10,8 +10,8 @@ use argh::FromArgs;
 
 use crate::aggregate::PortSet;
 use crate::collect::{DumpMode, Kind, Options};
-use crate::metrics::Shape;
 use crate::log::Level;
+use crate::metrics::Shape;
 use crate::serve::ListenAddr;
 
 /// The flags users write with dots. argh derives each dashed name from the
@@ -159,12 +159,22 @@ pub struct Args {
 
     /// break TCP sockets down by state for these ports, as local port and
     /// as remote port: a list like 22,443,5432,8000-8100 (default none)
-    #[argh(option, arg_name = "ports", default = "PortSet::default()", from_str_fn(ports))]
+    #[argh(
+        option,
+        arg_name = "ports",
+        default = "PortSet::default()",
+        from_str_fn(ports)
+    )]
     pub collector_tcp_ports: PortSet,
 
     /// the same per-port view for UDP, plus receive drops per local port
     /// (default none)
-    #[argh(option, arg_name = "ports", default = "PortSet::default()", from_str_fn(ports))]
+    #[argh(
+        option,
+        arg_name = "ports",
+        default = "PortSet::default()",
+        from_str_fn(ports)
+    )]
     pub collector_udp_ports: PortSet,
 
     /// TCP listeners reported at most; the rest are counted in
@@ -631,7 +641,11 @@ mod tests {
         for bad in ["0", "70000", "80-79", "22,,80", "x", ""] {
             let err = parse(&argv(&["--collector.tcp.ports", bad])).unwrap_err();
             assert_eq!(err.status, 2, "{bad}");
-            assert!(err.output.contains("--collector.tcp.ports"), "{}", err.output);
+            assert!(
+                err.output.contains("--collector.tcp.ports"),
+                "{}",
+                err.output
+            );
         }
     }
 

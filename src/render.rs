@@ -69,7 +69,12 @@ pub fn table(stats: Stats<'_>, reports: &[Report]) -> String {
     for report in reports {
         rows.push(row([
             report.kind.label().to_string(),
-            if report.error.is_none() { "ok" } else { "failed" }.to_string(),
+            if report.error.is_none() {
+                "ok"
+            } else {
+                "failed"
+            }
+            .to_string(),
             format!("{:.3}s", report.duration.as_secs_f64()),
         ]));
     }
@@ -122,11 +127,20 @@ fn tcp(out: &mut String, stats: &TcpStats) {
         out.push('\n');
         let mut rows = vec![row(["SYN queue", "port", "half-open"].map(String::from))];
         for ((family, port), n) in syn {
-            rows.push(row([family.label().to_string(), port.to_string(), n.to_string()]));
+            rows.push(row([
+                family.label().to_string(),
+                port.to_string(),
+                n.to_string(),
+            ]));
         }
         out.push_str(&columns(&rows, 1));
     }
-    ports(out, "TCP", &stats.ports.series(), &TcpState::ALL.map(|s| s.label()));
+    ports(
+        out,
+        "TCP",
+        &stats.ports.series(),
+        &TcpState::ALL.map(|s| s.label()),
+    );
 }
 
 /// The per-port view of one protocol (only when ports are configured).
@@ -218,7 +232,12 @@ fn udp(out: &mut String, stats: &UdpStats) {
         stats.drops[1].to_string(),
     ]));
     out.push_str(&columns(&rows, 1));
-    ports(out, "UDP", &stats.ports.series(), &UdpState::ALL.map(|s| s.label()));
+    ports(
+        out,
+        "UDP",
+        &stats.ports.series(),
+        &UdpState::ALL.map(|s| s.label()),
+    );
     let drops = stats.port_drops();
     if !drops.is_empty() {
         out.push('\n');
@@ -358,7 +377,7 @@ mod tests {
                 kind,
                 started: SystemTime::UNIX_EPOCH,
                 duration: Duration::from_millis(2),
-                error: (Some(kind) == failed).then(|| CollectError {
+                error: (Some(kind) == failed).then_some(CollectError {
                     request: "unix",
                     kind: ErrorKind::Eof,
                 }),
@@ -397,7 +416,10 @@ mod tests {
         assert!(has("SYN queue port half-open"), "{text}");
         assert!(has("ipv4 81 1"), "{text}");
         assert!(has("5 local 2 0 0 0 0 0 0 0 0 0 0"), "{text}");
-        let fullest = lines.iter().position(|l| l.starts_with("Fullest listeners")).unwrap();
+        let fullest = lines
+            .iter()
+            .position(|l| l.starts_with("Fullest listeners"))
+            .unwrap();
         assert_eq!(
             lines[fullest],
             "Fullest listeners (2 of 2, by accept queue fill)"
