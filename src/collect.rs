@@ -361,6 +361,28 @@ pub struct Stats<'a> {
     pub unix: &'a UnixStats,
 }
 
+/// Owned stats of every collector, for tests that build stats by hand.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct OwnedStats {
+    pub tcp: TcpStats,
+    pub listen: ListenStats,
+    pub udp: UdpStats,
+    pub unix: UnixStats,
+}
+
+#[cfg(test)]
+impl OwnedStats {
+    pub fn stats(&self) -> Stats<'_> {
+        Stats {
+            tcp: &self.tcp,
+            listen: &self.listen,
+            udp: &self.udp,
+            unix: &self.unix,
+        }
+    }
+}
+
 /// One collector's outcome in one collection.
 #[derive(Debug)]
 pub struct Report {

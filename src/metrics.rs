@@ -565,7 +565,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    use crate::aggregate::{ListenStats, PortSet, TcpStats, UdpStats, UnixStats};
+    use crate::aggregate::{PortSet, TcpStats};
     use crate::collect::CollectError;
     use crate::diag::{AF_INET, AF_INET6};
     use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
@@ -581,25 +581,7 @@ mod tests {
             .count()
     }
 
-    /// Owned stats of every collector.
-    #[derive(Default)]
-    struct All {
-        tcp: TcpStats,
-        listen: ListenStats,
-        udp: UdpStats,
-        unix: UnixStats,
-    }
-
-    impl All {
-        fn stats(&self) -> Stats<'_> {
-            Stats {
-                tcp: &self.tcp,
-                listen: &self.listen,
-                udp: &self.udp,
-                unix: &self.unix,
-            }
-        }
-    }
+    use crate::collect::OwnedStats as All;
 
     fn report(kind: Kind, ok: bool) -> Report {
         Report {

@@ -167,20 +167,9 @@ fn ports<const N: usize>(
 
 fn listeners(out: &mut String, stats: &ListenStats) {
     let mut listeners = stats.listeners();
-    // Fullest first: by fill ratio, then by queue length.
-    listeners.sort_by(|(ka, a), (kb, b)| {
-        let fill = |l: &Listener| l.queue as f64 / l.max.max(1) as f64;
-        fill(b)
-            .total_cmp(&fill(a))
-            .then(b.queue.cmp(&a.queue))
-            .then(ka.cmp(kb))
+    fullest_first(out, "listeners", &mut listeners, |l: &Listener| {
+        (l.queue, l.max)
     });
-    let shown = listeners.len().min(TOP_LISTENERS);
-    let _ = writeln!(
-        out,
-        "Fullest listeners ({shown} of {}, by accept queue fill)",
-        listeners.len()
-    );
     if listeners.is_empty() {
         out.push_str("(no listening sockets)\n");
         return;
@@ -201,6 +190,30 @@ fn listeners(out: &mut String, stats: &ListenStats) {
         ]));
     }
     out.push_str(&columns(&rows, 2));
+}
+
+/// Sorts listeners fullest first (fill ratio, then queue length, then key)
+/// and writes the section heading.
+fn fullest_first<K: Ord, L>(
+    out: &mut String,
+    what: &str,
+    listeners: &mut [(K, L)],
+    queue_max: impl Fn(&L) -> (u64, u64),
+) {
+    let fill = |l: &L| {
+        let (queue, max) = queue_max(l);
+        (queue as f64 / max.max(1) as f64, queue)
+    };
+    listeners.sort_by(|(ka, a), (kb, b)| {
+        let ((fa, qa), (fb, qb)) = (fill(a), fill(b));
+        fb.total_cmp(&fa).then(qb.cmp(&qa)).then(ka.cmp(kb))
+    });
+    let shown = listeners.len().min(TOP_LISTENERS);
+    let _ = writeln!(
+        out,
+        "Fullest {what} ({shown} of {}, by accept queue fill)",
+        listeners.len()
+    );
 }
 
 fn udp(out: &mut String, stats: &UdpStats) {
@@ -266,19 +279,9 @@ fn unix(out: &mut String, stats: &UnixStats) {
 
     out.push('\n');
     let mut listeners = stats.listeners();
-    listeners.sort_by(|(na, a), (nb, b)| {
-        let fill = |l: &UnixListener| l.queue as f64 / l.max.max(1) as f64;
-        fill(b)
-            .total_cmp(&fill(a))
-            .then(b.queue.cmp(&a.queue))
-            .then(na.cmp(nb))
+    fullest_first(out, "unix listeners", &mut listeners, |l: &UnixListener| {
+        (l.queue, l.max)
     });
-    let shown = listeners.len().min(TOP_LISTENERS);
-    let _ = writeln!(
-        out,
-        "Fullest unix listeners ({shown} of {}, by accept queue fill)",
-        listeners.len()
-    );
     if listeners.is_empty() {
         out.push_str("(no listening unix sockets)\n");
         return;
@@ -336,13 +339,7 @@ mod tests {
     use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
     use std::time::{Duration, SystemTime};
 
-    #[derive(Default)]
-    struct All {
-        tcp: TcpStats,
-        listen: ListenStats,
-        udp: UdpStats,
-        unix: UnixStats,
-    }
+    use crate::collect::OwnedStats as All;
 
     fn all() -> All {
         let mut all = All {
@@ -386,13 +383,7 @@ mod tests {
     }
 
     fn render(all: &All, failed: Option<Kind>) -> String {
-        let stats = Stats {
-            tcp: &all.tcp,
-            listen: &all.listen,
-            udp: &all.udp,
-            unix: &all.unix,
-        };
-        table(stats, &reports(failed))
+        table(all.stats(), &reports(failed))
     }
 
     fn flat(text: &str) -> Vec<String> {
