@@ -967,6 +967,58 @@ fn unix_listener_cap_sums_the_rest_as_other() {
     drop((keep, listeners, abs_listener));
 }
 
+/// A relative path is reported as given to bind(), so a listener bound to
+/// the relative path `@abstract` (or `@other`) must not be confused with the
+/// summed series of that name: each listener's backlog is counted once, in
+/// exactly one series.
+#[test]
+fn unix_path_labels_never_merge_with_the_summed_series() {
+    if !require_root_netns() {
+        return;
+    }
+    let dir = TempDir::new("collide");
+    // A working directory of this thread's own, so that a relative bind
+    // path resolves in the temp dir without touching other threads.
+    // SAFETY: unshare(CLONE_FS) only affects the calling thread.
+    assert_eq!(
+        unsafe { libc::unshare(libc::CLONE_FS) },
+        0,
+        "unshare(CLONE_FS)"
+    );
+    std::env::set_current_dir(dir.path()).unwrap();
+    let relative = UnixListener::bind("@abstract").unwrap();
+    relisten(relative.as_raw_fd(), 4);
+    let abs = UnixAddr::from_abstract_name(b"sockdiag-collide").unwrap();
+    let real = UnixListener::bind_addr(&abs).unwrap();
+    relisten(real.as_raw_fd(), 9);
+    let _pending = UnixStream::connect_addr(&abs).unwrap();
+
+    let (exp, text) = scrape(&["--no-collector.tcp", "--no-collector.udp"]);
+    let total_max: u64 = exp
+        .series("sockdiag_unix_listen_queue_max")
+        .iter()
+        .map(|(_, v)| *v as u64)
+        .sum();
+    assert_eq!(
+        total_max,
+        4 + 9,
+        "every listener's backlog counted once over all path series:\n{text}"
+    );
+    assert_eq!(
+        (
+            int(&exp, "sockdiag_unix_listen_queue", &[("path", "@abstract")]),
+            int(
+                &exp,
+                "sockdiag_unix_listen_queue_max",
+                &[("path", "@abstract")]
+            ),
+        ),
+        (1, 9),
+        "@abstract is the abstract listener only"
+    );
+    drop((relative, real));
+}
+
 #[test]
 fn port_series_cap_keeps_whole_ports_and_counts_the_rest() {
     if !require_root_netns() {
@@ -1196,6 +1248,11 @@ fn promtool_accepts_live_output_with_everything_enabled() {
     let _half_open = tcp_connect_nonblocking(V4, port, true);
     let abs = UnixAddr::from_abstract_name(b"sockdiag-promtool").unwrap();
     let _abs = UnixListener::bind_addr(&abs).unwrap();
+    // A path label with every character the text format must escape.
+    let dir = TempDir::new("promtool");
+    let odd = dir.path().join("we\"ird\\na\nme.sock");
+    let odd_listener = UnixListener::bind(&odd).unwrap();
+    relisten(odd_listener.as_raw_fd(), 128);
     poll_until(Duration::from_secs(3), || match proc_syn_recv(V4, port) {
         1 => Ok(()),
         n => Err(format!("{n} SYN_RECV")),
@@ -1221,6 +1278,16 @@ fn promtool_accepts_live_output_with_everything_enabled() {
     ] {
         assert!(!exp.series(series).is_empty(), "no {series}:\n{text}");
     }
+    let odd_label = odd.to_string_lossy().to_string();
+    assert_eq!(
+        int(
+            &exp,
+            "sockdiag_unix_listen_queue_max",
+            &[("path", &odd_label)]
+        ),
+        128,
+        "the escaped path label reads back as the path"
+    );
     if let Err(e) = promtool_check(&text) {
         panic!("promtool check metrics failed: {e}\n{text}");
     }
