@@ -967,6 +967,25 @@ fn unix_listener_cap_sums_the_rest_as_other() {
     drop((keep, listeners, abs_listener));
 }
 
+/// Changes the (thread's own, after unshare(CLONE_FS)) working directory
+/// and restores it on drop, panics included: with `--test-threads=1` libtest
+/// may run the next test on this same thread.
+struct CwdGuard(std::path::PathBuf);
+
+impl CwdGuard {
+    fn enter(dir: &std::path::Path) -> CwdGuard {
+        let old = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir).unwrap();
+        CwdGuard(old)
+    }
+}
+
+impl Drop for CwdGuard {
+    fn drop(&mut self) {
+        let _ = std::env::set_current_dir(&self.0);
+    }
+}
+
 /// A relative path is reported as given to bind(), so a listener bound to
 /// the relative path `@abstract` (or `@other`) must not be confused with the
 /// summed series of that name: each listener's backlog is counted once, in
@@ -985,7 +1004,7 @@ fn unix_path_labels_never_merge_with_the_summed_series() {
         0,
         "unshare(CLONE_FS)"
     );
-    std::env::set_current_dir(dir.path()).unwrap();
+    let _cwd = CwdGuard::enter(dir.path());
     let relative = UnixListener::bind("@abstract").unwrap();
     relisten(relative.as_raw_fd(), 4);
     let abs = UnixAddr::from_abstract_name(b"sockdiag-collide").unwrap();
