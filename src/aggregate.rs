@@ -414,10 +414,13 @@ pub enum UnixName {
 }
 
 impl UnixName {
-    /// The `path` label value: the path, or `@abstract` / `@unnamed`.
+    /// The `path` label value: the path, or `@abstract` / `@unnamed`. A
+    /// relative path (bound relative to the binder's working directory) gets
+    /// a `./` prefix, so no path can read like one of the `@` names.
     pub fn label(&self) -> String {
         match self {
-            UnixName::Path(p) => String::from_utf8_lossy(p).into_owned(),
+            UnixName::Path(p) if p.starts_with(b"/") => String::from_utf8_lossy(p).into_owned(),
+            UnixName::Path(p) => format!("./{}", String::from_utf8_lossy(p)),
             UnixName::Abstract => "@abstract".into(),
             UnixName::Unnamed => "@unnamed".into(),
         }
@@ -802,6 +805,8 @@ mod tests {
         assert_eq!(listeners[1].0, UnixName::Abstract);
         assert_eq!(listeners[1].1.sockets, 2);
         assert_eq!(listeners[1].0.label(), "@abstract");
+        assert_eq!(UnixName::Path(b"@abstract".to_vec()).label(), "./@abstract");
+        assert_eq!(UnixName::Path(b"run/x".to_vec()).label(), "./run/x");
         // A listener gone for one collection is forgotten.
         stats.clear();
         assert!(stats.listeners().is_empty());

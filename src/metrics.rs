@@ -65,7 +65,7 @@ pub const LISTEN_SOCKETS: Spec = Spec {
 };
 pub const LISTEN_DROPS: Spec = Spec {
     name: "sockdiag_listen_drops_total",
-    help: "SYNs and connections the listener dropped because its accept or SYN queue was full (the socket's drop counter, raised with the kernel's ListenDrops); resets when the listening socket is closed.",
+    help: "SYNs and connections the listening socket dropped: its accept or SYN queue was full (counted with the kernel's ListenDrops) or its socket filter rejected them. Restarts at 0 when the listening socket is reopened.",
     labels: BY_LISTENER,
 };
 pub const UDP_DROPS: Spec = Spec {
@@ -90,7 +90,7 @@ pub const UNIX_SEND_QUEUE: Spec = Spec {
 };
 pub const UNIX_LISTEN_QUEUE: Spec = Spec {
     name: "sockdiag_unix_listen_queue",
-    help: "Connections waiting for accept() per unix listener path; abstract names are summed as @abstract, unnamed as @unnamed, listeners beyond --collector.unix.max-listeners as @other.",
+    help: "Connections waiting for accept() per unix listener path (relative paths as ./path); abstract names are summed as @abstract, unnamed as @unnamed, listeners beyond --collector.unix.max-listeners as @other.",
     labels: &["path"],
 };
 pub const UNIX_LISTEN_QUEUE_MAX: Spec = Spec {
@@ -484,12 +484,20 @@ impl Metrics {
         }
         let states = UdpState::ALL.map(|s| s.label());
         let kept = self.record_ports("udp", &udp.ports.series(), &states);
+        let mut cut = 0u64;
         for (port, drops) in udp.port_drops() {
             if kept.binary_search(&port).is_ok() {
                 self.port_drops
                     .with_label_values(&["udp", &port.to_string()])
                     .set(int(drops));
+            } else {
+                cut += 1;
             }
+        }
+        if !udp.ports.series().is_empty() {
+            self.series_dropped
+                .with_label_values(&[PORT_DROPS.name])
+                .set(int(cut));
         }
     }
 
