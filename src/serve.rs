@@ -11,6 +11,14 @@
 //! number of connections is capped (the oldest idle one makes room for a new
 //! one), a head larger than --web.max-header-bytes is refused, and a
 //! connection that stops reading is closed instead of blocking anything.
+//!
+//! With `--web.config.file`, connections speak TLS through a rustls
+//! `ServerConnection` driven by the same loop as a nonblocking state
+//! machine: TLS bytes are read only when poll says the socket is readable
+//! and written only when it says writable, so a slow or silent TLS client
+//! holds nothing but its own connection, and its handshake is bounded by
+//! the same read deadline as a request head. Basic auth (see `auth`) is
+//! checked before anything else is answered.
 
 use std::borrow::Cow;
 use std::error::Error;
@@ -19,15 +27,19 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::ServerConnection;
 use tiny_http::{HTTPVersion, Header, Method, Response, StatusCode};
 
+use crate::auth::{BasicAuth, Verdict};
 use crate::cache::Cache;
 use crate::exporter::Exporter;
 use crate::log::{self, Level};
 use crate::render;
 use crate::transport::Transport;
+use crate::webconfig::WebConfig;
 
 /// Where to listen, as given by --web.listen-address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +159,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
+    /// TLS, basic auth and extra headers from --web.config.file.
+    pub web: WebConfig,
 }
 
 /// How often the loop wakes at the latest, to check for a stop request.
@@ -294,11 +308,20 @@ pub fn accepts_gzip(request_headers: &[Header]) -> bool {
 /// One client connection.
 struct Conn {
     stream: TcpStream,
+    /// The TLS state machine, when serving TLS.
+    tls: Option<Box<ServerConnection>>,
+    /// Plaintext received and not yet answered.
     input: Vec<u8>,
+    /// Plaintext response bytes; `written` of them are handed on (to the
+    /// socket, or to rustls to encrypt).
     output: Vec<u8>,
     written: usize,
     /// Close once the output is written.
     close_after: bool,
+    /// TLS: the close_notify alert is queued behind the last response.
+    close_notify_sent: bool,
+    /// Nothing has been read yet (to spot plain HTTP on a TLS port).
+    fresh: bool,
     /// When this connection is closed unless it makes progress.
     deadline: Instant,
     /// When the connection was accepted, to pick the oldest for eviction.
@@ -306,8 +329,10 @@ struct Conn {
 }
 
 impl Conn {
+    /// Is anything waiting to go out (response bytes, or TLS records such
+    /// as handshake messages and alerts)?
     fn writing(&self) -> bool {
-        self.written < self.output.len()
+        self.written < self.output.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 }
 
@@ -316,6 +341,9 @@ struct Http<'a, T> {
     config: &'a Config,
     cache: Cache,
     exporter: &'a mut Exporter<T>,
+    auth: Option<BasicAuth>,
+    /// Headers from http_server_config.headers, on every response.
+    extra_headers: Vec<Header>,
 }
 
 impl<T: Transport> Http<'_, T> {
@@ -326,53 +354,69 @@ impl<T: Transport> Http<'_, T> {
         let readable = matches!(head.method, Method::Get | Method::Head);
         let is_metrics = head.path == self.config.telemetry_path;
         let text = "text/plain; charset=utf-8";
-        let (status, headers, body): (u16, Vec<Header>, Cow<[u8]>) = if head.has_body() {
-            (
-                413,
-                vec![header("Content-Type", text)],
-                Cow::Borrowed(b"413 request bodies are not accepted\n"),
-            )
-        } else if !is_metrics && head.path != "/" {
-            (
-                404,
-                vec![header("Content-Type", text)],
-                Cow::Borrowed(b"404 page not found\n"),
-            )
-        } else if !readable {
-            (
-                405,
-                vec![header("Content-Type", text), header("Allow", "GET, HEAD")],
-                Cow::Borrowed(b"405 method not allowed\n"),
-            )
-        } else {
-            let freshness = self.cache.freshness();
-            let exporter = &mut *self.exporter;
-            let entry = self.cache.get(Instant::now(), || exporter.refresh());
-            if is_metrics {
-                let mut headers = vec![
-                    header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
-                    header("Vary", "Accept-Encoding"),
-                ];
-                let body = if accepts_gzip(&head.headers) {
-                    headers.push(header("Content-Encoding", "gzip"));
-                    Cow::Borrowed(entry.gzip())
-                } else {
-                    Cow::Borrowed(entry.snapshot.text.as_bytes())
-                };
-                (200, headers, body)
-            } else {
-                let page = render::landing_page(
-                    &self.config.telemetry_path,
-                    &freshness,
-                    &entry.snapshot.summary,
-                );
-                (
-                    200,
-                    vec![header("Content-Type", "text/html; charset=utf-8")],
-                    Cow::Owned(page.into_bytes()),
-                )
-            }
+        let verdict = match &mut self.auth {
+            Some(auth) => auth.check(head.header("Authorization")),
+            None => Verdict::Allow,
         };
+        let (status, mut headers, body): (u16, Vec<Header>, Cow<[u8]>) =
+            if verdict != Verdict::Allow {
+                // Every path needs credentials, as with exporter-toolkit.
+                (
+                    401,
+                    vec![
+                        header("Content-Type", text),
+                        header("WWW-Authenticate", "Basic"),
+                    ],
+                    Cow::Borrowed(b"401 Unauthorized\n"),
+                )
+            } else if head.has_body() {
+                (
+                    413,
+                    vec![header("Content-Type", text)],
+                    Cow::Borrowed(b"413 request bodies are not accepted\n"),
+                )
+            } else if !is_metrics && head.path != "/" {
+                (
+                    404,
+                    vec![header("Content-Type", text)],
+                    Cow::Borrowed(b"404 page not found\n"),
+                )
+            } else if !readable {
+                (
+                    405,
+                    vec![header("Content-Type", text), header("Allow", "GET, HEAD")],
+                    Cow::Borrowed(b"405 method not allowed\n"),
+                )
+            } else {
+                let freshness = self.cache.freshness();
+                let exporter = &mut *self.exporter;
+                let entry = self.cache.get(Instant::now(), || exporter.refresh());
+                if is_metrics {
+                    let mut headers = vec![
+                        header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                        header("Vary", "Accept-Encoding"),
+                    ];
+                    let body = if accepts_gzip(&head.headers) {
+                        headers.push(header("Content-Encoding", "gzip"));
+                        Cow::Borrowed(entry.gzip())
+                    } else {
+                        Cow::Borrowed(entry.snapshot.text.as_bytes())
+                    };
+                    (200, headers, body)
+                } else {
+                    let page = render::landing_page(
+                        &self.config.telemetry_path,
+                        &freshness,
+                        &entry.snapshot.summary,
+                    );
+                    (
+                        200,
+                        vec![header("Content-Type", "text/html; charset=utf-8")],
+                        Cow::Owned(page.into_bytes()),
+                    )
+                }
+            };
+        headers.extend(self.extra_headers.iter().cloned());
         let head_only = head.method == Method::Head;
         let version = head.version.clone();
         write_response(out, status, headers, &body, version, head_only, keep_alive);
@@ -420,6 +464,10 @@ fn refuse(out: &mut Vec<u8>, error: &HeadError) {
     write_response(out, status, headers, body, HTTPVersion(1, 1), false, false);
 }
 
+/// What Go's net/http answers when plain HTTP reaches a TLS port.
+const PLAIN_HTTP_ON_TLS: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
 /// Serves until SIGTERM/SIGINT.
 pub fn serve<T: Transport>(
     listener: TcpListener,
@@ -427,18 +475,28 @@ pub fn serve<T: Transport>(
     exporter: &mut Exporter<T>,
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let address = listener.local_addr()?;
+    let users = config.web.users.as_ref().map_or(0, |u| u.len());
     log::log(
         Level::Info,
         "listening",
         &[
             ("address", &address),
             ("telemetry_path", &config.telemetry_path),
+            ("tls", &config.web.tls.is_some()),
+            ("basic_auth_users", &users),
         ],
     );
     let mut http = Http {
         config,
         cache: Cache::new(config.cache_ttl),
         exporter,
+        auth: config.web.users.clone().map(BasicAuth::new),
+        extra_headers: config
+            .web
+            .headers
+            .iter()
+            .map(|(name, value)| header(name, value))
+            .collect(),
     };
     let mut conns: Vec<Conn> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -518,6 +576,16 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
         if stream.set_nonblocking(true).is_err() {
             continue;
         }
+        let tls = match &config.web.tls {
+            Some(tls) => match ServerConnection::new(Arc::clone(tls)) {
+                Ok(conn) => Some(Box::new(conn)),
+                Err(e) => {
+                    log::log(Level::Warn, "cannot start a TLS connection", &[("err", &e)]);
+                    continue;
+                }
+            },
+            None => None,
+        };
         if conns.len() >= config.max_connections.max(1) {
             let oldest = conns
                 .iter()
@@ -535,13 +603,133 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
         let now = Instant::now();
         conns.push(Conn {
             stream,
+            tls,
             input: Vec::new(),
             output: Vec::new(),
             written: 0,
             close_after: false,
+            close_notify_sent: false,
+            fresh: true,
             deadline: now + config.read_timeout,
             accepted: now,
         });
+    }
+}
+
+/// Hands pending output on until done (Ok(true)) or the socket is full
+/// (Ok(false)). With TLS, plaintext goes through rustls, and the
+/// close_notify alert follows the last response of a closing connection.
+fn flush(conn: &mut Conn) -> io::Result<bool> {
+    let Some(tls) = conn.tls.as_mut() else {
+        while conn.written < conn.output.len() {
+            match conn.stream.write(&conn.output[conn.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(true);
+    };
+    loop {
+        if conn.written < conn.output.len() {
+            // rustls takes what fits under its buffer limit.
+            conn.written += tls.writer().write(&conn.output[conn.written..])?;
+        }
+        let all_taken = conn.written == conn.output.len();
+        if all_taken && conn.close_after && !conn.close_notify_sent {
+            tls.send_close_notify();
+            conn.close_notify_sent = true;
+        }
+        if !tls.wants_write() {
+            if all_taken {
+                return Ok(true);
+            }
+            // Nothing to send yet rustls took nothing: wait (bounded by the
+            // deadline) rather than spin.
+            return Ok(false);
+        }
+        match tls.write_tls(&mut conn.stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads what the socket has into `conn.input` (decrypted, with TLS).
+/// Ok(false): the peer closed, or the connection is unusable.
+fn receive(conn: &mut Conn, chunk: &mut [u8]) -> io::Result<bool> {
+    let Some(tls) = conn.tls.as_mut() else {
+        return match conn.stream.read(chunk) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                conn.input.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
+    };
+    if std::mem::take(&mut conn.fresh) {
+        // Plain HTTP on the TLS port: say so (as Go does) instead of
+        // failing the handshake silently. A TLS handshake record starts
+        // with 0x16; a request line starts with a letter.
+        let mut first = [0u8; 1];
+        if let Ok(1) = conn.stream.peek(&mut first) {
+            if first[0].is_ascii_alphabetic() {
+                // Read what was sent (a bounded amount), so closing sends a
+                // FIN, not a reset that could destroy the answer in flight.
+                for _ in 0..4 {
+                    if !matches!(conn.stream.read(chunk), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+                conn.tls = None;
+                conn.output.clear();
+                conn.output.extend_from_slice(PLAIN_HTTP_ON_TLS);
+                conn.written = 0;
+                conn.close_after = true;
+                return Ok(true);
+            }
+        }
+    }
+    match tls.read_tls(&mut conn.stream) {
+        Ok(0) => return Ok(false),
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            return Ok(true)
+        }
+        Err(e) => return Err(e),
+    }
+    if let Err(e) = tls.process_new_packets() {
+        // Tell the client why (the alert is queued), best effort, then close.
+        let _ = tls.write_tls(&mut conn.stream);
+        return Err(io::Error::other(e));
+    }
+    loop {
+        match tls.reader().read(chunk) {
+            // close_notify: the client will send nothing more.
+            Ok(0) => return Ok(false),
+            Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -556,30 +744,40 @@ fn service<T: Transport>(
         if revents & (libc::POLLERR | libc::POLLHUP) != 0 && revents & libc::POLLOUT == 0 {
             return false;
         }
-        match conn.stream.write(&conn.output[conn.written..]) {
-            Ok(n) => conn.written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+        let responded = !conn.output.is_empty();
+        match flush(conn) {
+            Ok(true) => {}
+            Ok(false) => return true,
             Err(_) => return false,
-        }
-        if conn.writing() {
-            return true;
         }
         if conn.close_after {
             return false;
         }
-        conn.output.clear();
-        conn.written = 0;
-        conn.deadline = Instant::now() + http.config.read_timeout;
+        if responded {
+            conn.output.clear();
+            conn.written = 0;
+            // Idle keep-alive time. (TLS handshake messages alone do not
+            // extend the deadline: the handshake counts as reading.)
+            conn.deadline = Instant::now() + http.config.read_timeout;
+        }
         // A pipelined request may already be buffered.
         return process(conn, http);
     }
-    match conn.stream.read(chunk) {
-        Ok(0) => return false,
-        Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
-        Err(_) => return false,
+    match receive(conn, chunk) {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            log::log(
+                Level::Debug,
+                "connection failed",
+                &[("tls", &conn.tls.is_some()), ("err", &e)],
+            );
+            return false;
+        }
+    }
+    if conn.writing() {
+        // TLS handshake messages, or the plain-HTTP-on-TLS answer.
+        return true;
     }
     process(conn, http)
 }
