@@ -355,7 +355,23 @@ impl<T: Transport> Http<'_, T> {
         let is_metrics = head.path == self.config.telemetry_path;
         let text = "text/plain; charset=utf-8";
         let verdict = match &mut self.auth {
-            Some(auth) => auth.check(head.header("Authorization")),
+            Some(auth) => {
+                let runs = auth.bcrypt_runs();
+                let verdict = auth.check(head.header("Authorization"));
+                if auth.bcrypt_runs() != runs {
+                    let (good, bad) = auth.cached();
+                    log::log(
+                        Level::Debug,
+                        "basic auth checked with bcrypt (not cached)",
+                        &[
+                            ("allowed", &(verdict == Verdict::Allow)),
+                            ("cached_good", &good),
+                            ("cached_bad", &bad),
+                        ],
+                    );
+                }
+                verdict
+            }
             None => Verdict::Allow,
         };
         let (status, mut headers, body): (u16, Vec<Header>, Cow<[u8]>) =
