@@ -332,7 +332,7 @@ fn bad_config_files_stop_start_up_naming_the_field() {
 fn client_hello(pki: &Pki) -> Vec<u8> {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut conn =
-        rustls::ClientConnection::new(tls_client(&pki, BOTH, ClientCert::None), name).unwrap();
+        rustls::ClientConnection::new(tls_client(pki, BOTH, ClientCert::None), name).unwrap();
     let mut out = Vec::new();
     while conn.wants_write() {
         conn.write_tls(&mut out).unwrap();
