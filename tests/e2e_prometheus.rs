@@ -29,6 +29,9 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 /// Nothing else listens in the private namespace.
 const PROMETHEUS_ADDR: &str = "127.0.0.1:9090";
 
+/// One series of a query result: its labels and value.
+type Sample = (BTreeMap<String, String>, f64);
+
 /// The running Prometheus; dropping it kills it by PID and reaps it.
 struct Prometheus {
     child: Child,
@@ -61,7 +64,7 @@ impl Prometheus {
     }
 
     /// An instant query; the result vector as (labels, value).
-    fn query(&self, promql: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+    fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
         let addr: SocketAddr = PROMETHEUS_ADDR.parse().unwrap();
         let path = format!("/api/v1/query?query={}", percent_encode(promql));
         let r = http_request(addr, "GET", &path, &[]).map_err(|e| format!("{promql}: {e}"))?;
