@@ -11,9 +11,18 @@
 //! is read once), so a remembered verdict stays true. An unknown user is
 //! checked against a real user's hash and refused, so it costs the same
 //! bcrypt work as a known one.
+//!
+//! Checks that are not remembered run on one `Verifier` thread, never on
+//! the serving loop, and at most MAX_QUEUED wait: a client trying password
+//! after password costs that thread's time, and scrapes with remembered
+//! credentials are answered at once all the same.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{mpsc, Arc};
+use std::thread;
 
 use base64::Engine as _;
 use ring::digest;
@@ -80,6 +89,121 @@ pub enum Verdict {
     Missing,
     /// Wrong user or password.
     Deny,
+    /// Too many bcrypt checks queued: try again later (503).
+    Busy,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Done(Verdict),
+    Bcrypt(Job),
+}
+
+/// One bcrypt check, self-contained so it can run on another thread.
+pub struct Job {
+    key: [u8; 32],
+    password: String,
+    hash: String,
+    /// false: an unknown user, checked against a decoy hash and refused.
+    known: bool,
+}
+
+impl Job {
+    /// Runs bcrypt; true if the credentials are good.
+    pub fn run(&self) -> bool {
+        let matches = bcrypt::verify(self.password.as_bytes(), &self.hash).unwrap_or(false);
+        self.known && matches
+    }
+
+    pub fn key(&self) -> [u8; 32] {
+        self.key
+    }
+}
+
+/// Checks queued on the verifier thread at most; beyond it a request gets
+/// 503. Remembered credentials never queue, so a flood of new passwords
+/// cannot keep a scraper whose credentials are remembered waiting.
+pub const MAX_QUEUED: usize = 8;
+
+/// A finished check: (job id, cache key, allowed).
+pub type Finished = (u64, [u8; 32], bool);
+
+/// One thread that runs bcrypt checks in order, so the serving loop never
+/// spends a bcrypt's CPU time itself. It wakes the loop through a socket
+/// pair whose read end the loop polls.
+pub struct Verifier {
+    jobs: Option<mpsc::Sender<(u64, Job)>>,
+    done: mpsc::Receiver<Finished>,
+    wake: UnixStream,
+    thread: Option<thread::JoinHandle<()>>,
+    next_id: u64,
+    queued: usize,
+}
+
+impl Verifier {
+    pub fn start() -> io::Result<Verifier> {
+        let (wake, mut wake_writer) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        wake_writer.set_nonblocking(true)?;
+        let (jobs, inbox) = mpsc::channel::<(u64, Job)>();
+        let (outbox, done) = mpsc::channel::<Finished>();
+        let thread = thread::Builder::new()
+            .name("bcrypt".into())
+            .spawn(move || {
+                for (id, job) in inbox {
+                    let allowed = job.run();
+                    if outbox.send((id, job.key, allowed)).is_err() {
+                        return;
+                    }
+                    // A full pipe already holds a wake-up: ignore WouldBlock.
+                    let _ = wake_writer.write(&[1]);
+                }
+            })?;
+        Ok(Verifier {
+            jobs: Some(jobs),
+            done,
+            wake,
+            thread: Some(thread),
+            next_id: 0,
+            queued: 0,
+        })
+    }
+
+    /// The fd to poll for readability: checks have finished.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Queues a check; its id, or None when MAX_QUEUED are already queued.
+    pub fn submit(&mut self, job: Job) -> Option<u64> {
+        if self.queued >= MAX_QUEUED {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.jobs.as_ref()?.send((id, job)).ok()?;
+        self.queued += 1;
+        Some(id)
+    }
+
+    /// The checks finished since the last call.
+    pub fn finished(&mut self) -> Vec<Finished> {
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        let out: Vec<Finished> = self.done.try_iter().collect();
+        self.queued -= out.len().min(self.queued);
+        out
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after its current check.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl BasicAuth {
@@ -112,30 +236,52 @@ impl BasicAuth {
         key
     }
 
-    /// Checks the value of an Authorization header (None: absent).
-    pub fn check(&mut self, authorization: Option<&str>) -> Verdict {
+    /// Looks the credentials up: a verdict when no bcrypt work is needed
+    /// (missing header, or remembered), else the bcrypt check to run.
+    pub fn lookup(&self, authorization: Option<&str>) -> Lookup {
         let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return Verdict::Missing;
+            return Lookup::Done(Verdict::Missing);
         };
         let key = self.key(user.as_bytes(), password.as_bytes());
         if self.good.contains(&key) {
-            return Verdict::Allow;
+            return Lookup::Done(Verdict::Allow);
         }
         if self.bad.contains(&key) {
-            return Verdict::Deny;
+            return Lookup::Done(Verdict::Deny);
         }
         let (hash, known) = match self.users.hash(&user) {
             Some(hash) => (hash, true),
             None => (self.users.decoy_hash(), false),
         };
+        Lookup::Bcrypt(Job {
+            key,
+            password,
+            hash: hash.to_string(),
+            known,
+        })
+    }
+
+    /// Remembers the outcome of a bcrypt check; returns the verdict.
+    pub fn record(&mut self, key: [u8; 32], allowed: bool) -> Verdict {
         self.bcrypt_runs += 1;
-        let matches = bcrypt::verify(password.as_bytes(), hash).unwrap_or(false);
-        if known && matches {
+        if allowed {
             self.good.insert(key);
             Verdict::Allow
         } else {
             self.bad.insert(key);
             Verdict::Deny
+        }
+    }
+
+    /// Checks the value of an Authorization header (None: absent), running
+    /// bcrypt on this thread if needed.
+    pub fn check(&mut self, authorization: Option<&str>) -> Verdict {
+        match self.lookup(authorization) {
+            Lookup::Done(verdict) => verdict,
+            Lookup::Bcrypt(job) => {
+                let allowed = job.run();
+                self.record(job.key, allowed)
+            }
         }
     }
 
@@ -226,6 +372,45 @@ mod tests {
         assert_eq!(a.cached(), (0, 4));
         // The right password still works after the wrong ones.
         assert_eq!(a.check(Some(&header("alice", "secret"))), Verdict::Allow);
+    }
+
+    #[test]
+    fn verifier_runs_checks_off_thread_and_bounds_its_queue() {
+        let mut a = auth();
+        let mut v = Verifier::start().unwrap();
+        let job = |a: &BasicAuth, user: &str, pw: &str| match a.lookup(Some(&header(user, pw))) {
+            Lookup::Bcrypt(job) => job,
+            Lookup::Done(v) => panic!("{user}: already {v:?}"),
+        };
+        let good = v.submit(job(&a, "alice", "secret")).unwrap();
+        let bad = v.submit(job(&a, "alice", "nope")).unwrap();
+        let mut results = Vec::new();
+        for _ in 0..500 {
+            results.extend(v.finished());
+            if results.len() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(results.len(), 2, "checks did not finish in 5 s");
+        for (id, key, allowed) in results {
+            assert_eq!(allowed, id == good, "job {id} (good {good}, bad {bad})");
+            a.record(key, allowed);
+        }
+        assert!(matches!(
+            a.lookup(Some(&header("alice", "secret"))),
+            Lookup::Done(Verdict::Allow)
+        ));
+        assert!(matches!(
+            a.lookup(Some(&header("alice", "nope"))),
+            Lookup::Done(Verdict::Deny)
+        ));
+        // The queue is bounded.
+        let accepted = (0..MAX_QUEUED + 3)
+            .filter_map(|i| v.submit(job(&a, "bob", &format!("guess{i}"))))
+            .count();
+        assert_eq!(accepted, MAX_QUEUED, "queued checks");
+        drop(v); // joins the thread
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use rustls::ServerConnection;
 use tiny_http::{HTTPVersion, Header, Method, Response, StatusCode};
 
-use crate::auth::{BasicAuth, Verdict};
+use crate::auth::{BasicAuth, Lookup, Verdict, Verifier};
 use crate::cache::Cache;
 use crate::exporter::Exporter;
 use crate::log::{self, Level};
@@ -322,6 +322,9 @@ struct Conn {
     close_notify_sent: bool,
     /// Nothing has been read yet (to spot plain HTTP on a TLS port).
     fresh: bool,
+    /// A request waiting for its bcrypt check (job id), answered when the
+    /// verifier thread is done; the connection does nothing meanwhile.
+    waiting: Option<(u64, Head)>,
     /// When this connection is closed unless it makes progress.
     deadline: Instant,
     /// When the connection was accepted, to pick the oldest for eviction.
@@ -336,102 +339,139 @@ impl Conn {
     }
 }
 
+/// What became of a request.
+enum Step {
+    /// Answered; whether the connection stays open.
+    Done(bool),
+    /// Waiting for the bcrypt check with this id.
+    Wait(u64),
+}
+
 /// The serving state: limits, cache and the exporter behind them.
 struct Http<'a, T> {
     config: &'a Config,
     cache: Cache,
     exporter: &'a mut Exporter<T>,
     auth: Option<BasicAuth>,
+    /// Runs bcrypt checks off this thread (with `auth`).
+    verifier: Option<Verifier>,
     /// Headers from http_server_config.headers, on every response.
     extra_headers: Vec<Header>,
 }
 
 impl<T: Transport> Http<'_, T> {
-    /// Appends the response to `head` to `out`; returns whether the
-    /// connection stays open.
-    fn respond(&mut self, head: &Head, out: &mut Vec<u8>) -> bool {
+    /// Answers `head` into `out` (Step::Done, with whether the connection
+    /// stays open), or queues its bcrypt check (Step::Wait).
+    fn respond(&mut self, head: &Head, out: &mut Vec<u8>) -> Step {
+        let verdict = match &mut self.auth {
+            None => Verdict::Allow,
+            Some(auth) => match auth.lookup(head.header("Authorization")) {
+                Lookup::Done(verdict) => verdict,
+                Lookup::Bcrypt(job) => match &mut self.verifier {
+                    Some(verifier) => match verifier.submit(job) {
+                        Some(id) => return Step::Wait(id),
+                        None => Verdict::Busy,
+                    },
+                    None => {
+                        let allowed = job.run();
+                        auth.record(job.key(), allowed)
+                    }
+                },
+            },
+        };
+        Step::Done(self.answer(head, verdict, out))
+    }
+
+    /// Records a finished bcrypt check; its verdict.
+    fn checked(&mut self, key: [u8; 32], allowed: bool) -> Verdict {
+        let Some(auth) = self.auth.as_mut() else {
+            return Verdict::Deny;
+        };
+        let verdict = auth.record(key, allowed);
+        let (good, bad) = auth.cached();
+        log::log(
+            Level::Debug,
+            "basic auth checked with bcrypt (not cached)",
+            &[
+                ("allowed", &allowed),
+                ("cached_good", &good),
+                ("cached_bad", &bad),
+            ],
+        );
+        verdict
+    }
+
+    /// Appends the response to `head`, given the auth verdict, to `out`;
+    /// returns whether the connection stays open.
+    fn answer(&mut self, head: &Head, verdict: Verdict, out: &mut Vec<u8>) -> bool {
         let keep_alive = head.keep_alive() && !head.has_body();
         let readable = matches!(head.method, Method::Get | Method::Head);
         let is_metrics = head.path == self.config.telemetry_path;
         let text = "text/plain; charset=utf-8";
-        let verdict = match &mut self.auth {
-            Some(auth) => {
-                let runs = auth.bcrypt_runs();
-                let verdict = auth.check(head.header("Authorization"));
-                if auth.bcrypt_runs() != runs {
-                    let (good, bad) = auth.cached();
-                    log::log(
-                        Level::Debug,
-                        "basic auth checked with bcrypt (not cached)",
-                        &[
-                            ("allowed", &(verdict == Verdict::Allow)),
-                            ("cached_good", &good),
-                            ("cached_bad", &bad),
-                        ],
-                    );
-                }
-                verdict
-            }
-            None => Verdict::Allow,
-        };
-        let (status, mut headers, body): (u16, Vec<Header>, Cow<[u8]>) =
-            if verdict != Verdict::Allow {
-                // Every path needs credentials, as with exporter-toolkit.
-                (
-                    401,
-                    vec![
-                        header("Content-Type", text),
-                        header("WWW-Authenticate", "Basic"),
-                    ],
-                    Cow::Borrowed(b"401 Unauthorized\n"),
-                )
-            } else if head.has_body() {
-                (
-                    413,
-                    vec![header("Content-Type", text)],
-                    Cow::Borrowed(b"413 request bodies are not accepted\n"),
-                )
-            } else if !is_metrics && head.path != "/" {
-                (
-                    404,
-                    vec![header("Content-Type", text)],
-                    Cow::Borrowed(b"404 page not found\n"),
-                )
-            } else if !readable {
-                (
-                    405,
-                    vec![header("Content-Type", text), header("Allow", "GET, HEAD")],
-                    Cow::Borrowed(b"405 method not allowed\n"),
-                )
-            } else {
-                let freshness = self.cache.freshness();
-                let exporter = &mut *self.exporter;
-                let entry = self.cache.get(Instant::now(), || exporter.refresh());
-                if is_metrics {
-                    let mut headers = vec![
-                        header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
-                        header("Vary", "Accept-Encoding"),
-                    ];
-                    let body = if accepts_gzip(&head.headers) {
-                        headers.push(header("Content-Encoding", "gzip"));
-                        Cow::Borrowed(entry.gzip())
-                    } else {
-                        Cow::Borrowed(entry.snapshot.text.as_bytes())
-                    };
-                    (200, headers, body)
+        let (status, mut headers, body): (u16, Vec<Header>, Cow<[u8]>) = if verdict == Verdict::Busy
+        {
+            (
+                503,
+                vec![header("Content-Type", text), header("Retry-After", "1")],
+                Cow::Borrowed(b"503 too many password checks queued, try again\n"),
+            )
+        } else if verdict != Verdict::Allow {
+            // Every path needs credentials, as with exporter-toolkit.
+            (
+                401,
+                vec![
+                    header("Content-Type", text),
+                    header("WWW-Authenticate", "Basic"),
+                ],
+                Cow::Borrowed(b"401 Unauthorized\n"),
+            )
+        } else if head.has_body() {
+            (
+                413,
+                vec![header("Content-Type", text)],
+                Cow::Borrowed(b"413 request bodies are not accepted\n"),
+            )
+        } else if !is_metrics && head.path != "/" {
+            (
+                404,
+                vec![header("Content-Type", text)],
+                Cow::Borrowed(b"404 page not found\n"),
+            )
+        } else if !readable {
+            (
+                405,
+                vec![header("Content-Type", text), header("Allow", "GET, HEAD")],
+                Cow::Borrowed(b"405 method not allowed\n"),
+            )
+        } else {
+            let freshness = self.cache.freshness();
+            let exporter = &mut *self.exporter;
+            let entry = self.cache.get(Instant::now(), || exporter.refresh());
+            if is_metrics {
+                let mut headers = vec![
+                    header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                    header("Vary", "Accept-Encoding"),
+                ];
+                let body = if accepts_gzip(&head.headers) {
+                    headers.push(header("Content-Encoding", "gzip"));
+                    Cow::Borrowed(entry.gzip())
                 } else {
-                    let page = render::landing_page(
-                        &self.config.telemetry_path,
-                        &freshness,
-                        &entry.snapshot.summary,
-                    );
-                    (
-                        200,
-                        vec![header("Content-Type", "text/html; charset=utf-8")],
-                        Cow::Owned(page.into_bytes()),
-                    )
-                }
-            };
+                    Cow::Borrowed(entry.snapshot.text.as_bytes())
+                };
+                (200, headers, body)
+            } else {
+                let page = render::landing_page(
+                    &self.config.telemetry_path,
+                    &freshness,
+                    &entry.snapshot.summary,
+                );
+                (
+                    200,
+                    vec![header("Content-Type", "text/html; charset=utf-8")],
+                    Cow::Owned(page.into_bytes()),
+                )
+            }
+        };
         headers.extend(self.extra_headers.iter().cloned());
         let head_only = head.method == Method::Head;
         let version = head.version.clone();
@@ -507,6 +547,10 @@ pub fn serve<T: Transport>(
         cache: Cache::new(config.cache_ttl),
         exporter,
         auth: config.web.users.clone().map(BasicAuth::new),
+        verifier: match config.web.users {
+            Some(_) => Some(Verifier::start()?),
+            None => None,
+        },
         extra_headers: config
             .web
             .headers
@@ -529,8 +573,16 @@ pub fn serve<T: Transport>(
             events: libc::POLLIN,
             revents: 0,
         });
+        // The verifier's wake-up (or -1, which poll skips).
+        fds.push(libc::pollfd {
+            fd: http.verifier.as_ref().map_or(-1, Verifier::wake_fd),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         for conn in &conns {
-            let events = if conn.writing() {
+            let events = if conn.waiting.is_some() {
+                0 // only errors and hang-ups
+            } else if conn.writing() {
                 libc::POLLOUT
             } else {
                 libc::POLLIN
@@ -551,16 +603,27 @@ pub fn serve<T: Transport>(
             }
             return Err(e.into());
         }
-        // Connections first (indices match fds[1..]), then new ones.
+        // Finished password checks, then connections (indices match
+        // fds[2..]), then new ones.
+        if fds[1].revents != 0 {
+            answer_checked(&mut conns, &mut http);
+        }
         let mut closed = vec![false; conns.len()];
         for (i, conn) in conns.iter_mut().enumerate() {
-            let revents = fds[i + 1].revents;
+            let revents = fds[i + 2].revents;
             if revents == 0 {
                 continue;
             }
             closed[i] = !service(conn, revents, &mut http, &mut chunk);
         }
         let now = Instant::now();
+        // A password check that did not finish in time gets 503, not silence.
+        for conn in conns.iter_mut().filter(|c| c.deadline <= now) {
+            if let Some((_, head)) = conn.waiting.take() {
+                let keep = http.answer(&head, Verdict::Busy, &mut conn.output);
+                queued_response(conn, keep, config);
+            }
+        }
         let mut i = 0;
         conns.retain(|c| {
             let keep = !closed[i] && c.deadline > now;
@@ -573,6 +636,28 @@ pub fn serve<T: Transport>(
     }
     log::log(Level::Info, "stopping on signal", &[]);
     Ok(())
+}
+
+/// Answers the requests whose bcrypt checks have finished.
+fn answer_checked<T: Transport>(conns: &mut [Conn], http: &mut Http<'_, T>) {
+    let finished = match http.verifier.as_mut() {
+        Some(verifier) => verifier.finished(),
+        None => return,
+    };
+    for (id, key, allowed) in finished {
+        let verdict = http.checked(key, allowed);
+        // The connection may have gone (deadline, eviction): the verdict is
+        // remembered all the same.
+        let Some(conn) = conns
+            .iter_mut()
+            .find(|c| c.waiting.as_ref().is_some_and(|(w, _)| *w == id))
+        else {
+            continue;
+        };
+        let (_, head) = conn.waiting.take().expect("just matched");
+        let keep = http.answer(&head, verdict, &mut conn.output);
+        queued_response(conn, keep, http.config);
+    }
 }
 
 /// Accepts every pending connection, making room under the cap by closing
@@ -626,6 +711,7 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
             close_after: false,
             close_notify_sent: false,
             fresh: true,
+            waiting: None,
             deadline: now + config.read_timeout,
             accepted: now,
         });
@@ -756,6 +842,10 @@ fn service<T: Transport>(
     http: &mut Http<'_, T>,
     chunk: &mut [u8],
 ) -> bool {
+    if conn.waiting.is_some() {
+        // Polled for errors only: the client hung up.
+        return revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0;
+    }
     if conn.writing() {
         if revents & (libc::POLLERR | libc::POLLHUP) != 0 && revents & libc::POLLOUT == 0 {
             return false;
@@ -798,6 +888,15 @@ fn service<T: Transport>(
     process(conn, http)
 }
 
+/// A response is in `conn.output`: arrange its writing and what follows.
+fn queued_response(conn: &mut Conn, keep: bool, config: &Config) {
+    conn.close_after = !keep;
+    if !keep {
+        conn.input.clear();
+    }
+    conn.deadline = Instant::now() + config.write_timeout;
+}
+
 /// Answers the buffered request, if a whole head is there.
 fn process<T: Transport>(conn: &mut Conn, http: &mut Http<'_, T>) -> bool {
     let max = http.config.max_header_bytes;
@@ -805,12 +904,14 @@ fn process<T: Transport>(conn: &mut Conn, http: &mut Http<'_, T>) -> bool {
         Ok(None) => true,
         Ok(Some((head, len))) => {
             conn.input.drain(..len);
-            let keep = http.respond(&head, &mut conn.output);
-            conn.close_after = !keep;
-            if !keep {
-                conn.input.clear();
+            match http.respond(&head, &mut conn.output) {
+                Step::Done(keep) => queued_response(conn, keep, http.config),
+                Step::Wait(id) => {
+                    conn.waiting = Some((id, head));
+                    // The check, like the answer, must be done in time.
+                    conn.deadline = Instant::now() + http.config.write_timeout;
+                }
             }
-            conn.deadline = Instant::now() + http.config.write_timeout;
             true
         }
         Err(error) => {

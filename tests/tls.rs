@@ -445,3 +445,57 @@ fn curl_scrapes_with_client_cert_and_basic_auth() {
     );
     assert_eq!(code, "200", "TLS 1.2 through OpenSSL: {err}");
 }
+
+/// A client trying password after password keeps only the bcrypt thread
+/// busy: a scraper whose credentials are remembered is answered meanwhile,
+/// and guesses beyond the queue get 503 with Retry-After.
+#[test]
+fn password_guessing_does_not_hold_up_a_known_scraper() {
+    let pki = Pki::new("guessing");
+    // Cost 10, exporter-toolkit's documented default: each check costs the
+    // verifier thread tens of milliseconds (more in a debug build).
+    let hash = bcrypt::hash("secret", 10).unwrap();
+    let server = start(&pki, &format!("basic_auth_users:\n  alice: {hash}\n"), &[]);
+    let good = basic_auth("alice", "secret");
+    assert_eq!(
+        server
+            .request("GET", "/metrics", &[("Authorization", &good)])
+            .status,
+        200
+    );
+    // 24 guesses at once, each on its own connection.
+    let mut guesses = Vec::new();
+    for i in 0..24 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\n\r\n",
+            basic_auth("alice", &format!("guess{i}"))
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        guesses.push(s);
+    }
+    for _ in 0..3 {
+        let r = server.request("GET", "/metrics", &[("Authorization", &good)]);
+        assert_eq!(r.status, 200, "remembered credentials while guesses queue");
+    }
+    let mut statuses = Vec::new();
+    for mut s in guesses {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let r = common::parse_response_bytes(&raw).unwrap();
+        if r.status == 503 {
+            assert_eq!(r.header("retry-after"), Some("1"));
+        }
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.iter().all(|s| [401, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&503), "queue never full: {statuses:?}");
+    assert!(
+        statuses.contains(&401),
+        "no guess was checked: {statuses:?}"
+    );
+}
