@@ -23,10 +23,10 @@ run: build
 dump: build
 	$(BIN) dump --format table $(ARGS)
 
-## deps: tools the tests use: promtool (Debian package prometheus), ip, unshare
+## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop)
 deps:
-	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux; }
+	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl; }
 	@command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
 
 ## lint: formatting and clippy, warnings are errors

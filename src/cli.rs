@@ -23,6 +23,7 @@ pub const DOTTED_FLAGS: &[&str] = &[
     "--web.read-timeout",
     "--web.max-connections",
     "--web.max-header-bytes",
+    "--web.config.file",
     "--cache.ttl",
     "--log.level",
     "--collector.tcp.dump",
@@ -107,6 +108,11 @@ pub struct Args {
     /// ones get 431 (default 16384)
     #[argh(option, arg_name = "bytes", default = "16384", from_str_fn(positive))]
     pub web_max_header_bytes: usize,
+
+    /// exporter-toolkit web configuration file (YAML) that turns on TLS
+    /// and/or basic auth
+    #[argh(option, arg_name = "file")]
+    pub web_config_file: Option<PathBuf>,
 
     /// close a connection that has not taken its whole response within this
     /// long, so it cannot hold resources (default 3s)
