@@ -4,9 +4,9 @@
 //! panics when an invariant breaks; any other outcome is a pass.
 //!
 //! `netlink`: the input is a scripted kernel. Byte 0 picks a scenario (a
-//! collector configuration, see [`SCENARIOS`]); the rest is a stream of
-//! recv results fed through `Collector::collect`, the same path a live dump
-//! takes, for up to [`COLLECTIONS`] collections in a row.
+//! collector or all of them, see [`SCENARIOS`]); the rest is a stream of
+//! recv results fed through `Collector`, the same path a live dump takes,
+//! for up to [`COLLECTIONS`] collections in a row.
 //!
 //! `argv`: the input is argv split at NUL bytes, run through
 //! `cli::translate_argv` and `cli::parse`, plus the value parsers.
@@ -14,14 +14,16 @@
 #![allow(dead_code)] // each user calls only one of the harnesses
 
 use std::io;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use sockdiag_exporter::aggregate::TcpStats;
+use sockdiag_exporter::aggregate::{ListenStats, PortSet, TcpStats, UdpStats, UnixStats};
 use sockdiag_exporter::cli;
-use sockdiag_exporter::collect::{Collector, DumpMode, RECV_BUFFER};
-use sockdiag_exporter::diag::{Family, TcpState, INET_DIAG_MSG_LEN, NLMSG_HDRLEN};
-use sockdiag_exporter::metrics::{Metrics, Outcome};
-use sockdiag_exporter::render;
+use sockdiag_exporter::collect::{Collector, DumpMode, Kind, Options, Report, RECV_BUFFER};
+use sockdiag_exporter::diag::{
+    Family, TcpState, UdpState, UnixState, UnixType, INET_DIAG_MSG_LEN, NLMSG_HDRLEN,
+    UNIX_DIAG_MSG_LEN,
+};
+use sockdiag_exporter::metrics::{Metrics, Shape};
 use sockdiag_exporter::serve::ListenAddr;
 use sockdiag_exporter::transport::Transport;
 
@@ -30,26 +32,68 @@ use sockdiag_exporter::transport::Transport;
 pub const COLLECTIONS: usize = 3;
 
 /// One collector configuration. Byte 0 of a netlink input selects
-/// `SCENARIOS[byte0 & 0x0f % len]`; bit 4 turns the netlink port check on.
-/// New dump kinds (UDP, unix, ...) get an entry appended here, with a
-/// `run` that drives their collector through `transport`.
+/// `SCENARIOS[(byte0 & 0x0f) % len]`; bit 4 turns the netlink port check
+/// on. A new collector or dump kind gets an entry appended here (appending
+/// keeps the meaning of existing corpus files), and its invariants in
+/// [`check`].
 pub struct Scenario {
     pub name: &'static str,
-    pub run: fn(Script) -> Option<String>,
+    pub options: fn() -> Options,
+}
+
+fn only(kind: Kind) -> Options {
+    Options {
+        tcp: kind == Kind::Tcp,
+        listeners: kind == Kind::Listeners,
+        udp: kind == Kind::Udp,
+        unix: kind == Kind::Unix,
+        ..Options::default()
+    }
+}
+
+fn tcp(mode: DumpMode) -> Options {
+    Options {
+        tcp_dump: mode,
+        ..only(Kind::Tcp)
+    }
+}
+
+fn ports() -> PortSet {
+    PortSet::parse("22,53,80,443,8000-8100,19275").expect("a valid port list")
 }
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "tcp legacy",
-        run: |s| tcp(s, DumpMode::Legacy),
+        options: || tcp(DumpMode::Legacy),
     },
     Scenario {
         name: "tcp by-family",
-        run: |s| tcp(s, DumpMode::ByFamily),
+        options: || tcp(DumpMode::ByFamily),
     },
     Scenario {
         name: "tcp auto",
-        run: |s| tcp(s, DumpMode::Auto),
+        options: || tcp(DumpMode::Auto),
+    },
+    Scenario {
+        name: "listeners",
+        options: || only(Kind::Listeners),
+    },
+    Scenario {
+        name: "udp",
+        options: || only(Kind::Udp),
+    },
+    Scenario {
+        name: "unix",
+        options: || only(Kind::Unix),
+    },
+    Scenario {
+        name: "all collectors, per-port views",
+        options: || Options {
+            tcp_ports: ports(),
+            udp_ports: ports(),
+            ..Options::default()
+        },
     },
 ];
 
@@ -177,7 +221,13 @@ impl Script<'_> {
 }
 
 thread_local! {
-    static METRICS: Metrics = Metrics::new(false);
+    static METRICS: Metrics = Metrics::new(Shape {
+        process: false,
+        max_listeners: 4,
+        max_unix_listeners: 4,
+        max_port_series: 16,
+        ..Shape::default()
+    });
 }
 
 /// Fuzzes netlink answer parsing and aggregation: see the module comment.
@@ -187,56 +237,73 @@ pub fn netlink(data: &[u8]) {
     };
     let scenario = &SCENARIOS[(selector & 0x0f) as usize % SCENARIOS.len()];
     let script = Script::new(rest, selector & 0x10 != 0);
-    if let Some(broken) = (scenario.run)(script) {
-        panic!("{}: {broken}", scenario.name);
-    }
-}
-
-/// Runs TCP collections over the script; returns a broken invariant.
-fn tcp(script: Script, mode: DumpMode) -> Option<String> {
-    let mut collector = Collector::new(script, mode, Duration::from_secs(60));
+    let options = Options {
+        deadline: Duration::from_secs(60),
+        ..(scenario.options)()
+    };
+    let mut collector = Collector::new(script, options);
     for _ in 0..COLLECTIONS {
-        let result = collector.collect().cloned();
-        let delivered = collector.transport().delivered;
-        match &result {
-            Ok(stats) => {
-                if let Some(broken) = check_tcp_stats(stats, delivered) {
-                    return Some(broken);
-                }
-            }
-            Err(error) => {
-                let text = error.to_string();
-                if !text.starts_with(&format!("{} dump: ", error.request)) {
-                    return Some(format!("error does not name its dump: {text:?}"));
-                }
-            }
-        }
-        if let Some(broken) = check_served(result.as_ref().ok()) {
-            return Some(broken);
+        let reports = collector.collect();
+        if let Some(broken) = check(&collector, &reports) {
+            panic!("{}: {broken}", scenario.name);
         }
         if collector.transport().rest.is_empty() {
             break;
         }
     }
-    None
 }
 
-/// Invariants every successful TCP collection keeps.
-pub fn check_tcp_stats(stats: &TcpStats, delivered: usize) -> Option<String> {
-    let listen = TcpState::Listen as usize;
+/// Checks one collection; returns a broken invariant.
+fn check(collector: &Collector<Script>, reports: &[Report]) -> Option<String> {
+    let stats = collector.stats();
+    let delivered = collector.transport().delivered;
+    for report in reports {
+        let result = match (&report.error, report.kind) {
+            (Some(error), _) => {
+                let text = error.to_string();
+                (!text.starts_with(&format!("{} dump: ", error.request)))
+                    .then(|| format!("error does not name its dump: {text:?}"))
+            }
+            (None, Kind::Tcp) => check_tcp(stats.tcp, delivered),
+            (None, Kind::Listeners) => check_listeners(stats.listen, delivered),
+            (None, Kind::Udp) => check_udp(stats.udp, delivered),
+            (None, Kind::Unix) => check_unix(stats.unix, delivered),
+        };
+        if let Some(broken) = result {
+            return Some(format!("{} collector: {broken}", report.kind.label()));
+        }
+    }
+    // Rendering must not panic.
+    let _ = sockdiag_exporter::render::table(stats, reports);
+    check_served(collector, reports)
+}
+
+/// At most this many sockets fit in `delivered` bytes of messages whose
+/// payload is at least `payload` bytes.
+fn most_sockets(delivered: usize, payload: usize) -> u64 {
+    (delivered / (NLMSG_HDRLEN + payload)) as u64
+}
+
+/// `sum` over `n` sockets of one u32 field each.
+fn fits_u32s(sum: u64, n: u64) -> bool {
+    sum <= n.saturating_mul(u64::from(u32::MAX))
+}
+
+/// Invariants of a successful TCP collection.
+pub fn check_tcp(stats: &TcpStats, delivered: usize) -> Option<String> {
     let mut total = 0u64;
     for family in Family::ALL {
         let f = family as usize;
-        let listeners: u64 = stats
-            .listeners()
+        let syn: u64 = stats
+            .syn_queue()
             .iter()
-            .filter(|(k, _)| k.family == family)
-            .map(|(_, l)| l.sockets)
+            .filter(|((fam, _), _)| *fam == family)
+            .map(|(_, n)| n)
             .sum();
-        if listeners != stats.sockets[f][listen] {
+        let syn_recv = stats.sockets[f][TcpState::SynRecv as usize];
+        if syn != syn_recv {
             return Some(format!(
-                "{family:?}: {listeners} sockets in the listener table but {} in LISTEN",
-                stats.sockets[f][listen]
+                "{family:?}: {syn} in the SYN queues but {syn_recv} in SYN_RECV"
             ));
         }
         for state in TcpState::ALL {
@@ -247,65 +314,155 @@ pub fn check_tcp_stats(stats: &TcpStats, delivered: usize) -> Option<String> {
                 stats.receive_queue_bytes[f][s],
                 stats.send_queue_bytes[f][s],
             );
-            if state == TcpState::Listen && (rq, wq) != (0, 0) {
-                return Some(format!("{family:?} listen has queue bytes {rq}/{wq}"));
+            if matches!(state, TcpState::Listen | TcpState::SynRecv) && (rq, wq) != (0, 0) {
+                return Some(format!("{family:?} {state:?} has queue bytes {rq}/{wq}"));
             }
-            let most = n.saturating_mul(u64::from(u32::MAX));
-            if rq > most || wq > most {
+            if !fits_u32s(rq, n) || !fits_u32s(wq, n) {
                 return Some(format!(
-                    "{family:?} {state:?}: {rq}/{wq} queue bytes over {n} sockets"
+                    "{family:?} {state:?}: {rq}/{wq} bytes over {n} sockets"
                 ));
             }
         }
     }
-    for (key, listener) in stats.listeners() {
-        let most = listener.sockets.saturating_mul(u64::from(u32::MAX));
-        if listener.sockets == 0 || listener.queue > most || listener.max > most {
-            return Some(format!("listener {key:?}: {listener:?}"));
-        }
-        if key.family == Family::Ipv4 && key.address[4..] != [0; 12] {
-            return Some(format!("IPv4 listener with IPv6-sized address: {key:?}"));
+    for ((direction, port), counts) in stats.ports.series() {
+        for state in TcpState::ALL {
+            if counts[state as usize] > stats.total(state) {
+                return Some(format!(
+                    "port {direction:?} {port}: more {state:?} than in all"
+                ));
+            }
         }
     }
-    // Every socket is one message of at least header + inet_diag_msg bytes.
-    let most = delivered / (NLMSG_HDRLEN + INET_DIAG_MSG_LEN);
-    if total > most as u64 {
-        return Some(format!(
-            "{total} sockets counted from {delivered} bytes (at most {most})"
-        ));
-    }
-    // Rendering must not panic.
-    let _ = render::table(stats);
-    None
+    (total > most_sockets(delivered, INET_DIAG_MSG_LEN))
+        .then(|| format!("{total} sockets counted from {delivered} bytes"))
 }
 
-/// What a scrape would serve after this outcome: success 1 with every socket
-/// series, or success 0 with none (never half-counted numbers).
-fn check_served(stats: Option<&TcpStats>) -> Option<String> {
-    METRICS.with(|metrics| {
-        metrics.record(&Outcome {
-            stats,
-            started: SystemTime::UNIX_EPOCH,
-            duration: Duration::ZERO,
-        });
-        let text = metrics.encode();
-        let success = format!(
-            "sockdiag_collect_success{{collector=\"tcp\"}} {}",
-            u8::from(stats.is_some())
-        );
-        if !text.contains(&success) {
-            return Some(format!("served text lacks `{success}`"));
+/// Invariants of a successful listeners collection.
+pub fn check_listeners(stats: &ListenStats, delivered: usize) -> Option<String> {
+    let mut total = 0;
+    for (key, l) in stats.listeners() {
+        total += l.sockets;
+        if l.sockets == 0 || !fits_u32s(l.queue, l.sockets) || !fits_u32s(l.max, l.sockets) {
+            return Some(format!("listener {key:?}: {l:?}"));
         }
-        let series = text
-            .lines()
-            .filter(|l| l.starts_with("sockdiag_sockets{"))
-            .count();
-        let want = if stats.is_some() {
-            Family::ALL.len() * TcpState::ALL.len()
-        } else {
-            0
-        };
-        (series != want).then(|| format!("{series} sockdiag_sockets series served, want {want}"))
+        if key.family == Family::Ipv4 && key.address[4..] != [0; 12] {
+            return Some(format!("IPv4 listener with an IPv6-sized address: {key:?}"));
+        }
+    }
+    (total > most_sockets(delivered, INET_DIAG_MSG_LEN))
+        .then(|| format!("{total} listeners counted from {delivered} bytes"))
+}
+
+/// Invariants of a successful UDP collection.
+pub fn check_udp(stats: &UdpStats, delivered: usize) -> Option<String> {
+    let mut total = 0u64;
+    for family in Family::ALL {
+        let f = family as usize;
+        let n: u64 = stats.sockets[f].iter().sum();
+        total += n;
+        if !fits_u32s(stats.drops[f], n) {
+            return Some(format!(
+                "{family:?}: {} drops over {n} sockets",
+                stats.drops[f]
+            ));
+        }
+        for state in UdpState::ALL {
+            let s = state as usize;
+            let n = stats.sockets[f][s];
+            let (rq, wq) = (
+                stats.receive_queue_bytes[f][s],
+                stats.send_queue_bytes[f][s],
+            );
+            if !fits_u32s(rq, n) || !fits_u32s(wq, n) {
+                return Some(format!(
+                    "{family:?} {state:?}: {rq}/{wq} bytes over {n} sockets"
+                ));
+            }
+        }
+    }
+    let port_drops: u64 = stats.port_drops().iter().map(|(_, d)| d).sum();
+    if port_drops > stats.drops.iter().sum() {
+        return Some(format!(
+            "{port_drops} port drops, more than all drops {:?}",
+            stats.drops
+        ));
+    }
+    (total > most_sockets(delivered, INET_DIAG_MSG_LEN))
+        .then(|| format!("{total} sockets counted from {delivered} bytes"))
+}
+
+/// Invariants of a successful unix collection.
+pub fn check_unix(stats: &UnixStats, delivered: usize) -> Option<String> {
+    let listen = UnixState::Listen as usize;
+    let mut total = 0u64;
+    let mut listening = 0u64;
+    for kind in UnixType::ALL {
+        let t = kind as usize;
+        listening += stats.sockets[t][listen];
+        if (
+            stats.receive_queue_bytes[t][listen],
+            stats.send_queue_bytes[t][listen],
+        ) != (0, 0)
+        {
+            return Some(format!("{kind:?} listeners have queue bytes"));
+        }
+        for state in UnixState::ALL {
+            let s = state as usize;
+            let n = stats.sockets[t][s];
+            total += n;
+            let (rq, wq) = (
+                stats.receive_queue_bytes[t][s],
+                stats.send_queue_bytes[t][s],
+            );
+            if !fits_u32s(rq, n) || !fits_u32s(wq, n) {
+                return Some(format!(
+                    "{kind:?} {state:?}: {rq}/{wq} bytes over {n} sockets"
+                ));
+            }
+        }
+    }
+    let named: u64 = stats.listeners().iter().map(|(_, l)| l.sockets).sum();
+    if named != listening {
+        return Some(format!(
+            "{named} sockets in the listener table, {listening} listening"
+        ));
+    }
+    (total > most_sockets(delivered, UNIX_DIAG_MSG_LEN))
+        .then(|| format!("{total} sockets counted from {delivered} bytes"))
+}
+
+/// What a scrape would serve after these reports: for each collector,
+/// success 1 with its series, or success 0 and none of them (never
+/// half-counted numbers).
+fn check_served(collector: &Collector<Script>, reports: &[Report]) -> Option<String> {
+    METRICS.with(|metrics| {
+        metrics.record(collector.stats(), reports);
+        let text = metrics.encode();
+        for report in reports {
+            let label = report.kind.label();
+            let ok = report.error.is_none();
+            let success = format!(
+                "sockdiag_collect_success{{collector=\"{label}\"}} {}",
+                u8::from(ok)
+            );
+            if !text.contains(&success) {
+                return Some(format!("served text lacks `{success}`"));
+            }
+            // A series only this collector serves, and always when it works.
+            let marker = match report.kind {
+                Kind::Tcp => "sockdiag_sockets{family=\"ipv4\",protocol=\"tcp\"",
+                Kind::Udp => "sockdiag_sockets{family=\"ipv4\",protocol=\"udp\"",
+                Kind::Unix => "sockdiag_unix_sockets{",
+                Kind::Listeners => "sockdiag_series_dropped{metric=\"sockdiag_listen_queue\"}",
+            };
+            if text.contains(marker) != ok {
+                return Some(format!(
+                    "{label}: success {ok} but `{marker}` served: {}",
+                    !ok
+                ));
+            }
+        }
+        None
     })
 }
 
@@ -348,6 +505,7 @@ pub fn check_argv(args: &[String]) -> Option<String> {
     argv.extend_from_slice(args);
     match cli::parse(&argv) {
         Ok(parsed) => {
+            let (_options, _shape) = (parsed.options(), parsed.shape());
             if parsed.web_max_connections == 0 || parsed.web_max_header_bytes == 0 {
                 return Some(format!("a zero limit was accepted: {parsed:?}"));
             }

@@ -336,8 +336,8 @@ fn errno_name(errno: i32) -> String {
 /// timeout) and `endless` (the line before repeats for ever; it must be the
 /// dump's last line). `dump ... seq=N times=K` serves the same answer to K
 /// requests in a row, so a persistent fault takes one dump block. Files
-/// loaded with [`Fixture::load`] may also say `include FILE` between dumps
-/// to append another fixture's dumps.
+/// loaded with [`Fixture::load`] may also say `include FILE [times=K]`
+/// between dumps to append another fixture's dumps (K times over).
 pub fn parse_fixture(text: &str) -> Result<Vec<RecordedDump>, String> {
     parse_fixture_with(text, &mut |_| {
         Err("`include` works only in fixture files".to_string())
@@ -363,14 +363,7 @@ fn parse_fixture_with(
             ["dump", rest @ ..] => {
                 let (times, rest) = match rest.split_last() {
                     Some((last, rest)) if last.starts_with("times=") => {
-                        let times = last["times=".len()..]
-                            .parse::<usize>()
-                            .ok()
-                            .filter(|&t| (1..=10_000).contains(&t))
-                            .ok_or_else(|| {
-                                at(format!("bad `{last}`, expected times=N with N in 1..=10000"))
-                            })?;
-                        (times, rest)
+                        (parse_times(last).map_err(at)?, rest)
                     }
                     _ => (1, rest),
                 };
@@ -401,9 +394,15 @@ fn parse_fixture_with(
                 open = true;
                 continue;
             }
-            ["include", name] => {
+            ["include", name, rest @ ..] if rest.len() <= 1 => {
+                let times = match rest {
+                    [word] => parse_times(word).map_err(at)?,
+                    _ => 1,
+                };
                 let included = include(name).map_err(|e| at(format!("include {name}: {e}")))?;
-                dumps.extend(included.into_iter().map(|d| (d, 1)));
+                for _ in 0..times {
+                    dumps.extend(included.iter().map(|d| (d.clone(), 1)));
+                }
                 open = false;
                 continue;
             }
@@ -456,6 +455,14 @@ fn parse_fixture_with(
         .into_iter()
         .flat_map(|(dump, times)| (0..times).map(move |_| dump.clone()))
         .collect())
+}
+
+/// `times=N`, N in 1..=10000.
+fn parse_times(word: &str) -> Result<usize, String> {
+    word.strip_prefix("times=")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| format!("bad `{word}`, expected times=N with N in 1..=10000"))
 }
 
 fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
@@ -711,13 +718,13 @@ mod tests {
         std::fs::write(dir.join("good.fixture"), "dump legacy seq=2\nrecv 02\n").unwrap();
         std::fs::write(
             dir.join("sub/bad.fixture"),
-            "dump legacy seq=1 times=2\nerror EINTR\ninclude ../good.fixture\n",
+            "dump legacy seq=1 times=2\nerror EINTR\ninclude ../good.fixture times=2\n",
         )
         .unwrap();
         std::fs::write(dir.join("loop.fixture"), "include loop.fixture\n").unwrap();
         let mut fixture = Fixture::load(&dir.join("sub/bad.fixture")).unwrap();
-        assert_eq!(fixture.dumps.len(), 3);
-        assert_eq!(fixture.dumps[2].steps, vec![Step::Datagram(vec![2])]);
+        assert_eq!(fixture.dumps.len(), 4);
+        assert_eq!(fixture.dumps[3].steps, vec![Step::Datagram(vec![2])]);
         let mut buf = [0u8; 4];
         for _ in 0..2 {
             fixture.send(&DumpRequest::Legacy.encode(1)).unwrap();

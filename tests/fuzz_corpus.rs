@@ -55,24 +55,27 @@ fn argv_corpus_replays_cleanly() {
     replay("argv", harness::argv);
 }
 
-/// The harness itself catches what it should: a collection that succeeds
-/// with a socket the listener table does not know is flagged.
+/// The harness itself catches what it should: stats that do not add up.
 #[test]
 fn harness_flags_inconsistent_stats() {
-    use sockdiag_exporter::aggregate::TcpStats;
-    let stats = TcpStats::default();
-    assert_eq!(harness::check_tcp_stats(&stats, 0), None);
-    let mut bad = TcpStats::default();
-    bad.sockets[0][sockdiag_exporter::diag::TcpState::Listen as usize] = 1;
-    let broken = harness::check_tcp_stats(&bad, 1000).expect("flagged");
-    assert!(broken.contains("listener table"), "{broken}");
+    use sockdiag_exporter::aggregate::{TcpStats, UnixStats};
+    use sockdiag_exporter::diag::TcpState;
+    assert_eq!(harness::check_tcp(&TcpStats::default(), 0), None);
+    let mut syn = TcpStats::default();
+    syn.sockets[0][TcpState::SynRecv as usize] = 1;
+    let broken = harness::check_tcp(&syn, 1000).expect("flagged");
+    assert!(broken.contains("SYN queues"), "{broken}");
     let mut invented = TcpStats::default();
     invented.sockets[1][0] = 5;
-    let broken = harness::check_tcp_stats(&invented, 100).expect("flagged");
+    let broken = harness::check_tcp(&invented, 100).expect("flagged");
     assert!(
         broken.contains("5 sockets counted from 100 bytes"),
         "{broken}"
     );
+    let mut unix = UnixStats::default();
+    unix.sockets[0][0] = 1; // a listening stream socket missing from the table
+    let broken = harness::check_unix(&unix, 1000).expect("flagged");
+    assert!(broken.contains("listener table"), "{broken}");
 }
 
 /// The argv harness's first false alarm, kept as a unit test: a value that
