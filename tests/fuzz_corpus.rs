@@ -88,3 +88,19 @@ fn flag_lookalike_values_are_left_alone() {
         .to_vec();
     assert_eq!(harness::check_argv(&args), None);
 }
+
+/// The argv harness's second false alarm: of a repeated switch only the
+/// last counts, so translation may shorten argv.
+#[test]
+fn repeated_switches_collapse_to_the_last() {
+    let args: Vec<String> = [
+        "--no-collector.unix",
+        "--collector.udp",
+        "--no-collector.unix",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(harness::check_argv(&args), None);
+    let out = sockdiag_exporter::cli::translate_argv(&args);
+    assert_eq!(out, ["--collector-udp", "--no-collector-unix"]);
+}
