@@ -56,13 +56,16 @@ fixtures: build
 # libFuzzer needs nightly flags: RUSTC_BOOTSTRAP=1 allows them on stable. No
 # sanitizer (-s none): the fuzzed path is safe Rust, so the bugs to find are
 # panics, which libFuzzer catches without ASan; -a keeps overflow checks on.
+# FUZZ_FLAGS="-fork=1 -ignore_crashes=1" keeps going after a crash (the
+# crashes land in fuzz/artifacts/) for unattended runs.
 FUZZ_SECONDS ?= 1800
 FUZZ_TARGETS ?= argv netlink
+FUZZ_FLAGS   ?=
 FUZZ         := RUSTC_BOOTSTRAP=1 nice -n 10 $(CARGO) fuzz
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
-		$(FUZZ) run -O -a -s none $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+		$(FUZZ) run -O -a -s none $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) || exit 1; \
 		$(FUZZ) cmin -O -a -s none $$t || exit 1; \
 	done
 

@@ -495,10 +495,20 @@ pub fn check_argv(args: &[String]) -> Option<String> {
         }
     }
     // Before `--`, every dotted flag name is translated to argh's dashed one
-    // (a value that looks like a flag, `--cache.ttl=--log.level`, may stay).
+    // (a value that looks like a flag, `--cache.ttl=--log.level`, may stay;
+    // of `--collector.X` and `--no-collector.X` only the last one given
+    // stays).
     for arg in args.iter().take_while(|a| *a != "--") {
         let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
-        if cli::DOTTED_FLAGS.contains(&name) && !out.contains(&name.replace('.', "-")) {
+        if !cli::DOTTED_FLAGS.contains(&name) {
+            continue;
+        }
+        let dashed = name.replace('.', "-");
+        let pair = match dashed.strip_prefix("--no-") {
+            Some(rest) => format!("--{rest}"),
+            None => format!("--no-{}", &dashed[2..]),
+        };
+        if !out.contains(&dashed) && !out.contains(&pair) {
             return Some(format!("{arg:?} was not translated: {out:?}"));
         }
     }

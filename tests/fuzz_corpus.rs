@@ -104,3 +104,15 @@ fn repeated_switches_collapse_to_the_last() {
     let out = sockdiag_exporter::cli::translate_argv(&args);
     assert_eq!(out, ["--collector-udp", "--no-collector-unix"]);
 }
+
+/// The third false alarm: `--no-collector.unix` given before
+/// `--collector.unix` is dropped, because the last of the pair counts.
+#[test]
+fn a_switch_then_its_pair_keeps_the_last() {
+    let args: Vec<String> = ["--no-collector.unix", "--collector.unix"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(harness::check_argv(&args), None);
+    let out = sockdiag_exporter::cli::translate_argv(&args);
+    assert_eq!(out, ["--collector-unix"]);
+}
