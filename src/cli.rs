@@ -407,10 +407,13 @@ fn dashed(dotted: &str) -> String {
 /// `--collector.X` / `--no-collector.X` pair only the last one given counts.
 pub fn translate_argv(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len() + 2);
+    // `--` and what follows it stay out of the rewriting below, so hoisting
+    // cannot take `--` as a flag's value and move it in front of `dump`.
+    let mut tail = Vec::new();
     let mut rest = args.iter();
     for arg in rest.by_ref() {
         if arg == "--" {
-            out.push(arg.clone());
+            tail.push(arg.clone());
             break;
         }
         let (name, value) = match arg.split_once('=') {
@@ -428,7 +431,7 @@ pub fn translate_argv(args: &[String]) -> Vec<String> {
             _ => out.push(arg.clone()),
         }
     }
-    let tail: Vec<String> = rest.cloned().collect();
+    tail.extend(rest.cloned());
     let mut out = hoist_after_dump(out);
     last_switch_wins(&mut out);
     out.extend(tail);
@@ -692,6 +695,16 @@ mod tests {
         let help = parse(&argv(&["dump", "--help"])).unwrap_err();
         assert!(help.output.contains("--format"), "{}", help.output);
         assert!(help.output.contains("--collector.*"), "{}", help.output);
+    }
+
+    #[test]
+    fn double_dash_stays_where_it_was() {
+        // Found by fuzzing: `--` after a value-less flag behind `dump` was
+        // hoisted in front of `dump` as that flag's value.
+        let argv: Vec<String> = ["dump", "--cache.ttl", "--", "x"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(translate_argv(&argv), ["--cache-ttl", "dump", "--", "x"]);
     }
 
     #[test]
