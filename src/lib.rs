@@ -8,7 +8,9 @@
 //! once; `cli` and `log` sit around it.
 
 pub mod aggregate;
+pub mod attr;
 pub mod cache;
+pub mod cgroup;
 pub mod cli;
 pub mod collect;
 pub mod diag;
