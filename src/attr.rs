@@ -271,12 +271,15 @@ mod tests {
 
     #[test]
     fn walks_a_kernel_like_attribute_area() {
-        // What a 6.x kernel appends to a full TCP socket when no extension
-        // was asked for, annotated byte by byte (x86-64, little endian).
+        // What a 6.18 kernel appends to a full TCP socket when no
+        // extension was asked for (MARK only for a CAP_NET_ADMIN asker),
+        // annotated byte by byte (x86-64, little endian).
         #[rustfmt::skip]
         let bytes: Vec<u8> = [
             // SHUTDOWN: len 5, type 8, one byte, 3 bytes padding
             &[0x05, 0x00, 0x08, 0x00, 0x00, 0, 0, 0][..],
+            // MARK: len 8, type 15, u32 0
+            &[0x08, 0x00, 0x0f, 0x00, 0, 0, 0, 0],
             // CGROUP_ID: len 12, type 21, u64 0x1234
             &[0x0c, 0x00, 0x15, 0x00, 0x34, 0x12, 0, 0, 0, 0, 0, 0],
             // SOCKOPT: len 6, type 22, u16 bitfield, 2 bytes padding
@@ -287,6 +290,7 @@ mod tests {
             collect(&bytes),
             vec![
                 Ok((inet_diag::SHUTDOWN, vec![0])),
+                Ok((inet_diag::MARK, vec![0; 4])),
                 Ok((inet_diag::CGROUP_ID, 0x1234u64.to_ne_bytes().to_vec())),
                 Ok((inet_diag::SOCKOPT, vec![1, 0])),
             ]
