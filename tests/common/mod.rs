@@ -12,6 +12,8 @@
 //!   only the child we started, by PID.
 #![allow(dead_code)]
 
+pub mod ns;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
