@@ -271,6 +271,7 @@ fn cgroup_ids_map_to_the_test_cgroups() {
             listeners: 2,
             pairs: 3,
             time_wait: 2,
+            syn_recv: 2,
             cgroup: Some(cg_a.path.clone()),
             ..Default::default()
         },
@@ -314,21 +315,28 @@ fn cgroup_ids_map_to_the_test_cgroups() {
     let sockets = poll_until(Duration::from_secs(10), || {
         let s = dump_ipv4_tcp();
         let tw = s.iter().filter(|s| s.state == 6).count();
+        let req = s.iter().filter(|s| s.state == 3 || s.state == 12).count();
         let transient = s.iter().filter(|s| [4, 5, 9].contains(&s.state)).count();
-        if tw == 2 && transient == 0 {
+        if tw == 2 && req == 2 && transient == 0 {
             Ok(s)
         } else {
-            Err(format!("{tw} TIME_WAIT, {transient} closing: {s:?}"))
+            Err(format!(
+                "{tw} TIME_WAIT, {req} SYN_RECV, {transient} closing: {s:?}"
+            ))
         }
     })
     .expect("settled dump");
 
     let mut full_attrs = None;
     let mut tw_attrs = None;
+    let mut req_attrs = None;
     for s in &sockets {
         if s.state == 6 {
             assert_eq!(s.cgroup_id, None, "TIME_WAIT carries no cgroup: {s:?}");
             tw_attrs.get_or_insert(s.attrs.clone());
+        } else if s.state == 3 || s.state == 12 {
+            assert_eq!(s.cgroup_id, None, "request sockets carry no cgroup: {s:?}");
+            req_attrs.get_or_insert(s.attrs.clone());
         } else {
             assert!(s.cgroup_id.is_some(), "full socket without cgroup: {s:?}");
             full_attrs.get_or_insert(s.attrs.clone());
@@ -346,12 +354,13 @@ fn cgroup_ids_map_to_the_test_cgroups() {
     let a = format!("/{top_name}/a");
     let b = format!("/{top_name}/b");
     let want: BTreeMap<(String, &str), u64> = [
-        ((a.clone(), "listen"), 2),
-        ((a.clone(), "established"), 2 * 3 + 1),
+        ((a.clone(), "listen"), 2 + 1),
+        ((a.clone(), "established"), 2 * 3 + 1 + 2),
         ((b.clone(), "listen"), 1),
         ((b.clone(), "established"), 2 + 1),
         ((cgroup::UNKNOWN.to_string(), "listen"), 1),
         ((cgroup::NONE.to_string(), "time_wait"), 2),
+        ((cgroup::NONE.to_string(), "syn_recv"), 2),
     ]
     .into_iter()
     .collect();
@@ -364,16 +373,17 @@ fn cgroup_ids_map_to_the_test_cgroups() {
     for ((label, _), n) in &got {
         *by_top.entry(cgroup::truncate_path(label, 1)).or_default() += n;
     }
-    assert_eq!(by_top[format!("/{top_name}").as_str()], 2 + 7 + 1 + 3);
+    assert_eq!(by_top[format!("/{top_name}").as_str()], 3 + 9 + 1 + 3);
 
     let _ = writeln!(
         std::io::stderr(),
-        "kernel {}: full socket attributes {:?}, TIME_WAIT attributes {:?}",
+        "kernel {}: attributes of full sockets {:?}, TIME_WAIT {:?}, request sockets {:?}",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
         full_attrs,
-        tw_attrs
+        tw_attrs,
+        req_attrs
     );
     drop(stolen);
     drop((ha, hb));

@@ -45,6 +45,10 @@ pub struct HelperSpec {
     /// Connections to the first listener closed client-first: 1 TIME_WAIT
     /// each (on the client side) once the handshake of closing is over.
     pub time_wait: u32,
+    /// Connections to an extra TCP_DEFER_ACCEPT listener, sending nothing:
+    /// the server side stays a request socket (SYN_RECV) and the client
+    /// side is ESTABLISHED.
+    pub syn_recv: u32,
     /// Connect once to this port on 127.0.0.1 and never read.
     pub connect_to: Option<u16>,
     /// unshare(CLONE_NEWNET) before exec (lo is brought up by the helper).
@@ -79,6 +83,7 @@ impl Helper {
             .env("SDTEST_LISTENERS", spec.listeners.to_string())
             .env("SDTEST_PAIRS", spec.pairs.to_string())
             .env("SDTEST_TIME_WAIT", spec.time_wait.to_string())
+            .env("SDTEST_SYN_RECV", spec.syn_recv.to_string())
             .env(
                 "SDTEST_CONNECT_TO",
                 spec.connect_to.map(|p| p.to_string()).unwrap_or_default(),
@@ -282,6 +287,29 @@ pub fn run_helper_if_asked() {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink);
         drop(s);
+    }
+    let syn_recv = num("SDTEST_SYN_RECV");
+    if syn_recv > 0 {
+        let deferred = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let secs: libc::c_int = 60;
+        // SAFETY: setsockopt with a c_int that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&deferred),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&secs as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_DEFER_ACCEPT: {}", io::Error::last_os_error());
+        let port = deferred.local_addr().unwrap().port();
+        for _ in 0..syn_recv {
+            keep.push(Box::new(
+                TcpStream::connect(("127.0.0.1", port)).expect("connect deferred"),
+            ));
+        }
+        keep.push(Box::new(deferred));
     }
     if let Some(p) = std::env::var("SDTEST_CONNECT_TO")
         .ok()
