@@ -211,6 +211,11 @@ pub struct Discovery {
     /// processes' namespaces when unprivileged, an unreadable /run/netns).
     /// Not fatal: everything found is still listed.
     pub problems: Vec<String>,
+    /// Processes whose namespace could not be read for lack of permission
+    /// (0 as root on most hosts; the sandbox this was written on denies
+    /// root /proc/1/ns/net). Such a process may hold a namespace that is
+    /// then missing from the list.
+    pub denied_processes: usize,
 }
 
 /// Where discovery looks; [`Sources::default`] is the real system. Tests
@@ -268,7 +273,7 @@ pub fn discover_from(sources: &Sources, limit: usize) -> Discovery {
         }
     };
     let named = read_named(sources, &mut problems);
-    let processes = read_processes(&sources.proc, &mut problems);
+    let (processes, denied_processes) = read_processes(&sources.proc, &mut problems);
     let (namespaces, skipped) = assemble(
         own.map(|id| (id, sources.own.clone())),
         named,
@@ -280,6 +285,7 @@ pub fn discover_from(sources: &Sources, limit: usize) -> Discovery {
         namespaces,
         skipped,
         problems,
+        denied_processes,
     }
 }
 
@@ -324,15 +330,15 @@ fn read_named(sources: &Sources, problems: &mut Vec<String>) -> Vec<(String, NsI
     out
 }
 
-/// (pid, id) of every process whose namespace could be read. Processes
-/// that exit during the walk are skipped silently; permission errors are
-/// summed into one problem.
-fn read_processes(proc: &Path, problems: &mut Vec<String>) -> Vec<(u32, NsId)> {
+/// (pid, id) of every process whose namespace could be read, and how many
+/// were denied. Processes that exit during the walk are skipped silently;
+/// permission errors are summed into one problem.
+fn read_processes(proc: &Path, problems: &mut Vec<String>) -> (Vec<(u32, NsId)>, usize) {
     let dir = match fs::read_dir(proc) {
         Ok(dir) => dir,
         Err(e) => {
             problems.push(format!("cannot list processes in {}: {e}", proc.display()));
-            return Vec::new();
+            return (Vec::new(), 0);
         }
     };
     let mut out = Vec::new();
@@ -367,7 +373,7 @@ fn read_processes(proc: &Path, problems: &mut Vec<String>) -> Vec<(u32, NsId)> {
             example.display()
         ));
     }
-    out
+    (out, denied)
 }
 
 /// The label of a namespace (see the module doc).
@@ -746,6 +752,7 @@ mod tests {
         };
         let found = discover_from(&sources, 10);
         assert_eq!(found.problems, Vec::<String>::new());
+        assert_eq!(found.denied_processes, 0);
         let labels: Vec<&str> = found.namespaces.iter().map(|n| n.label.as_str()).collect();
         let ino8 = fs::metadata(p("proc/8/ns/net")).unwrap().ino();
         assert_eq!(

@@ -429,6 +429,13 @@ fn unprivileged_discovery_serves_the_own_namespace() {
         .find(|l| l.starts_with("PROBLEM "))
         .unwrap_or_else(|| panic!("no problem reported: {:?}", h.lines));
     assert!(problem.contains("permission denied"), "{problem}");
+    let denied: usize = h
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("DENIED "))
+        .and_then(|n| n.parse().ok())
+        .expect("DENIED line");
+    assert!(denied > 0, "{:?}", h.lines);
     // Without CAP_NET_ADMIN there is no MARK, but the cgroup id still comes:
     // the helper's cgroup is ours.
     let mount = cgroup::detect();

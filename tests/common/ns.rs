@@ -221,6 +221,7 @@ pub fn run_helper_if_asked() {
         for p in &found.problems {
             writeln!(out, "SDTEST-PROBLEM {p}").unwrap();
         }
+        writeln!(out, "SDTEST-DENIED {}", found.denied_processes).unwrap();
         if let Some(other) = found.namespaces.iter().find(|ns| !ns.own) {
             match netns::with_netns(other, || ()) {
                 Ok(()) => writeln!(out, "SDTEST-ENTER {} ok", other.label).unwrap(),
