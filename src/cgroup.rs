@@ -313,8 +313,8 @@ impl CgroupPaths {
         }
         // The walk started after this socket was dumped, so its cgroup, if
         // it still existed and was visible, would have been found. A failed
-        // walk proves nothing.
-        if !self.walk_failed {
+        // or truncated walk proves nothing.
+        if !self.walk_failed && !self.last.truncated {
             if self.unknown.len() >= MAX_UNKNOWN {
                 self.unknown.clear();
             }
@@ -332,8 +332,9 @@ impl CgroupPaths {
         self.walk_failed = result.is_err();
         match result {
             Ok((paths, report)) => {
+                // `unknown` stays: ids are not reused, so an id missing from
+                // an earlier walk is missing from this one too.
                 self.paths = paths;
-                self.unknown.clear();
                 self.last = report;
                 self.problem = report.truncated.then(|| {
                     format!(

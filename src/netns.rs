@@ -23,7 +23,7 @@
 //! |----------------|-----------|
 //! | `host`         | the one the discovering thread is in: the exporter's own |
 //! | `NAME`         | the /run/netns name (the smallest, if it has several) |
-//! | `ino:INODE`    | any other: the namespace's inode, as `lsns -t net`, `ip netns identify` and `readlink /proc/PID/ns/net` (`net:[INODE]`) print it |
+//! | `ino:INODE`    | any other: the namespace's inode, as `lsns -t net` (column NS) and `readlink /proc/PID/ns/net` (`net:[INODE]`) print it; for a container, `readlink /proc/$(docker inspect -f '{{.State.Pid}}' NAME)/ns/net` |
 //!
 //! The inode is fixed for the namespace's whole life, so the label never
 //! changes while it lives, unlike a process id: the lowest pid in a
@@ -33,6 +33,18 @@
 //! so to a container) without making the socket series churn. A name that
 //! could be mistaken for another kind of label (`host`, `ino:...`) is
 //! written `name:NAME`.
+//!
+//! ## Cost
+//!
+//! Discovery costs one stat per process (1.9 ms for 124 processes here).
+//! Entering costs little (measured, release build, busy host: opening a
+//! netlink socket through [`run_on_new_thread`] 49 us per namespace, through
+//! [`with_netns`] 156 us, which pays two setns). The dumps are what cost:
+//! the kernel's TCP hash tables are shared by all namespaces, so a dump of
+//! even an empty namespace walks every TCP socket on the host and skips the
+//! foreign ones. N namespaces cost N such walks (measured: an empty
+//! namespace's dump took 0.15 ms on a quiet host and 150-300 ms while
+//! another process held 810k TCP sockets elsewhere).
 //!
 //! The private-namespace helpers ([`enter_private`], [`set_link_up`],
 //! [`write_sysctl`]) let tests and the benchmark load generator build an
