@@ -82,7 +82,7 @@ pkg-deps: deps
 	@PATH="$(PKG_PATH)"; \
 	cargo deb --version 2>/dev/null | grep -qF "$(CARGO_DEB_VERSION)" || $(CARGO) install --locked cargo-deb --version $(CARGO_DEB_VERSION); \
 	cargo generate-rpm --version 2>/dev/null | grep -qF "$(CARGO_RPM_VERSION)" || $(CARGO) install --locked cargo-generate-rpm --version $(CARGO_RPM_VERSION); \
-	cargo zigbuild --version 2>/dev/null | grep -qF "$(CARGO_ZIGBUILD_VERSION)" || $(CARGO) install --locked cargo-zigbuild --version $(CARGO_ZIGBUILD_VERSION)
+	cargo-zigbuild --version 2>/dev/null | grep -qF "$(CARGO_ZIGBUILD_VERSION)" || $(CARGO) install --locked cargo-zigbuild --version $(CARGO_ZIGBUILD_VERSION)
 	@[ -x $(PKG_VENV)/bin/pip ] || $(PYTHON) -m venv $(PKG_VENV)
 	@$(PKG_VENV)/bin/python3 -c "import ziglang, kubernetes_validate, yaml" 2>/dev/null && \
 	$(PKG_VENV)/bin/pip show ziglang kubernetes-validate 2>/dev/null | grep -qxF "Version: $(ZIGLANG_VERSION)" || \
