@@ -7,7 +7,7 @@ ARGS    ?=
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: all build run dump test deps lint bench golden fixtures clean \
+.PHONY: all build run dump test deps lint bench golden fixtures fuzz clean \
 	pkg-deps baseline deb rpm package-test
 
 all: build
@@ -109,6 +109,19 @@ rpm: baseline
 ## package-test: build deb and rpm, install, run, upgrade, remove them; lint; check unit, Kubernetes, Prometheus and Grafana files (root)
 package-test: deb rpm
 	PATH="$(PKG_PATH)" PKG_VENV="$(PKG_VENV)" GLIBC_BASELINE=$(GLIBC_BASELINE) bash tests/package/run.sh
+## fuzz: run each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 1800), one at a time, niced, then minimise its corpus
+# libFuzzer needs nightly flags: RUSTC_BOOTSTRAP=1 allows them on stable. No
+# sanitizer (-s none): the fuzzed path is safe Rust, so the bugs to find are
+# panics, which libFuzzer catches without ASan; -a keeps overflow checks on.
+FUZZ_SECONDS ?= 1800
+FUZZ_TARGETS ?= argv netlink
+FUZZ         := RUSTC_BOOTSTRAP=1 nice -n 10 $(CARGO) fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		$(FUZZ) run -O -a -s none $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+		$(FUZZ) cmin -O -a -s none $$t || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
