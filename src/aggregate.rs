@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use crate::diag::{
-    meminfo, Attributes, Family, InetDiagMsg, TcpState, UdpState, UnixDiagMsg, UnixState,
-    UnixType, INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS, UNIX_DIAG_NAME, UNIX_DIAG_RQLEN,
+    meminfo, Attributes, Family, InetDiagMsg, TcpState, UdpState, UnixDiagMsg, UnixState, UnixType,
+    INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS, UNIX_DIAG_NAME, UNIX_DIAG_RQLEN,
 };
 use crate::parse::ParseError;
 
@@ -40,11 +40,11 @@ fn drops(attributes: &[u8]) -> Result<u64, ParseError> {
     for attribute in Attributes::new(attributes) {
         let (kind, payload) = attribute.map_err(ParseError::Attribute)?;
         if kind == INET_DIAG_SKMEMINFO {
-            return meminfo(payload, SK_MEMINFO_DROPS)
-                .map(u64::from)
-                .ok_or(ParseError::MissingAttribute {
+            return meminfo(payload, SK_MEMINFO_DROPS).map(u64::from).ok_or(
+                ParseError::MissingAttribute {
                     name: "INET_DIAG_SKMEMINFO",
-                });
+                },
+            );
         }
     }
     Err(ParseError::MissingAttribute {
@@ -53,22 +53,13 @@ fn drops(attributes: &[u8]) -> Result<u64, ParseError> {
 }
 
 /// A set of ports (`--collector.tcp.ports 22,80,8000-8100`), as a bitmap so
-/// that checking a socket costs one load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// that checking a socket costs one load. The default is the empty set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortSet {
     bits: Vec<u64>,
     /// Ports listed one by one: their series are always emitted, zeros
     /// included. Ports inside ranges appear only while they have sockets.
     singles: Vec<u16>,
-}
-
-impl Default for PortSet {
-    fn default() -> PortSet {
-        PortSet {
-            bits: Vec::new(),
-            singles: Vec::new(),
-        }
-    }
 }
 
 impl PortSet {
@@ -178,10 +169,14 @@ impl<const N: usize> PortCounts<N> {
             return;
         }
         if self.set.contains(local) {
-            self.counts.entry((Direction::Local, local)).or_insert([0; N])[state] += 1;
+            self.counts
+                .entry((Direction::Local, local))
+                .or_insert([0; N])[state] += 1;
         }
         if remote != 0 && self.set.contains(remote) {
-            self.counts.entry((Direction::Remote, remote)).or_insert([0; N])[state] += 1;
+            self.counts
+                .entry((Direction::Remote, remote))
+                .or_insert([0; N])[state] += 1;
         }
     }
 
@@ -269,7 +264,10 @@ impl TcpStats {
         match state {
             TcpState::Listen => {}
             TcpState::SynRecv => {
-                *self.syn_queue.entry((family, msg.local_port())).or_default() += 1;
+                *self
+                    .syn_queue
+                    .entry((family, msg.local_port()))
+                    .or_default() += 1;
             }
             _ => {
                 self.receive_queue_bytes[f][s] += u64::from(msg.rqueue());
@@ -416,10 +414,13 @@ pub enum UnixName {
 }
 
 impl UnixName {
-    /// The `path` label value: the path, or `@abstract` / `@unnamed`.
+    /// The `path` label value: the path, or `@abstract` / `@unnamed`. A
+    /// relative path (bound relative to the binder's working directory) gets
+    /// a `./` prefix, so no path can read like one of the `@` names.
     pub fn label(&self) -> String {
         match self {
-            UnixName::Path(p) => String::from_utf8_lossy(p).into_owned(),
+            UnixName::Path(p) if p.starts_with(b"/") => String::from_utf8_lossy(p).into_owned(),
+            UnixName::Path(p) => format!("./{}", String::from_utf8_lossy(p)),
             UnixName::Abstract => "@abstract".into(),
             UnixName::Unnamed => "@unnamed".into(),
         }
@@ -622,11 +623,21 @@ mod tests {
         let lo = v4([127, 0, 0, 1]);
         // Server side of :5432 (established, listen), a client of :5432,
         // a client of :8001, and a socket on no listed port.
-        stats.add(&inet_diag_msg(AF_INET, 1, lo, 5432, 40000, 0, 0, 1)).unwrap();
-        stats.add(&inet_diag_msg(AF_INET, 10, lo, 5432, 0, 0, 0, 1)).unwrap();
-        stats.add(&inet_diag_msg(AF_INET6, 8, [0; 16], 40001, 5432, 0, 0, 1)).unwrap();
-        stats.add(&inet_diag_msg(AF_INET, 1, lo, 40002, 8001, 0, 0, 1)).unwrap();
-        stats.add(&inet_diag_msg(AF_INET, 1, lo, 22, 40003, 0, 0, 1)).unwrap();
+        stats
+            .add(&inet_diag_msg(AF_INET, 1, lo, 5432, 40000, 0, 0, 1))
+            .unwrap();
+        stats
+            .add(&inet_diag_msg(AF_INET, 10, lo, 5432, 0, 0, 0, 1))
+            .unwrap();
+        stats
+            .add(&inet_diag_msg(AF_INET6, 8, [0; 16], 40001, 5432, 0, 0, 1))
+            .unwrap();
+        stats
+            .add(&inet_diag_msg(AF_INET, 1, lo, 40002, 8001, 0, 0, 1))
+            .unwrap();
+        stats
+            .add(&inet_diag_msg(AF_INET, 1, lo, 22, 40003, 0, 0, 1))
+            .unwrap();
         let series = stats.ports.series();
         let get = |d, p| series.iter().find(|(k, _)| *k == (d, p)).map(|(_, v)| *v);
         let est = TcpState::Established as usize;
@@ -642,7 +653,9 @@ mod tests {
         stats.clear();
         let series = stats.ports.series();
         assert_eq!(series.len(), 2);
-        assert!(series.iter().all(|(k, v)| k.1 == 5432 && v.iter().all(|n| *n == 0)));
+        assert!(series
+            .iter()
+            .all(|(k, v)| k.1 == 5432 && v.iter().all(|n| *n == 0)));
     }
 
     #[test]
@@ -651,10 +664,18 @@ mod tests {
         let lo = v4([127, 0, 0, 1]);
         let mut dirty = lo;
         dirty[8] = 0xFF; // IPv4 keys ignore bytes past the 4th
-        stats.add(&inet_with_drops(AF_INET, 10, lo, 80, 0, 3, 128, 5)).unwrap();
-        stats.add(&inet_with_drops(AF_INET, 10, dirty, 80, 0, 2, 128, 1)).unwrap();
-        stats.add(&inet_with_drops(AF_INET, 10, lo, 81, 0, 0, 16, 0)).unwrap();
-        stats.add(&inet_with_drops(AF_INET6, 10, [0; 16], 80, 0, 1, 4096, 0)).unwrap();
+        stats
+            .add(&inet_with_drops(AF_INET, 10, lo, 80, 0, 3, 128, 5))
+            .unwrap();
+        stats
+            .add(&inet_with_drops(AF_INET, 10, dirty, 80, 0, 2, 128, 1))
+            .unwrap();
+        stats
+            .add(&inet_with_drops(AF_INET, 10, lo, 81, 0, 0, 16, 0))
+            .unwrap();
+        stats
+            .add(&inet_with_drops(AF_INET6, 10, [0; 16], 80, 0, 1, 4096, 0))
+            .unwrap();
         let listeners = stats.listeners();
         assert_eq!(listeners.len(), 3);
         assert_eq!(listeners[0].0.port, 80);
@@ -705,10 +726,18 @@ mod tests {
     fn udp_counts_states_queues_and_drops() {
         let mut stats = UdpStats::new(PortSet::parse("53").unwrap());
         let any = v4([0; 4]);
-        stats.add(&inet_with_drops(AF_INET, 7, any, 53, 0, 2304, 0, 4)).unwrap();
-        stats.add(&inet_with_drops(AF_INET, 7, any, 53, 0, 0, 0, 1)).unwrap();
-        stats.add(&inet_with_drops(AF_INET, 1, any, 40000, 53, 0, 768, 0)).unwrap();
-        stats.add(&inet_with_drops(AF_INET6, 7, [0; 16], 514, 0, 0, 0, 2)).unwrap();
+        stats
+            .add(&inet_with_drops(AF_INET, 7, any, 53, 0, 2304, 0, 4))
+            .unwrap();
+        stats
+            .add(&inet_with_drops(AF_INET, 7, any, 53, 0, 0, 0, 1))
+            .unwrap();
+        stats
+            .add(&inet_with_drops(AF_INET, 1, any, 40000, 53, 0, 768, 0))
+            .unwrap();
+        stats
+            .add(&inet_with_drops(AF_INET6, 7, [0; 16], 514, 0, 0, 0, 2))
+            .unwrap();
         let (un, co) = (UdpState::Unconnected as usize, UdpState::Connected as usize);
         assert_eq!(stats.sockets[0][un], 2);
         assert_eq!(stats.sockets[0][co], 1);
@@ -734,12 +763,22 @@ mod tests {
     fn unix_counts_types_states_and_listeners() {
         let mut stats = UnixStats::default();
         let (stream, dgram, seqpacket) = (1, 2, 5);
-        stats.add(&unix_diag_msg(stream, 10, Some(b"/run/a.sock"), 2, 128)).unwrap();
-        stats.add(&unix_diag_msg(stream, 10, Some(b"/run/a.sock"), 1, 64)).unwrap();
-        stats.add(&unix_diag_msg(seqpacket, 10, Some(b"\0abstract"), 1, 8)).unwrap();
-        stats.add(&unix_diag_msg(stream, 10, Some(b"\0other"), 0, 8)).unwrap();
+        stats
+            .add(&unix_diag_msg(stream, 10, Some(b"/run/a.sock"), 2, 128))
+            .unwrap();
+        stats
+            .add(&unix_diag_msg(stream, 10, Some(b"/run/a.sock"), 1, 64))
+            .unwrap();
+        stats
+            .add(&unix_diag_msg(seqpacket, 10, Some(b"\0abstract"), 1, 8))
+            .unwrap();
+        stats
+            .add(&unix_diag_msg(stream, 10, Some(b"\0other"), 0, 8))
+            .unwrap();
         stats.add(&unix_diag_msg(stream, 1, None, 100, 5)).unwrap();
-        stats.add(&unix_diag_msg(dgram, 7, Some(b"/dev/log"), 30, 0)).unwrap();
+        stats
+            .add(&unix_diag_msg(dgram, 7, Some(b"/dev/log"), 30, 0))
+            .unwrap();
         let (l, c, u) = (0, 1, 2);
         assert_eq!(stats.sockets[UnixType::Stream as usize][l], 3);
         assert_eq!(stats.sockets[UnixType::Stream as usize][c], 1);
@@ -766,6 +805,8 @@ mod tests {
         assert_eq!(listeners[1].0, UnixName::Abstract);
         assert_eq!(listeners[1].1.sockets, 2);
         assert_eq!(listeners[1].0.label(), "@abstract");
+        assert_eq!(UnixName::Path(b"@abstract".to_vec()).label(), "./@abstract");
+        assert_eq!(UnixName::Path(b"run/x".to_vec()).label(), "./run/x");
         // A listener gone for one collection is forgotten.
         stats.clear();
         assert!(stats.listeners().is_empty());

@@ -10,8 +10,8 @@ use argh::FromArgs;
 
 use crate::aggregate::PortSet;
 use crate::collect::{DumpMode, Kind, Options};
-use crate::metrics::Shape;
 use crate::log::Level;
+use crate::metrics::Shape;
 use crate::serve::ListenAddr;
 
 /// The flags users write with dots. argh derives each dashed name from the
@@ -23,6 +23,7 @@ pub const DOTTED_FLAGS: &[&str] = &[
     "--web.read-timeout",
     "--web.max-connections",
     "--web.max-header-bytes",
+    "--web.config.file",
     "--cache.ttl",
     "--log.level",
     "--collector.tcp.dump",
@@ -108,6 +109,11 @@ pub struct Args {
     #[argh(option, arg_name = "bytes", default = "16384", from_str_fn(positive))]
     pub web_max_header_bytes: usize,
 
+    /// exporter-toolkit web configuration file (YAML) that turns on TLS
+    /// and/or basic auth
+    #[argh(option, arg_name = "file")]
+    pub web_config_file: Option<PathBuf>,
+
     /// close a connection that has not taken its whole response within this
     /// long, so it cannot hold resources (default 3s)
     #[argh(
@@ -159,12 +165,22 @@ pub struct Args {
 
     /// break TCP sockets down by state for these ports, as local port and
     /// as remote port: a list like 22,443,5432,8000-8100 (default none)
-    #[argh(option, arg_name = "ports", default = "PortSet::default()", from_str_fn(ports))]
+    #[argh(
+        option,
+        arg_name = "ports",
+        default = "PortSet::default()",
+        from_str_fn(ports)
+    )]
     pub collector_tcp_ports: PortSet,
 
     /// the same per-port view for UDP, plus receive drops per local port
     /// (default none)
-    #[argh(option, arg_name = "ports", default = "PortSet::default()", from_str_fn(ports))]
+    #[argh(
+        option,
+        arg_name = "ports",
+        default = "PortSet::default()",
+        from_str_fn(ports)
+    )]
     pub collector_udp_ports: PortSet,
 
     /// TCP listeners reported at most; the rest are counted in
@@ -631,7 +647,11 @@ mod tests {
         for bad in ["0", "70000", "80-79", "22,,80", "x", ""] {
             let err = parse(&argv(&["--collector.tcp.ports", bad])).unwrap_err();
             assert_eq!(err.status, 2, "{bad}");
-            assert!(err.output.contains("--collector.tcp.ports"), "{}", err.output);
+            assert!(
+                err.output.contains("--collector.tcp.ports"),
+                "{}",
+                err.output
+            );
         }
     }
 

@@ -269,7 +269,11 @@ impl<T: Transport> Dumper<T> {
         }
     }
 
-    fn run_inner<S: Sink>(&mut self, plan: &[DumpRequest], sink: &mut S) -> Result<(), CollectError> {
+    fn run_inner<S: Sink>(
+        &mut self,
+        plan: &[DumpRequest],
+        sink: &mut S,
+    ) -> Result<(), CollectError> {
         let mut retried = false;
         loop {
             sink.clear();
@@ -300,7 +304,11 @@ impl<T: Transport> Dumper<T> {
     }
 
     /// Sends one request and reads its answer to NLMSG_DONE.
-    fn dump<S: Sink>(&mut self, request: DumpRequest, sink: &mut S) -> Result<Progress, CollectError> {
+    fn dump<S: Sink>(
+        &mut self,
+        request: DumpRequest,
+        sink: &mut S,
+    ) -> Result<Progress, CollectError> {
         let fail = |kind| CollectError {
             request: request.name(),
             kind,
@@ -351,6 +359,28 @@ pub struct Stats<'a> {
     pub listen: &'a ListenStats,
     pub udp: &'a UdpStats,
     pub unix: &'a UnixStats,
+}
+
+/// Owned stats of every collector, for tests that build stats by hand.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct OwnedStats {
+    pub tcp: TcpStats,
+    pub listen: ListenStats,
+    pub udp: UdpStats,
+    pub unix: UnixStats,
+}
+
+#[cfg(test)]
+impl OwnedStats {
+    pub fn stats(&self) -> Stats<'_> {
+        Stats {
+            tcp: &self.tcp,
+            listen: &self.listen,
+            udp: &self.udp,
+            unix: &self.unix,
+        }
+    }
 }
 
 /// One collector's outcome in one collection.
@@ -656,20 +686,28 @@ mod tests {
     #[test]
     fn eof_oversize_and_io_errors_are_reported() {
         let script = Script::default().answer(vec![Ok(sock(TCPDIAG_GETSOCK, AF_INET, 1, 0))]);
-        let err = collector(script, DumpMode::Legacy).collect_tcp().unwrap_err();
+        let err = collector(script, DumpMode::Legacy)
+            .collect_tcp()
+            .unwrap_err();
         assert!(matches!(err.kind, ErrorKind::Eof), "{err}");
 
         let script = Script::default().answer(vec![Ok(vec![0; RECV_BUFFER + 4])]);
-        let err = collector(script, DumpMode::Legacy).collect_tcp().unwrap_err();
+        let err = collector(script, DumpMode::Legacy)
+            .collect_tcp()
+            .unwrap_err();
         assert!(matches!(err.kind, ErrorKind::Oversized { len } if len == RECV_BUFFER + 4));
 
         let script =
             Script::default().answer(vec![Err(io::Error::from_raw_os_error(libc::ENOBUFS))]);
-        let err = collector(script, DumpMode::Legacy).collect_tcp().unwrap_err();
+        let err = collector(script, DumpMode::Legacy)
+            .collect_tcp()
+            .unwrap_err();
         assert!(err.to_string().contains("No buffer space"), "{err}");
 
         let script = Script::default().answer(vec![Err(io::ErrorKind::WouldBlock.into())]);
-        let err = collector(script, DumpMode::Legacy).collect_tcp().unwrap_err();
+        let err = collector(script, DumpMode::Legacy)
+            .collect_tcp()
+            .unwrap_err();
         assert!(matches!(err.kind, ErrorKind::Deadline(_)), "{err}");
     }
 

@@ -8,6 +8,7 @@
 //! once; `cli` and `log` sit around it.
 
 pub mod aggregate;
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod collect;
@@ -20,6 +21,7 @@ pub mod parse;
 pub mod render;
 pub mod serve;
 pub mod transport;
+pub mod webconfig;
 
 use std::error::Error;
 use std::io::{self, Write as _};
@@ -50,6 +52,11 @@ pub fn run(args: Args) -> Result<(), BoxError> {
 
 fn serve_forever(args: Args) -> Result<(), BoxError> {
     log::set_level(args.log_level);
+    let web = match &args.web_config_file {
+        Some(path) => webconfig::load(path)
+            .map_err(|e| format!("--web.config.file {}: {e}", path.display()))?,
+        None => webconfig::WebConfig::default(),
+    };
     serve::install_signal_handlers()?;
     let listener = serve::bind(&args.web_listen_address).map_err(|e| {
         format!(
@@ -67,6 +74,7 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
         write_timeout: args.web_write_timeout,
         max_connections: args.web_max_connections,
         max_header_bytes: args.web_max_header_bytes,
+        web,
     };
     serve::serve(listener, &config, &mut exporter)
 }

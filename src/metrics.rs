@@ -65,7 +65,7 @@ pub const LISTEN_SOCKETS: Spec = Spec {
 };
 pub const LISTEN_DROPS: Spec = Spec {
     name: "sockdiag_listen_drops_total",
-    help: "SYNs and connections the listener dropped because its accept or SYN queue was full (the socket's drop counter, raised with the kernel's ListenDrops); resets when the listening socket is closed.",
+    help: "SYNs and connections the listening socket dropped: its accept or SYN queue was full (counted with the kernel's ListenDrops) or its socket filter rejected them. Restarts at 0 when the listening socket is reopened.",
     labels: BY_LISTENER,
 };
 pub const UDP_DROPS: Spec = Spec {
@@ -75,7 +75,7 @@ pub const UDP_DROPS: Spec = Spec {
 };
 pub const UNIX_SOCKETS: Spec = Spec {
     name: "sockdiag_unix_sockets",
-    help: "Unix domain sockets by type and state (connected includes accepted sockets, both ends of socketpairs and connections waiting in a listener's queue).",
+    help: "Unix domain sockets by type and state. Connected counts accepted and connecting sockets and both ends of socketpairs; a connection still waiting in a listener's queue shows as its client socket here and in sockdiag_unix_listen_queue (the kernel does not list the waiting server end).",
     labels: BY_UNIX_STATE,
 };
 pub const UNIX_RECEIVE_QUEUE: Spec = Spec {
@@ -90,7 +90,7 @@ pub const UNIX_SEND_QUEUE: Spec = Spec {
 };
 pub const UNIX_LISTEN_QUEUE: Spec = Spec {
     name: "sockdiag_unix_listen_queue",
-    help: "Connections waiting for accept() per unix listener path; abstract names are summed as @abstract, unnamed as @unnamed, listeners beyond --collector.unix.max-listeners as @other.",
+    help: "Connections waiting for accept() per unix listener path (relative paths as ./path); abstract names are summed as @abstract, unnamed as @unnamed, listeners beyond --collector.unix.max-listeners as @other.",
     labels: &["path"],
 };
 pub const UNIX_LISTEN_QUEUE_MAX: Spec = Spec {
@@ -431,9 +431,7 @@ impl Metrics {
             }
         }
         if !series.is_empty() {
-            let dropped = self
-                .series_dropped
-                .with_label_values(&[PORT_SOCKETS.name]);
+            let dropped = self.series_dropped.with_label_values(&[PORT_SOCKETS.name]);
             dropped.add(int(((series.len() - keep) * N) as u64));
         }
         kept_local
@@ -486,12 +484,20 @@ impl Metrics {
         }
         let states = UdpState::ALL.map(|s| s.label());
         let kept = self.record_ports("udp", &udp.ports.series(), &states);
+        let mut cut = 0u64;
         for (port, drops) in udp.port_drops() {
             if kept.binary_search(&port).is_ok() {
                 self.port_drops
                     .with_label_values(&["udp", &port.to_string()])
                     .set(int(drops));
+            } else {
+                cut += 1;
             }
+        }
+        if !udp.ports.series().is_empty() {
+            self.series_dropped
+                .with_label_values(&[PORT_DROPS.name])
+                .set(int(cut));
         }
     }
 
@@ -567,7 +573,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    use crate::aggregate::{ListenStats, PortSet, TcpStats, UdpStats, UnixStats};
+    use crate::aggregate::{PortSet, TcpStats};
     use crate::collect::CollectError;
     use crate::diag::{AF_INET, AF_INET6};
     use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
@@ -583,32 +589,14 @@ mod tests {
             .count()
     }
 
-    /// Owned stats of every collector.
-    #[derive(Default)]
-    struct All {
-        tcp: TcpStats,
-        listen: ListenStats,
-        udp: UdpStats,
-        unix: UnixStats,
-    }
-
-    impl All {
-        fn stats(&self) -> Stats<'_> {
-            Stats {
-                tcp: &self.tcp,
-                listen: &self.listen,
-                udp: &self.udp,
-                unix: &self.unix,
-            }
-        }
-    }
+    use crate::collect::OwnedStats as All;
 
     fn report(kind: Kind, ok: bool) -> Report {
         Report {
             kind,
             started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             duration: Duration::from_millis(5),
-            error: (!ok).then(|| CollectError {
+            error: (!ok).then_some(CollectError {
                 request: "test",
                 kind: crate::collect::ErrorKind::Eof,
             }),
@@ -634,7 +622,11 @@ mod tests {
         assert_eq!(names.len(), CATALOGUE.len());
         for spec in CATALOGUE {
             let compat = spec.name == NODE_TCP_STATES.name;
-            assert!(spec.name.starts_with("sockdiag_") || compat, "{}", spec.name);
+            assert!(
+                spec.name.starts_with("sockdiag_") || compat,
+                "{}",
+                spec.name
+            );
             assert!(!spec.help.is_empty());
             assert!(
                 !spec.name.ends_with("_count"),
@@ -689,7 +681,11 @@ mod tests {
             ("sockdiag_listen_sockets", 1.0),
             ("sockdiag_listen_drops_total", 7.0),
         ] {
-            assert_eq!(value(&text, &format!("{metric}{listener}")), Some(v), "{metric}");
+            assert_eq!(
+                value(&text, &format!("{metric}{listener}")),
+                Some(v),
+                "{metric}"
+            );
         }
         assert!(text.contains("# TYPE sockdiag_listen_drops_total counter"));
         let udp = r#"{family="ipv4",protocol="udp",state="unconnected"}"#;
@@ -703,17 +699,26 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(
-            value(&text, r#"sockdiag_unix_sockets{state="connected",type="stream"}"#),
+            value(
+                &text,
+                r#"sockdiag_unix_sockets{state="connected",type="stream"}"#
+            ),
             Some(1.0)
         );
         for kind in Kind::ALL {
             let c = format!("{{collector=\"{}\"}}", kind.label());
-            assert_eq!(value(&text, &format!("sockdiag_collect_success{c}")), Some(1.0));
+            assert_eq!(
+                value(&text, &format!("sockdiag_collect_success{c}")),
+                Some(1.0)
+            );
             assert_eq!(
                 value(&text, &format!("sockdiag_collect_timestamp_seconds{c}")),
                 Some(1.7e9)
             );
-            assert_eq!(value(&text, &format!("sockdiag_collections_total{c}")), Some(1.0));
+            assert_eq!(
+                value(&text, &format!("sockdiag_collections_total{c}")),
+                Some(1.0)
+            );
         }
         assert!(text.contains("# TYPE sockdiag_collections_total counter"));
         assert!(text.contains(&format!(
@@ -727,7 +732,9 @@ mod tests {
     fn a_failed_collector_drops_only_its_series() {
         let metrics = Metrics::new(shape());
         let mut all = All::default();
-        all.udp.add(&inet_with_drops(AF_INET, 7, v4([0; 4]), 53, 0, 0, 0, 0)).unwrap();
+        all.udp
+            .add(&inet_with_drops(AF_INET, 7, v4([0; 4]), 53, 0, 0, 0, 0))
+            .unwrap();
         metrics.record(all.stats(), &all_ok());
         let reports = vec![
             report(Kind::Tcp, false),
@@ -737,7 +744,11 @@ mod tests {
         ];
         metrics.record(all.stats(), &reports);
         let text = metrics.encode();
-        assert_eq!(count(&text, "sockdiag_sockets", "protocol=\"tcp\""), 0, "{text}");
+        assert_eq!(
+            count(&text, "sockdiag_sockets", "protocol=\"tcp\""),
+            0,
+            "{text}"
+        );
         assert_eq!(count(&text, "sockdiag_sockets", "protocol=\"udp\""), 4);
         assert_eq!(count(&text, "sockdiag_unix_sockets", ""), 0);
         assert!(text.contains("sockdiag_collect_success{collector=\"tcp\"} 0"));
@@ -790,13 +801,18 @@ mod tests {
             all.tcp.add(&m).unwrap();
         }
         for path in [&b"/a"[..], b"/b", b"/c", b"\0abstract"] {
-            all.unix.add(&unix_diag_msg(1, 10, Some(path), 1, 4)).unwrap();
+            all.unix
+                .add(&unix_diag_msg(1, 10, Some(path), 1, 4))
+                .unwrap();
         }
         metrics.record(all.stats(), &all_ok());
         let text = metrics.encode();
         assert_eq!(count(&text, "sockdiag_listen_queue", ""), 2);
         assert_eq!(
-            value(&text, r#"sockdiag_series_dropped{metric="sockdiag_listen_queue"}"#),
+            value(
+                &text,
+                r#"sockdiag_series_dropped{metric="sockdiag_listen_queue"}"#
+            ),
             Some(3.0)
         );
         // /a kept, /b and /c summed as @other, @abstract always kept.
@@ -810,13 +826,19 @@ mod tests {
             Some(8.0)
         );
         assert_eq!(
-            value(&text, r#"sockdiag_series_dropped{metric="sockdiag_unix_listen_queue"}"#),
+            value(
+                &text,
+                r#"sockdiag_series_dropped{metric="sockdiag_unix_listen_queue"}"#
+            ),
             Some(2.0)
         );
         // Two (direction, port) keys of 11 states fit; three are cut.
         assert_eq!(count(&text, "sockdiag_port_sockets", ""), 22);
         assert_eq!(
-            value(&text, r#"sockdiag_series_dropped{metric="sockdiag_port_sockets"}"#),
+            value(
+                &text,
+                r#"sockdiag_series_dropped{metric="sockdiag_port_sockets"}"#
+            ),
             Some(33.0)
         );
     }
@@ -844,7 +866,10 @@ mod tests {
             Some(0.0)
         );
         metrics.record(all.stats(), &[report(Kind::Tcp, false)]);
-        assert_eq!(count(&metrics.encode(), "node_tcp_connection_states", ""), 0);
+        assert_eq!(
+            count(&metrics.encode(), "node_tcp_connection_states", ""),
+            0
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::fmt;
 use netlink_packet_core::NetlinkBuffer;
 
 use crate::diag::{
-    nlmsg_align, BadAttribute, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSG_NOOP,
-    NLMSG_OVERRUN, NLM_F_DUMP_INTR,
+    nlmsg_align, BadAttribute, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSG_NOOP, NLMSG_OVERRUN,
+    NLM_F_DUMP_INTR,
 };
 
 /// What a datagram must match to belong to the dump in progress.

@@ -69,7 +69,12 @@ pub fn table(stats: Stats<'_>, reports: &[Report]) -> String {
     for report in reports {
         rows.push(row([
             report.kind.label().to_string(),
-            if report.error.is_none() { "ok" } else { "failed" }.to_string(),
+            if report.error.is_none() {
+                "ok"
+            } else {
+                "failed"
+            }
+            .to_string(),
             format!("{:.3}s", report.duration.as_secs_f64()),
         ]));
     }
@@ -122,11 +127,20 @@ fn tcp(out: &mut String, stats: &TcpStats) {
         out.push('\n');
         let mut rows = vec![row(["SYN queue", "port", "half-open"].map(String::from))];
         for ((family, port), n) in syn {
-            rows.push(row([family.label().to_string(), port.to_string(), n.to_string()]));
+            rows.push(row([
+                family.label().to_string(),
+                port.to_string(),
+                n.to_string(),
+            ]));
         }
         out.push_str(&columns(&rows, 1));
     }
-    ports(out, "TCP", &stats.ports.series(), &TcpState::ALL.map(|s| s.label()));
+    ports(
+        out,
+        "TCP",
+        &stats.ports.series(),
+        &TcpState::ALL.map(|s| s.label()),
+    );
 }
 
 /// The per-port view of one protocol (only when ports are configured).
@@ -153,20 +167,9 @@ fn ports<const N: usize>(
 
 fn listeners(out: &mut String, stats: &ListenStats) {
     let mut listeners = stats.listeners();
-    // Fullest first: by fill ratio, then by queue length.
-    listeners.sort_by(|(ka, a), (kb, b)| {
-        let fill = |l: &Listener| l.queue as f64 / l.max.max(1) as f64;
-        fill(b)
-            .total_cmp(&fill(a))
-            .then(b.queue.cmp(&a.queue))
-            .then(ka.cmp(kb))
+    fullest_first(out, "listeners", &mut listeners, |l: &Listener| {
+        (l.queue, l.max)
     });
-    let shown = listeners.len().min(TOP_LISTENERS);
-    let _ = writeln!(
-        out,
-        "Fullest listeners ({shown} of {}, by accept queue fill)",
-        listeners.len()
-    );
     if listeners.is_empty() {
         out.push_str("(no listening sockets)\n");
         return;
@@ -187,6 +190,30 @@ fn listeners(out: &mut String, stats: &ListenStats) {
         ]));
     }
     out.push_str(&columns(&rows, 2));
+}
+
+/// Sorts listeners fullest first (fill ratio, then queue length, then key)
+/// and writes the section heading.
+fn fullest_first<K: Ord, L>(
+    out: &mut String,
+    what: &str,
+    listeners: &mut [(K, L)],
+    queue_max: impl Fn(&L) -> (u64, u64),
+) {
+    let fill = |l: &L| {
+        let (queue, max) = queue_max(l);
+        (queue as f64 / max.max(1) as f64, queue)
+    };
+    listeners.sort_by(|(ka, a), (kb, b)| {
+        let ((fa, qa), (fb, qb)) = (fill(a), fill(b));
+        fb.total_cmp(&fa).then(qb.cmp(&qa)).then(ka.cmp(kb))
+    });
+    let shown = listeners.len().min(TOP_LISTENERS);
+    let _ = writeln!(
+        out,
+        "Fullest {what} ({shown} of {}, by accept queue fill)",
+        listeners.len()
+    );
 }
 
 fn udp(out: &mut String, stats: &UdpStats) {
@@ -218,7 +245,12 @@ fn udp(out: &mut String, stats: &UdpStats) {
         stats.drops[1].to_string(),
     ]));
     out.push_str(&columns(&rows, 1));
-    ports(out, "UDP", &stats.ports.series(), &UdpState::ALL.map(|s| s.label()));
+    ports(
+        out,
+        "UDP",
+        &stats.ports.series(),
+        &UdpState::ALL.map(|s| s.label()),
+    );
     let drops = stats.port_drops();
     if !drops.is_empty() {
         out.push('\n');
@@ -247,19 +279,9 @@ fn unix(out: &mut String, stats: &UnixStats) {
 
     out.push('\n');
     let mut listeners = stats.listeners();
-    listeners.sort_by(|(na, a), (nb, b)| {
-        let fill = |l: &UnixListener| l.queue as f64 / l.max.max(1) as f64;
-        fill(b)
-            .total_cmp(&fill(a))
-            .then(b.queue.cmp(&a.queue))
-            .then(na.cmp(nb))
+    fullest_first(out, "unix listeners", &mut listeners, |l: &UnixListener| {
+        (l.queue, l.max)
     });
-    let shown = listeners.len().min(TOP_LISTENERS);
-    let _ = writeln!(
-        out,
-        "Fullest unix listeners ({shown} of {}, by accept queue fill)",
-        listeners.len()
-    );
     if listeners.is_empty() {
         out.push_str("(no listening unix sockets)\n");
         return;
@@ -317,13 +339,7 @@ mod tests {
     use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
     use std::time::{Duration, SystemTime};
 
-    #[derive(Default)]
-    struct All {
-        tcp: TcpStats,
-        listen: ListenStats,
-        udp: UdpStats,
-        unix: UnixStats,
-    }
+    use crate::collect::OwnedStats as All;
 
     fn all() -> All {
         let mut all = All {
@@ -358,7 +374,7 @@ mod tests {
                 kind,
                 started: SystemTime::UNIX_EPOCH,
                 duration: Duration::from_millis(2),
-                error: (Some(kind) == failed).then(|| CollectError {
+                error: (Some(kind) == failed).then_some(CollectError {
                     request: "unix",
                     kind: ErrorKind::Eof,
                 }),
@@ -367,13 +383,7 @@ mod tests {
     }
 
     fn render(all: &All, failed: Option<Kind>) -> String {
-        let stats = Stats {
-            tcp: &all.tcp,
-            listen: &all.listen,
-            udp: &all.udp,
-            unix: &all.unix,
-        };
-        table(stats, &reports(failed))
+        table(all.stats(), &reports(failed))
     }
 
     fn flat(text: &str) -> Vec<String> {
@@ -397,7 +407,10 @@ mod tests {
         assert!(has("SYN queue port half-open"), "{text}");
         assert!(has("ipv4 81 1"), "{text}");
         assert!(has("5 local 2 0 0 0 0 0 0 0 0 0 0"), "{text}");
-        let fullest = lines.iter().position(|l| l.starts_with("Fullest listeners")).unwrap();
+        let fullest = lines
+            .iter()
+            .position(|l| l.starts_with("Fullest listeners"))
+            .unwrap();
         assert_eq!(
             lines[fullest],
             "Fullest listeners (2 of 2, by accept queue fill)"
