@@ -350,6 +350,29 @@ fn scrape_loop(
     }
 }
 
+/// `collector="tcp"` collections run and the last one's duration, from one
+/// more scrape.
+fn final_view(addr: SocketAddr) -> io::Result<String> {
+    let mut s = Scraper::connect(addr)?;
+    s.scrape()?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&s.body[..]).read_to_string(&mut text)?;
+    let value = |name: &str| {
+        let prefix = format!("{name}{{collector=\"tcp\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or("?")
+            .to_string()
+    };
+    Ok(format!(
+        "tcp collections_total={} last collect_duration_seconds={} body_bytes={} gzip_bytes={}",
+        value("sockdiag_collections_total"),
+        value("sockdiag_collect_duration_seconds"),
+        text.len(),
+        s.body.len()
+    ))
+}
+
 /// Connections opened and closed continuously on a listener of our own:
 /// about 200 a second, half closed normally, half reset.
 fn churn(stop: Arc<AtomicBool>, made: Arc<AtomicU64>) -> io::Result<()> {
@@ -531,6 +554,8 @@ fn run() -> io::Result<bool> {
     }
     let elapsed = started.elapsed();
     let final_stats = stats(pid)?;
+    // The exporter's own view: collections run and the last one's duration.
+    let own = final_view(exporter.addr).unwrap_or_else(|e| format!("(final scrape failed: {e})"));
     // The scrapers are gone: the exporter's fds go back to idle once it
     // sees the closes.
     thread::sleep(Duration::from_millis(500));
@@ -583,6 +608,7 @@ fn run() -> io::Result<bool> {
         final_stats.fds,
         after.fds
     );
+    println!("soak: exporter's view at the end: {own}");
     println!("soak: samples in {}", csv_path.display());
 
     let mut pass = true;
