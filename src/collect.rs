@@ -332,9 +332,15 @@ impl<T: Transport> Dumper<T> {
             transport, buffer, ..
         } = self;
         while !progress.done {
-            if started.elapsed() > self.deadline {
+            // Each recv may block only for what is left of the deadline, so
+            // a dump that stalls late still ends on time.
+            let left = self.deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 return Err(fail(ErrorKind::Deadline(self.deadline)));
             }
+            transport
+                .set_recv_timeout(left)
+                .map_err(|e| fail(ErrorKind::Recv(e)))?;
             let len = match transport.recv(buffer) {
                 Ok(0) => return Err(fail(ErrorKind::Eof)),
                 Ok(len) if len > buffer.len() => return Err(fail(ErrorKind::Oversized { len })),

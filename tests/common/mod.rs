@@ -12,6 +12,7 @@
 //!   only the child we started, by PID.
 #![allow(dead_code)]
 
+pub mod ns;
 pub mod sockets;
 
 use std::collections::BTreeMap;

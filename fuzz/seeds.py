@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Writes the seed inputs fuzz/corpus/*/seed-* (the fuzzers grow the rest).
+
+netlink seeds are the recorded dumps in tests/fixtures, framed the way
+fuzz/harness.rs reads them: byte 0 picks the scenario (an index into
+SCENARIOS there), then frames of a little-endian u16 length and that many
+bytes, or a fault code (0xfff0 and up). Headers get seq 0 and pid 0, which
+the harness fills in with the values of the dump in flight.
+
+When a scenario is added to harness.rs, add its seeds here and run:
+python3 fuzz/seeds.py
+"""
+
+import os
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CORPUS = os.path.join(ROOT, "fuzz", "corpus")
+# Scenario indexes in fuzz/harness.rs SCENARIOS; PORT_CHECK is bit 4.
+TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL = range(7)
+PORT_CHECK = 0x10
+ENOBUFS, EINTR, TIMEOUT, EOF, OVERSIZED, ECONNRESET = range(0xfff0, 0xfff6)
+
+ARGV = [
+    ["--web.listen-address=127.0.0.1:0", "--web.telemetry-path", "/m", "--cache.ttl=250ms",
+     "--log.level", "debug", "--collector.tcp.dump=by-family"],
+    ["dump", "--format=table", "--collector.tcp.dump", "legacy", "--source.fixture", "x.fixture",
+     "--record", "y"],
+    ["--help"], ["dump", "--help"], ["--version"],
+    ["--web.listen-address", "[::1]:19275", "--web.read-timeout", "1m30s", "--web.write-timeout=3s"],
+    ["--web.max-connections", "64", "--web.max-header-bytes=16384", "--collector.timeout", "10s"],
+    ["--cache.ttl", "5x"], ["--bogus"], ["--", "--cache.ttl=1s"], ["--unknown=1"],
+    ["--web-listen-address", ":0", "--cache-ttl", "1h1ms"],
+    ["dump", "--format", "xml"], ["--web.listen-address", "nope"],
+    ["--collector.timeout=2d", "--log.level=warn", "--web.telemetry-path=/"],
+    ["--collector.tcp.ports=22,443,8000-8100", "--collector.udp.ports", "53",
+     "--no-collector.unix", "--collector.listeners.max=5", "--compat.node-exporter"],
+    ["--collector.ports.max-series", "0", "--collector.unix.max-listeners=2",
+     "--web.config.file", "w.yml", "dump", "--no-collector.tcp"],
+]
+
+
+def load(name):
+    """{dump name: [datagrams]} of a fixture, in order."""
+    dumps = []
+    for line in open(os.path.join(ROOT, "tests", "fixtures", name)):
+        words = line.split("#")[0].split()
+        if words[:1] == ["dump"]:
+            dumps.append((" ".join(words[1:-1]), []))
+        elif words[:1] == ["recv"]:
+            dumps[-1][1].append(zero_headers(bytes.fromhex(words[1])))
+    return dumps
+
+
+def zero_headers(datagram):
+    out = bytearray(datagram)
+    at = 0
+    while at + 16 <= len(out):
+        length = struct.unpack_from("=I", out, at)[0]
+        out[at + 8:at + 16] = bytes(8)
+        if length < 16:
+            break
+        at += (length + 3) & ~3
+    return bytes(out)
+
+
+def frames(steps):
+    return b"".join(struct.pack("<H", s) if isinstance(s, int)
+                    else struct.pack("<H", len(s)) + s for s in steps)
+
+
+def seed(name, selector, steps):
+    with open(os.path.join(CORPUS, "netlink", "seed-" + name), "wb") as f:
+        f.write(bytes([selector]) + frames(steps))
+
+
+def main():
+    os.makedirs(os.path.join(CORPUS, "argv"), exist_ok=True)
+    os.makedirs(os.path.join(CORPUS, "netlink"), exist_ok=True)
+    for i, args in enumerate(ARGV):
+        with open(os.path.join(CORPUS, "argv", "seed-%02d" % i), "wb") as f:
+            f.write(b"\0".join(a.encode() for a in args))
+
+    legacy = load("all_legacy.fixture")
+    by_family = load("all_by_family.fixture")
+    refused = load("legacy_refused.fixture")
+
+    def of(dumps, *names):
+        return [d for name, data in dumps if name in names for d in data]
+
+    tcp = of(legacy, "legacy")
+    seed("tcp-legacy", TCP_LEGACY, tcp)
+    seed("tcp-legacy-port", TCP_LEGACY | PORT_CHECK, tcp)
+    seed("tcp-legacy-twice", TCP_LEGACY, tcp + tcp)
+    seed("tcp-by-family", TCP_BY_FAMILY, of(by_family, "by-family ipv4", "by-family ipv6"))
+    seed("tcp-auto-refused", TCP_AUTO, [d for _, data in refused for d in data])
+    seed("listeners", LISTENERS, of(legacy, "listen ipv4", "listen ipv6"))
+    seed("udp", UDP, of(legacy, "udp ipv4", "udp ipv6"))
+    seed("unix", UNIX, of(legacy, "unix"))
+    seed("all", ALL, [d for _, data in legacy for d in data])
+    seed("all-by-family", ALL, [d for _, data in by_family for d in data])
+    first = tcp[0]
+    seed("enobufs-then-good", TCP_LEGACY, [first, ENOBUFS] + tcp)
+    seed("eintr", TCP_LEGACY, [EINTR, first, EINTR] + tcp[1:])
+    seed("timeout", TCP_LEGACY, [first, TIMEOUT] + tcp)
+    seed("eof", TCP_LEGACY, [first, EOF] + tcp)
+    seed("oversized", TCP_LEGACY, [OVERSIZED] + tcp)
+    seed("econnreset", TCP_AUTO, [ECONNRESET] + tcp)
+    seed("truncated", TCP_LEGACY, [first[:100]] + tcp)
+
+
+main()
