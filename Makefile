@@ -7,7 +7,7 @@ ARGS    ?=
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: all build run dump test deps lint bench golden fixtures fuzz clean \
+.PHONY: all build run dump test deps lint bench soak golden fixtures fuzz clean \
 	pkg-deps baseline deb rpm package-test
 
 all: build
@@ -24,11 +24,12 @@ run: build
 dump: build
 	$(BIN) dump --format table $(ARGS)
 
-## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop)
+## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop), wrk (hostile clients)
 deps:
-	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl; }
+	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl wrk; }
 	@command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
+	@command -v wrk >/dev/null 2>&1 || { echo "wrk still missing after apt-get install wrk" >&2; exit 1; }
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -44,6 +45,11 @@ test: deps lint
 bench:
 	$(CARGO) build --release --locked
 	$(CARGO) bench --locked --bench collect
+
+## soak: 1M scrapes at full speed against 100k sockets with churn, RSS/fds/threads must stay flat (root; not in make test; see benches/soak.rs for SOAK_* settings)
+soak:
+	$(CARGO) build --release --locked
+	nice -n 10 $(CARGO) bench --locked --bench soak
 
 ## golden: regenerate tests/golden/* from the recorded fixtures
 golden:
