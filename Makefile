@@ -24,10 +24,10 @@ run: build
 dump: build
 	$(BIN) dump --format table $(ARGS)
 
-## deps: tools the tests use: promtool (Debian package prometheus), ip, unshare
+## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop)
 deps:
-	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux; }
+	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl; }
 	@command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
 
 ## lint: formatting and clippy, warnings are errors
@@ -52,6 +52,7 @@ golden:
 ## fixtures: re-record tests/fixtures/*.fixture from a real kernel (root)
 fixtures: build
 	unshare --net python3 tests/fixtures/record.py $(BIN) tests/fixtures
+	UPDATE_GOLDEN=1 $(CARGO) test --locked --test golden
 
 ## ---- Packaging (issue 5): see README "Installing from packages" ----
 # Tool versions are pinned; each is installed only when missing. Python tools

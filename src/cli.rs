@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::collect::DumpMode;
+use crate::aggregate::PortSet;
+use crate::collect::{DumpMode, Kind, Options};
 use crate::log::Level;
+use crate::metrics::Shape;
 use crate::serve::ListenAddr;
 
 /// The flags users write with dots. argh derives each dashed name from the
@@ -21,12 +23,46 @@ pub const DOTTED_FLAGS: &[&str] = &[
     "--web.read-timeout",
     "--web.max-connections",
     "--web.max-header-bytes",
+    "--web.config.file",
     "--cache.ttl",
     "--log.level",
     "--collector.tcp.dump",
+    "--collector.tcp.ports",
+    "--collector.udp.ports",
+    "--collector.listeners.max",
+    "--collector.unix.max-listeners",
+    "--collector.ports.max-series",
     "--collector.timeout",
+    "--compat.node-exporter",
     "--source.fixture",
+    // Collector switches, each with a --no- form.
+    "--collector.tcp",
+    "--collector.udp",
+    "--collector.unix",
+    "--collector.listeners",
+    "--no-collector.tcp",
+    "--no-collector.udp",
+    "--no-collector.unix",
+    "--no-collector.listeners",
 ];
+
+/// Flags that take no value (everything else in [`DOTTED_FLAGS`] takes one).
+const SWITCHES: &[&str] = &[
+    "--compat.node-exporter",
+    "--collector.tcp",
+    "--collector.udp",
+    "--collector.unix",
+    "--collector.listeners",
+    "--no-collector.tcp",
+    "--no-collector.udp",
+    "--no-collector.unix",
+    "--no-collector.listeners",
+    "--version",
+];
+
+/// The `dump` subcommand's own flags; any other flag given after `dump` is
+/// a main-command flag and is moved in front of it.
+const DUMP_FLAGS: &[&str] = &["--format", "--record", "--help", "-h"];
 
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":19275";
 
@@ -72,6 +108,11 @@ pub struct Args {
     /// ones get 431 (default 16384)
     #[argh(option, arg_name = "bytes", default = "16384", from_str_fn(positive))]
     pub web_max_header_bytes: usize,
+
+    /// exporter-toolkit web configuration file (YAML) that turns on TLS
+    /// and/or basic auth
+    #[argh(option, arg_name = "file")]
+    pub web_config_file: Option<PathBuf>,
 
     /// close a connection that has not taken its whole response within this
     /// long, so it cannot hold resources (default 3s)
@@ -122,6 +163,76 @@ pub struct Args {
     )]
     pub collector_timeout: Duration,
 
+    /// break TCP sockets down by state for these ports, as local port and
+    /// as remote port: a list like 22,443,5432,8000-8100 (default none)
+    #[argh(
+        option,
+        arg_name = "ports",
+        default = "PortSet::default()",
+        from_str_fn(ports)
+    )]
+    pub collector_tcp_ports: PortSet,
+
+    /// the same per-port view for UDP, plus receive drops per local port
+    /// (default none)
+    #[argh(
+        option,
+        arg_name = "ports",
+        default = "PortSet::default()",
+        from_str_fn(ports)
+    )]
+    pub collector_udp_ports: PortSet,
+
+    /// TCP listeners reported at most; the rest are counted in
+    /// sockdiag_series_dropped (default 1000)
+    #[argh(option, arg_name = "count", default = "1000", from_str_fn(positive))]
+    pub collector_listeners_max: usize,
+
+    /// unix listener paths reported at most; the rest are summed as @other
+    /// (default 200)
+    #[argh(option, arg_name = "count", default = "200", from_str_fn(positive))]
+    pub collector_unix_max_listeners: usize,
+
+    /// per-port series per protocol at most; the rest are counted in
+    /// sockdiag_series_dropped (default 2000)
+    #[argh(option, arg_name = "count", default = "2000", from_str_fn(positive))]
+    pub collector_ports_max_series: usize,
+
+    /// enable the TCP collector: sockets and queues by state (default on)
+    #[argh(switch)]
+    pub collector_tcp: bool,
+    /// disable the TCP collector
+    #[argh(switch)]
+    pub no_collector_tcp: bool,
+    /// enable the TCP listeners collector: accept queues and drops (default on)
+    #[argh(switch)]
+    pub collector_listeners: bool,
+    /// disable the TCP listeners collector
+    #[argh(switch)]
+    pub no_collector_listeners: bool,
+    /// enable the UDP collector (default on)
+    #[argh(switch)]
+    pub collector_udp: bool,
+    /// disable the UDP collector
+    #[argh(switch)]
+    pub no_collector_udp: bool,
+    /// enable the unix socket collector (default on)
+    #[argh(switch)]
+    pub collector_unix: bool,
+    /// disable the unix socket collector
+    #[argh(switch)]
+    pub no_collector_unix: bool,
+
+    /// also serve node_exporter's node_tcp_connection_states{state}, so
+    /// existing tcpstat dashboards keep working
+    #[argh(switch)]
+    pub compat_node_exporter: bool,
+
+    /// read recorded netlink answers from this fixture file instead of the
+    /// kernel (tests and demos; see tests/fixtures)
+    #[argh(option, arg_name = "file")]
+    pub source_fixture: Option<PathBuf>,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -130,17 +241,43 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
+impl Args {
+    /// What to collect.
+    pub fn options(&self) -> Options {
+        Options {
+            tcp: !self.no_collector_tcp,
+            listeners: !self.no_collector_listeners,
+            udp: !self.no_collector_udp,
+            unix: !self.no_collector_unix,
+            tcp_dump: self.collector_tcp_dump,
+            tcp_ports: self.collector_tcp_ports.clone(),
+            udp_ports: self.collector_udp_ports.clone(),
+            deadline: self.collector_timeout,
+        }
+    }
+
+    /// How to shape the series.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            process: true,
+            compat_node_exporter: self.compat_node_exporter,
+            max_listeners: self.collector_listeners_max,
+            max_unix_listeners: self.collector_unix_max_listeners,
+            max_port_series: self.collector_ports_max_series,
+        }
+    }
+}
+
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
     Dump(DumpArgs),
 }
 
-// argh has no way to share fields between commands, so the collection flags
-// (--collector.tcp.dump, --collector.timeout, --log.level) are declared on
-// both `Args` and `DumpArgs`, with the same parsers and defaults.
 #[derive(FromArgs, Debug)]
-/// Collect once and print the result to stdout.
+/// Collect once and print the result to stdout. Every flag of the main
+/// command that shapes a collection (--collector.*, --compat.node-exporter,
+/// --source.fixture, --log.level) works here too, before or after `dump`.
 #[argh(subcommand, name = "dump")]
 pub struct DumpArgs {
     /// output format: prometheus (exactly what the server serves) or table
@@ -153,41 +290,9 @@ pub struct DumpArgs {
     )]
     pub format: Format,
 
-    /// TCP dump requests: auto, legacy or by-family (default auto)
-    #[argh(
-        option,
-        arg_name = "mode",
-        default = "DumpMode::Auto",
-        from_str_fn(dump_mode)
-    )]
-    pub collector_tcp_dump: DumpMode,
-
-    /// give up on a dump that has not finished after this long (default 10s)
-    #[argh(
-        option,
-        arg_name = "duration",
-        default = "Duration::from_secs(10)",
-        from_str_fn(duration)
-    )]
-    pub collector_timeout: Duration,
-
-    /// read recorded netlink answers from this fixture file instead of the
-    /// kernel (see tests/fixtures)
-    #[argh(option, arg_name = "file")]
-    pub source_fixture: Option<PathBuf>,
-
     /// also write the netlink answers received to this file, as a fixture
     #[argh(option, arg_name = "file")]
     pub record: Option<PathBuf>,
-
-    /// log level: debug, info, warn or error (default info)
-    #[argh(
-        option,
-        arg_name = "level",
-        default = "Level::Info",
-        from_str_fn(level)
-    )]
-    pub log_level: Level,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +337,10 @@ fn level(s: &str) -> Result<Level, String> {
 
 fn dump_mode(s: &str) -> Result<DumpMode, String> {
     DumpMode::parse(s)
+}
+
+fn ports(s: &str) -> Result<PortSet, String> {
+    PortSet::parse(s)
 }
 
 /// Parses a Prometheus duration: one or more number+unit pairs from largest
@@ -294,6 +403,8 @@ fn dashed(dotted: &str) -> String {
 
 /// Rewrites dotted flag names to argh's dashed ones, and splits
 /// `--flag=value` into two arguments. Everything after `--` is left alone.
+/// Main-command flags given after `dump` are moved in front of it, and of a
+/// `--collector.X` / `--no-collector.X` pair only the last one given counts.
 pub fn translate_argv(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len() + 2);
     let mut rest = args.iter();
@@ -317,8 +428,59 @@ pub fn translate_argv(args: &[String]) -> Vec<String> {
             _ => out.push(arg.clone()),
         }
     }
-    out.extend(rest.cloned());
+    let tail: Vec<String> = rest.cloned().collect();
+    let mut out = hoist_after_dump(out);
+    last_switch_wins(&mut out);
+    out.extend(tail);
     out
+}
+
+/// Moves main-command flags (and their values) from after `dump` to before it.
+fn hoist_after_dump(args: Vec<String>) -> Vec<String> {
+    let Some(at) = args.iter().position(|a| a == "dump") else {
+        return args;
+    };
+    let (mut before, mut dump) = (args[..at].to_vec(), vec![args[at].clone()]);
+    let mut i = at + 1;
+    while i < args.len() {
+        let arg = &args[i];
+        let main_flag = arg.starts_with("--")
+            && !DUMP_FLAGS.contains(&arg.as_str())
+            && (DOTTED_FLAGS.iter().any(|f| dashed(f) == *arg) || arg == "--version");
+        if main_flag {
+            before.push(arg.clone());
+            let switch = SWITCHES.iter().any(|f| dashed(f) == *arg);
+            if !switch && i + 1 < args.len() {
+                before.push(args[i + 1].clone());
+                i += 1;
+            }
+        } else {
+            dump.push(arg.clone());
+            if DUMP_FLAGS[..2].contains(&arg.as_str()) && i + 1 < args.len() {
+                dump.push(args[i + 1].clone());
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    before.extend(dump);
+    before
+}
+
+/// Drops every `--collector-X` / `--no-collector-X` but the last of each pair.
+fn last_switch_wins(args: &mut Vec<String>) {
+    for kind in Kind::ALL {
+        let on = format!("--collector-{}", kind.label());
+        let off = format!("--no-collector-{}", kind.label());
+        if let Some(last) = args.iter().rposition(|a| *a == on || *a == off) {
+            let mut i = 0;
+            args.retain(|a| {
+                let keep = i == last || (*a != on && *a != off);
+                i += 1;
+                keep
+            });
+        }
+    }
 }
 
 /// Rewrites argh's dashed names back to the dotted ones in its output.
@@ -435,11 +597,62 @@ mod tests {
             "legacy",
         ]))
         .unwrap();
+        assert_eq!(args.collector_tcp_dump, DumpMode::Legacy);
         let Some(Command::Dump(dump)) = args.command else {
             panic!("no dump")
         };
         assert_eq!(dump.format, Format::Table);
-        assert_eq!(dump.collector_tcp_dump, DumpMode::Legacy);
+    }
+
+    #[test]
+    fn collector_switches_last_one_wins() {
+        let options = parse(&argv(&[])).unwrap().options();
+        assert!(options.tcp && options.udp && options.unix && options.listeners);
+        let args = parse(&argv(&[
+            "--no-collector.udp",
+            "--collector.udp",
+            "--collector.unix",
+            "--no-collector.unix",
+            "dump",
+            "--no-collector.listeners",
+            "--format",
+            "table",
+        ]))
+        .unwrap();
+        let options = args.options();
+        assert!(options.tcp);
+        assert!(options.udp);
+        assert!(!options.unix);
+        assert!(!options.listeners);
+        assert!(matches!(args.command, Some(Command::Dump(_))));
+    }
+
+    #[test]
+    fn port_lists_caps_and_compat() {
+        let args = parse(&argv(&[
+            "--collector.tcp.ports=22,5432,8000-8002",
+            "--collector.udp.ports",
+            "53",
+            "--collector.ports.max-series=50",
+            "--compat.node-exporter",
+        ]))
+        .unwrap();
+        let options = args.options();
+        assert!(options.tcp_ports.contains(8001));
+        assert!(!options.tcp_ports.contains(8003));
+        assert_eq!(options.tcp_ports.singles(), &[22, 5432]);
+        assert!(options.udp_ports.contains(53));
+        assert!(args.shape().compat_node_exporter);
+        assert_eq!(args.shape().max_port_series, 50);
+        for bad in ["0", "70000", "80-79", "22,,80", "x", ""] {
+            let err = parse(&argv(&["--collector.tcp.ports", bad])).unwrap_err();
+            assert_eq!(err.status, 2, "{bad}");
+            assert!(
+                err.output.contains("--collector.tcp.ports"),
+                "{}",
+                err.output
+            );
+        }
     }
 
     #[test]
@@ -468,7 +681,7 @@ mod tests {
     fn help_shows_dotted_names() {
         let help = parse(&argv(&["--help"])).unwrap_err();
         assert_eq!(help.status, 0);
-        for flag in DOTTED_FLAGS.iter().filter(|f| **f != "--source.fixture") {
+        for flag in DOTTED_FLAGS {
             assert!(
                 help.output.contains(flag),
                 "{flag} missing:\n{}",
@@ -477,7 +690,8 @@ mod tests {
         }
         assert!(!help.output.contains("--web-listen-address"));
         let help = parse(&argv(&["dump", "--help"])).unwrap_err();
-        assert!(help.output.contains("--source.fixture"), "{}", help.output);
+        assert!(help.output.contains("--format"), "{}", help.output);
+        assert!(help.output.contains("--collector.*"), "{}", help.output);
     }
 
     #[test]

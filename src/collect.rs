@@ -1,18 +1,27 @@
-//! One TCP collection: which dump requests to send, driving each dump to its
-//! end through a [`Transport`], and folding the answers into [`TcpStats`].
+//! Collections: which dump requests each collector sends, driving each dump
+//! to its end through a [`Transport`] ([`Dumper`]), and folding the answers
+//! into the collector's stats.
 //!
-//! The default is one legacy TCPDIAG_GETSOCK dump with AF_UNSPEC (the kernel
-//! walks its hash tables once for both families), falling back for good to
-//! two SOCK_DIAG_BY_FAMILY dumps if the kernel refuses it. Every failure is a
-//! [`CollectError`] that says which dump failed and why; a dump flagged
-//! NLM_F_DUMP_INTR is retried once.
+//! Collectors (each switchable, each with its own outcome, so one failing
+//! never blanks another):
+//! - `tcp`: one legacy TCPDIAG_GETSOCK dump with AF_UNSPEC (the kernel walks
+//!   its hash tables once for both families), falling back for good to two
+//!   SOCK_DIAG_BY_FAMILY dumps if the kernel refuses it; no extensions, so
+//!   the big dump stays as cheap as possible;
+//! - `listeners`: LISTEN-only dumps with SKMEMINFO (drops), which walk only
+//!   the kernel's listening hash;
+//! - `udp`: per-family UDP dumps with SKMEMINFO;
+//! - `unix`: one unix_diag dump with names and queue lengths.
+//!
+//! Every failure is a [`CollectError`] that says which dump failed and why;
+//! a collection with a dump flagged NLM_F_DUMP_INTR is retried once.
 
 use std::fmt;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::aggregate::TcpStats;
-use crate::diag::{DumpRequest, Family};
+use crate::aggregate::{ListenStats, PortSet, TcpStats, UdpStats, UnixStats};
+use crate::diag::{DumpRequest, Family, INET_DIAG_MSG_LEN, UNIX_DIAG_MSG_LEN};
 use crate::log::{self, Level};
 use crate::parse::{walk_datagram, Expect, ParseError, Progress};
 use crate::transport::Transport;
@@ -50,6 +59,92 @@ const BY_FAMILY: &[DumpRequest] = &[
     DumpRequest::ByFamily(Family::Ipv4),
     DumpRequest::ByFamily(Family::Ipv6),
 ];
+const LISTEN: &[DumpRequest] = &[
+    DumpRequest::Listen(Family::Ipv4),
+    DumpRequest::Listen(Family::Ipv6),
+];
+const UDP: &[DumpRequest] = &[
+    DumpRequest::Udp(Family::Ipv4),
+    DumpRequest::Udp(Family::Ipv6),
+];
+const UNIX: &[DumpRequest] = &[DumpRequest::Unix];
+
+/// The collectors, in the order they run and are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Tcp,
+    Listeners,
+    Udp,
+    Unix,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Tcp, Kind::Listeners, Kind::Udp, Kind::Unix];
+
+    /// The `collector` label value and the flag name (`--collector.tcp`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Listeners => "listeners",
+            Kind::Udp => "udp",
+            Kind::Unix => "unix",
+        }
+    }
+}
+
+/// What to collect (from the `--collector.*` flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub tcp: bool,
+    pub listeners: bool,
+    pub udp: bool,
+    pub unix: bool,
+    pub tcp_dump: DumpMode,
+    /// `--collector.tcp.ports`: per-port views (empty: none).
+    pub tcp_ports: PortSet,
+    /// `--collector.udp.ports`.
+    pub udp_ports: PortSet,
+    /// A dump not finished after this long fails (`--collector.timeout`).
+    pub deadline: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            tcp: true,
+            listeners: true,
+            udp: true,
+            unix: true,
+            tcp_dump: DumpMode::Auto,
+            tcp_ports: PortSet::default(),
+            udp_ports: PortSet::default(),
+            deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Options {
+    /// Only the TCP collector (tests, benchmarks, TCP-only fixtures).
+    pub fn tcp_only(tcp_dump: DumpMode, deadline: Duration) -> Options {
+        Options {
+            listeners: false,
+            udp: false,
+            unix: false,
+            tcp_dump,
+            deadline,
+            ..Options::default()
+        }
+    }
+
+    pub fn enabled(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Tcp => self.tcp,
+            Kind::Listeners => self.listeners,
+            Kind::Udp => self.udp,
+            Kind::Unix => self.unix,
+        }
+    }
+}
 
 /// Why a collection failed.
 #[derive(Debug)]
@@ -110,81 +205,82 @@ impl std::error::Error for CollectError {
     }
 }
 
-/// Sends dumps through a transport and aggregates their answers.
-pub struct Collector<T> {
+/// Where a dump's sockets go: one stats type per collector.
+pub trait Sink {
+    /// Forgets the previous collection (before the first dump and a retry).
+    fn clear(&mut self);
+    /// Folds one socket message's payload (struct and attributes) in.
+    fn add(&mut self, payload: &[u8]) -> Result<(), ParseError>;
+}
+
+macro_rules! sink {
+    ($($stats:ty),*) => {$(
+        impl Sink for $stats {
+            fn clear(&mut self) {
+                <$stats>::clear(self)
+            }
+            #[inline]
+            fn add(&mut self, payload: &[u8]) -> Result<(), ParseError> {
+                <$stats>::add(self, payload)
+            }
+        }
+    )*};
+}
+sink!(TcpStats, ListenStats, UdpStats, UnixStats);
+
+/// Drives dumps through one transport: sequence numbers, the receive
+/// buffer, deadlines, DUMP_INTR retries, and a reset after any failure.
+pub struct Dumper<T> {
     transport: T,
     buffer: Vec<u8>,
     seq: u32,
-    mode: DumpMode,
-    /// Auto mode saw the kernel refuse the legacy request.
-    legacy_refused: bool,
     deadline: Duration,
-    stats: TcpStats,
 }
 
-impl<T: Transport> Collector<T> {
-    pub fn new(transport: T, mode: DumpMode, deadline: Duration) -> Collector<T> {
-        Collector {
+impl<T: Transport> Dumper<T> {
+    pub fn new(transport: T, deadline: Duration) -> Dumper<T> {
+        Dumper {
             transport,
             buffer: vec![0; RECV_BUFFER],
             seq: 0,
-            mode,
-            legacy_refused: false,
             deadline,
-            stats: TcpStats::default(),
         }
     }
 
-    pub fn transport(&self) -> &T {
-        &self.transport
-    }
-
-    /// The requests the next collection sends.
-    pub fn plan(&self) -> &'static [DumpRequest] {
-        match self.mode {
-            DumpMode::Legacy => LEGACY,
-            DumpMode::ByFamily => BY_FAMILY,
-            DumpMode::Auto if self.legacy_refused => BY_FAMILY,
-            DumpMode::Auto => LEGACY,
-        }
-    }
-
-    /// Runs one full collection. On error the transport is reset, so the
-    /// next collection starts from a clean socket.
-    pub fn collect(&mut self) -> Result<&TcpStats, CollectError> {
-        let result = self.collect_inner();
+    /// Runs every request of `plan` into `sink` (cleared first). If a dump
+    /// was flagged NLM_F_DUMP_INTR the whole plan runs once more. On error
+    /// the transport is reset, so the next collection starts from a clean
+    /// socket.
+    pub fn run<S: Sink>(&mut self, plan: &[DumpRequest], sink: &mut S) -> Result<(), CollectError> {
+        let result = self.run_inner(plan, sink);
         if let Err(error) = &result {
-            if let Err(e) = self.transport.reset() {
-                log::log(
-                    Level::Warn,
-                    "cannot reset the netlink socket after a failed dump",
-                    &[("dump_error", error), ("err", &e)],
-                );
-            }
+            self.reset(error);
         }
-        result.map(|()| &self.stats)
+        result
     }
 
-    fn collect_inner(&mut self) -> Result<(), CollectError> {
+    fn reset(&mut self, error: &CollectError) {
+        if let Err(e) = self.transport.reset() {
+            log::log(
+                Level::Warn,
+                "cannot reset the netlink socket after a failed dump",
+                &[("dump_error", error), ("err", &e)],
+            );
+        }
+    }
+
+    fn run_inner<S: Sink>(
+        &mut self,
+        plan: &[DumpRequest],
+        sink: &mut S,
+    ) -> Result<(), CollectError> {
         let mut retried = false;
         loop {
-            self.stats.clear();
+            sink.clear();
             let mut interrupted = None;
-            for &request in self.plan() {
-                match self.dump(request) {
-                    Ok(progress) if progress.interrupted => interrupted = Some(request),
-                    Ok(_) => {}
-                    Err(error) if self.is_legacy_refusal(&error) => {
-                        self.legacy_refused = true;
-                        log::log(
-                            Level::Warn,
-                            "the kernel refused the legacy AF_UNSPEC dump; using per-family dumps from now on",
-                            &[("err", &error)],
-                        );
-                        let _ = self.transport.reset();
-                        return self.collect_inner();
-                    }
-                    Err(error) => return Err(error),
+            for &request in plan {
+                if self.dump(request, sink)?.interrupted {
+                    interrupted = Some(request);
                 }
             }
             match interrupted {
@@ -207,21 +303,12 @@ impl<T: Transport> Collector<T> {
         }
     }
 
-    /// In auto mode, a kernel error answering the legacy request (before any
-    /// socket arrived) means "use the other request", not "fail".
-    fn is_legacy_refusal(&self, error: &CollectError) -> bool {
-        self.mode == DumpMode::Auto
-            && !self.legacy_refused
-            && error.request == DumpRequest::Legacy.name()
-            && matches!(
-                error.kind,
-                ErrorKind::Parse(ParseError::KernelError { .. } | ParseError::DoneError { .. })
-            )
-            && self.stats.sockets == crate::aggregate::ByState::default()
-    }
-
     /// Sends one request and reads its answer to NLMSG_DONE.
-    fn dump(&mut self, request: DumpRequest) -> Result<Progress, CollectError> {
+    fn dump<S: Sink>(
+        &mut self,
+        request: DumpRequest,
+        sink: &mut S,
+    ) -> Result<Progress, CollectError> {
         let fail = |kind| CollectError {
             request: request.name(),
             kind,
@@ -234,14 +321,15 @@ impl<T: Transport> Collector<T> {
             seq: self.seq,
             port: self.transport.port(),
             data_type: request.response_type(),
+            min_payload: match request {
+                DumpRequest::Unix => UNIX_DIAG_MSG_LEN,
+                _ => INET_DIAG_MSG_LEN,
+            },
         };
         let mut progress = Progress::default();
         let started = Instant::now();
-        let Collector {
-            transport,
-            buffer,
-            stats,
-            ..
+        let Dumper {
+            transport, buffer, ..
         } = self;
         while !progress.done {
             if started.elapsed() > self.deadline {
@@ -257,10 +345,169 @@ impl<T: Transport> Collector<T> {
                 }
                 Err(e) => return Err(fail(ErrorKind::Recv(e))),
             };
-            walk_datagram(&buffer[..len], &expect, &mut progress, |m| stats.add(m))
+            walk_datagram(&buffer[..len], &expect, &mut progress, |m| sink.add(m))
                 .map_err(|e| fail(ErrorKind::Parse(e)))?;
         }
         Ok(progress)
+    }
+}
+
+/// Borrowed stats of every collector, for the metrics and the table.
+#[derive(Clone, Copy)]
+pub struct Stats<'a> {
+    pub tcp: &'a TcpStats,
+    pub listen: &'a ListenStats,
+    pub udp: &'a UdpStats,
+    pub unix: &'a UnixStats,
+}
+
+/// Owned stats of every collector, for tests that build stats by hand.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct OwnedStats {
+    pub tcp: TcpStats,
+    pub listen: ListenStats,
+    pub udp: UdpStats,
+    pub unix: UnixStats,
+}
+
+#[cfg(test)]
+impl OwnedStats {
+    pub fn stats(&self) -> Stats<'_> {
+        Stats {
+            tcp: &self.tcp,
+            listen: &self.listen,
+            udp: &self.udp,
+            unix: &self.unix,
+        }
+    }
+}
+
+/// One collector's outcome in one collection.
+#[derive(Debug)]
+pub struct Report {
+    pub kind: Kind,
+    /// Wall-clock start, for the timestamp metric.
+    pub started: SystemTime,
+    pub duration: Duration,
+    pub error: Option<CollectError>,
+}
+
+/// The enabled collectors, sharing one netlink socket, and their latest
+/// stats (valid for the collectors whose last report has no error).
+pub struct Collector<T> {
+    dumper: Dumper<T>,
+    options: Options,
+    /// Auto mode saw the kernel refuse the legacy request.
+    legacy_refused: bool,
+    pub tcp: TcpStats,
+    pub listen: ListenStats,
+    pub udp: UdpStats,
+    pub unix: UnixStats,
+}
+
+impl<T: Transport> Collector<T> {
+    pub fn new(transport: T, options: Options) -> Collector<T> {
+        Collector {
+            dumper: Dumper::new(transport, options.deadline),
+            tcp: TcpStats::new(options.tcp_ports.clone()),
+            udp: UdpStats::new(options.udp_ports.clone()),
+            listen: ListenStats::default(),
+            unix: UnixStats::default(),
+            options,
+            legacy_refused: false,
+        }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.dumper.transport
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The TCP requests the next collection sends.
+    pub fn plan(&self) -> &'static [DumpRequest] {
+        match self.options.tcp_dump {
+            DumpMode::Legacy => LEGACY,
+            DumpMode::ByFamily => BY_FAMILY,
+            DumpMode::Auto if self.legacy_refused => BY_FAMILY,
+            DumpMode::Auto => LEGACY,
+        }
+    }
+
+    /// The latest stats of every collector.
+    pub fn stats(&self) -> Stats<'_> {
+        Stats {
+            tcp: &self.tcp,
+            listen: &self.listen,
+            udp: &self.udp,
+            unix: &self.unix,
+        }
+    }
+
+    /// Runs every enabled collector once, each to its own outcome.
+    pub fn collect(&mut self) -> Vec<Report> {
+        let kinds: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|kind| self.options.enabled(*kind))
+            .collect();
+        kinds
+            .into_iter()
+            .map(|kind| {
+                let started = SystemTime::now();
+                let clock = Instant::now();
+                let error = self.collect_one(kind).err();
+                Report {
+                    kind,
+                    started,
+                    duration: clock.elapsed(),
+                    error,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs one collector.
+    pub fn collect_one(&mut self, kind: Kind) -> Result<(), CollectError> {
+        match kind {
+            Kind::Tcp => self.collect_tcp().map(|_| ()),
+            Kind::Listeners => self.dumper.run(LISTEN, &mut self.listen),
+            Kind::Udp => self.dumper.run(UDP, &mut self.udp),
+            Kind::Unix => self.dumper.run(UNIX, &mut self.unix),
+        }
+    }
+
+    /// Runs the TCP collector, falling back from the legacy request in auto
+    /// mode.
+    pub fn collect_tcp(&mut self) -> Result<&TcpStats, CollectError> {
+        match self.dumper.run(self.plan(), &mut self.tcp) {
+            Err(error) if self.is_legacy_refusal(&error) => {
+                self.legacy_refused = true;
+                log::log(
+                    Level::Warn,
+                    "the kernel refused the legacy AF_UNSPEC dump; using per-family dumps from now on",
+                    &[("err", &error)],
+                );
+                self.dumper.run(self.plan(), &mut self.tcp)?;
+            }
+            result => result?,
+        }
+        Ok(&self.tcp)
+    }
+
+    /// In auto mode, a kernel error answering the legacy request (before any
+    /// socket arrived) means "use the other request", not "fail".
+    fn is_legacy_refusal(&self, error: &CollectError) -> bool {
+        self.options.tcp_dump == DumpMode::Auto
+            && !self.legacy_refused
+            && error.request == DumpRequest::Legacy.name()
+            && matches!(
+                error.kind,
+                ErrorKind::Parse(ParseError::KernelError { .. } | ParseError::DoneError { .. })
+            )
+            && self.tcp.sockets == crate::aggregate::ByState::default()
     }
 }
 
@@ -342,7 +589,7 @@ mod tests {
     }
 
     fn collector(script: Script, mode: DumpMode) -> Collector<Script> {
-        Collector::new(script, mode, Duration::from_secs(5))
+        Collector::new(script, Options::tcp_only(mode, Duration::from_secs(5)))
     }
 
     #[test]
@@ -351,7 +598,7 @@ mod tests {
         datagram.extend(sock(TCPDIAG_GETSOCK, AF_INET6, 1, 0));
         let script = Script::default().answer(vec![Ok(datagram), Ok(done(0))]);
         let mut c = collector(script, DumpMode::Auto);
-        let stats = c.collect().unwrap().clone();
+        let stats = c.collect_tcp().unwrap().clone();
         assert_eq!(stats.total(TcpState::Established), 2);
         assert_eq!(c.transport().sent, vec![(DumpRequest::Legacy, 1)]);
     }
@@ -362,7 +609,7 @@ mod tests {
             .answer(vec![Ok(sock(20, AF_INET, 8, 0)), Ok(done(0))])
             .answer(vec![Ok(sock(20, AF_INET6, 8, 0)), Ok(done(0))]);
         let mut c = collector(script, DumpMode::ByFamily);
-        let stats = c.collect().unwrap().clone();
+        let stats = c.collect_tcp().unwrap().clone();
         assert_eq!(stats.total(TcpState::CloseWait), 2);
         let sent: Vec<_> = c.transport().sent.iter().map(|s| s.0).collect();
         assert_eq!(sent, BY_FAMILY);
@@ -377,8 +624,8 @@ mod tests {
             .answer(vec![Ok(done(0))])
             .answer(vec![Ok(done(0))]);
         let mut c = collector(script, DumpMode::Auto);
-        assert_eq!(c.collect().unwrap().total(TcpState::Established), 1);
-        c.collect().unwrap();
+        assert_eq!(c.collect_tcp().unwrap().total(TcpState::Established), 1);
+        c.collect_tcp().unwrap();
         let sent: Vec<_> = c.transport().sent.iter().map(|s| s.0).collect();
         assert_eq!(sent[0], DumpRequest::Legacy);
         assert_eq!(&sent[1..], [BY_FAMILY, BY_FAMILY].concat());
@@ -388,7 +635,7 @@ mod tests {
     fn forced_legacy_reports_the_refusal() {
         let script = Script::default().answer(vec![Ok(error(libc::EOPNOTSUPP))]);
         let mut c = collector(script, DumpMode::Legacy);
-        let err = c.collect().unwrap_err();
+        let err = c.collect_tcp().unwrap_err();
         assert_eq!(err.request, "legacy");
         assert!(
             err.to_string().starts_with("legacy dump: kernel refused"),
@@ -402,7 +649,7 @@ mod tests {
         let script =
             Script::default().answer(vec![Ok(sock(20, AF_INET, 1, 0)), Ok(done(-libc::ENOENT))]);
         let mut c = collector(script, DumpMode::ByFamily);
-        let err = c.collect().unwrap_err();
+        let err = c.collect_tcp().unwrap_err();
         assert!(matches!(
             err.kind,
             ErrorKind::Parse(ParseError::DoneError { errno: 2 })
@@ -424,14 +671,14 @@ mod tests {
             .answer(vec![Ok(sock(TCPDIAG_GETSOCK, AF_INET, 1, 0)), Ok(done(0))]);
         let mut c = collector(script, DumpMode::Legacy);
         // The retry's count replaces the interrupted one: 1, not 2.
-        assert_eq!(c.collect().unwrap().total(TcpState::Established), 1);
+        assert_eq!(c.collect_tcp().unwrap().total(TcpState::Established), 1);
 
         let script = Script::default()
             .answer(vec![intr(), Ok(done(0))])
             .answer(vec![intr(), Ok(done(0))]);
         let mut c = collector(script, DumpMode::Legacy);
         assert!(matches!(
-            c.collect().unwrap_err().kind,
+            c.collect_tcp().unwrap_err().kind,
             ErrorKind::Interrupted
         ));
     }
@@ -439,20 +686,28 @@ mod tests {
     #[test]
     fn eof_oversize_and_io_errors_are_reported() {
         let script = Script::default().answer(vec![Ok(sock(TCPDIAG_GETSOCK, AF_INET, 1, 0))]);
-        let err = collector(script, DumpMode::Legacy).collect().unwrap_err();
+        let err = collector(script, DumpMode::Legacy)
+            .collect_tcp()
+            .unwrap_err();
         assert!(matches!(err.kind, ErrorKind::Eof), "{err}");
 
         let script = Script::default().answer(vec![Ok(vec![0; RECV_BUFFER + 4])]);
-        let err = collector(script, DumpMode::Legacy).collect().unwrap_err();
+        let err = collector(script, DumpMode::Legacy)
+            .collect_tcp()
+            .unwrap_err();
         assert!(matches!(err.kind, ErrorKind::Oversized { len } if len == RECV_BUFFER + 4));
 
         let script =
             Script::default().answer(vec![Err(io::Error::from_raw_os_error(libc::ENOBUFS))]);
-        let err = collector(script, DumpMode::Legacy).collect().unwrap_err();
+        let err = collector(script, DumpMode::Legacy)
+            .collect_tcp()
+            .unwrap_err();
         assert!(err.to_string().contains("No buffer space"), "{err}");
 
         let script = Script::default().answer(vec![Err(io::ErrorKind::WouldBlock.into())]);
-        let err = collector(script, DumpMode::Legacy).collect().unwrap_err();
+        let err = collector(script, DumpMode::Legacy)
+            .collect_tcp()
+            .unwrap_err();
         assert!(matches!(err.kind, ErrorKind::Deadline(_)), "{err}");
     }
 
@@ -464,7 +719,7 @@ mod tests {
             Ok(done(0)),
         ]);
         let mut c = collector(script, DumpMode::Legacy);
-        assert_eq!(c.collect().unwrap().total(TcpState::Established), 1);
+        assert_eq!(c.collect_tcp().unwrap().total(TcpState::Established), 1);
     }
 
     #[test]
@@ -476,8 +731,8 @@ mod tests {
             ])
             .answer(vec![Ok(sock(TCPDIAG_GETSOCK, AF_INET, 2, 0)), Ok(done(0))]);
         let mut c = collector(script, DumpMode::Legacy);
-        assert!(c.collect().is_err());
-        let stats = c.collect().unwrap();
+        assert!(c.collect_tcp().is_err());
+        let stats = c.collect_tcp().unwrap();
         assert_eq!(stats.total(TcpState::Established), 0);
         assert_eq!(stats.total(TcpState::SynSent), 1);
     }

@@ -1,5 +1,6 @@
-//! The kernel's sock_diag wire format, modelled once: constants, the TCP
-//! state table, dump requests, and a zero-copy view of `struct inet_diag_msg`.
+//! The kernel's sock_diag wire format, modelled once: constants, the TCP,
+//! UDP and unix state tables, dump requests, zero-copy views of
+//! `struct inet_diag_msg` and `struct unix_diag_msg`, and their attributes.
 //!
 //! Everything here is pure (no syscalls), so the parser and the tests can use
 //! it without a kernel. Field meanings follow include/uapi/linux/inet_diag.h
@@ -7,8 +8,9 @@
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::{
-    constants::IPPROTO_TCP,
+    constants::{IPPROTO_TCP, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    unix::{ShowFlags, StateFlags as UnixStateFlags, UnixRequest},
     SockDiagMessage,
 };
 
@@ -38,6 +40,27 @@ pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
 pub const AF_UNSPEC: u8 = libc::AF_UNSPEC as u8;
 pub const AF_INET: u8 = libc::AF_INET as u8;
 pub const AF_INET6: u8 = libc::AF_INET6 as u8;
+pub const AF_UNIX: u8 = libc::AF_UNIX as u8;
+
+/// `INET_DIAG_SKMEMINFO`: attribute carrying `__u32 meminfo[SK_MEMINFO_VARS]`
+/// (requested with bit `1 << (7 - 1)` in idiag_ext).
+pub const INET_DIAG_SKMEMINFO: u16 = 7;
+/// Index of `SK_MEMINFO_DROPS` in the SKMEMINFO array: packets the socket
+/// dropped (`sk_drops`); for TCP listeners raised by `tcp_listendrop()`.
+pub const SK_MEMINFO_DROPS: usize = 8;
+/// Index of `SK_MEMINFO_RMEM_ALLOC`: receive memory charged to the socket.
+pub const SK_MEMINFO_RMEM_ALLOC: usize = 0;
+/// `UNIX_DIAG_NAME`: the bound address (`sun_path`; abstract names start with NUL).
+pub const UNIX_DIAG_NAME: u16 = 0;
+/// `UNIX_DIAG_RQLEN`: `struct unix_diag_rqlen { __u32 udiag_rqueue, udiag_wqueue; }`.
+/// Listeners: pending connections and the backlog limit. Others: bytes
+/// queued for reading (stream, seqpacket; for dgram the first datagram's
+/// length) and send memory in flight (`sk_wmem_alloc`).
+pub const UNIX_DIAG_RQLEN: u16 = 4;
+/// Size of `struct unix_diag_msg`.
+pub const UNIX_DIAG_MSG_LEN: usize = 16;
+/// `struct rtattr` header: `__u16 rta_len; __u16 rta_type;`.
+pub const RTA_HDRLEN: usize = 4;
 
 /// Every TCP state bit from 0 to 11 (`ss` asks for the same). TIME_WAIT (bit 6)
 /// is included; request sockets are reported when SYN_RECV (bit 3) is asked
@@ -152,6 +175,104 @@ impl TcpState {
     }
 }
 
+/// A UDP socket's state. The kernel reuses TCP state numbers: a socket
+/// with a default destination (`connect()`) is TCP_ESTABLISHED, any other
+/// (bound or not) is TCP_CLOSE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UdpState {
+    Unconnected = 0,
+    Connected = 1,
+}
+
+impl UdpState {
+    pub const COUNT: usize = 2;
+    pub const ALL: [UdpState; 2] = [UdpState::Unconnected, UdpState::Connected];
+
+    pub fn from_kernel(state: u8) -> Option<UdpState> {
+        match state {
+            7 => Some(UdpState::Unconnected),
+            1 => Some(UdpState::Connected),
+            _ => None,
+        }
+    }
+
+    /// The `state` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            UdpState::Unconnected => "unconnected",
+            UdpState::Connected => "connected",
+        }
+    }
+}
+
+/// A unix socket's type (`udiag_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnixType {
+    Stream = 0,
+    Dgram = 1,
+    Seqpacket = 2,
+}
+
+impl UnixType {
+    pub const COUNT: usize = 3;
+    pub const ALL: [UnixType; 3] = [UnixType::Stream, UnixType::Dgram, UnixType::Seqpacket];
+
+    pub fn from_kernel(kind: u8) -> Option<UnixType> {
+        match i32::from(kind) {
+            libc::SOCK_STREAM => Some(UnixType::Stream),
+            libc::SOCK_DGRAM => Some(UnixType::Dgram),
+            libc::SOCK_SEQPACKET => Some(UnixType::Seqpacket),
+            _ => None,
+        }
+    }
+
+    /// The `type` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            UnixType::Stream => "stream",
+            UnixType::Dgram => "dgram",
+            UnixType::Seqpacket => "seqpacket",
+        }
+    }
+}
+
+/// A unix socket's state (`udiag_state`, TCP numbers): TCP_LISTEN,
+/// TCP_ESTABLISHED (connected, accepted, pending in a listener's queue, or
+/// a socketpair end) and TCP_CLOSE (not connected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnixState {
+    Listen = 0,
+    Connected = 1,
+    Unconnected = 2,
+}
+
+impl UnixState {
+    pub const COUNT: usize = 3;
+    pub const ALL: [UnixState; 3] = [
+        UnixState::Listen,
+        UnixState::Connected,
+        UnixState::Unconnected,
+    ];
+
+    pub fn from_kernel(state: u8) -> Option<UnixState> {
+        match state {
+            10 => Some(UnixState::Listen),
+            1 => Some(UnixState::Connected),
+            7 => Some(UnixState::Unconnected),
+            _ => None,
+        }
+    }
+
+    /// The `state` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            UnixState::Listen => "listen",
+            UnixState::Connected => "connected",
+            UnixState::Unconnected => "unconnected",
+        }
+    }
+}
+
 /// Which request a dump is made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpRequest {
@@ -159,6 +280,13 @@ pub enum DumpRequest {
     Legacy,
     /// SOCK_DIAG_BY_FAMILY for one family.
     ByFamily(Family),
+    /// TCP LISTEN sockets only, with SKMEMINFO (drops): the kernel walks
+    /// only its listening hash, never the established one.
+    Listen(Family),
+    /// UDP sockets of one family, with SKMEMINFO (drops).
+    Udp(Family),
+    /// Unix sockets, with their bound name and queue lengths.
+    Unix,
 }
 
 impl DumpRequest {
@@ -167,6 +295,11 @@ impl DumpRequest {
         DumpRequest::Legacy,
         DumpRequest::ByFamily(Family::Ipv4),
         DumpRequest::ByFamily(Family::Ipv6),
+        DumpRequest::Listen(Family::Ipv4),
+        DumpRequest::Listen(Family::Ipv6),
+        DumpRequest::Udp(Family::Ipv4),
+        DumpRequest::Udp(Family::Ipv6),
+        DumpRequest::Unix,
     ];
 
     /// The request whose [`name`](Self::name) is `name`.
@@ -178,7 +311,7 @@ impl DumpRequest {
     pub fn response_type(self) -> u16 {
         match self {
             DumpRequest::Legacy => TCPDIAG_GETSOCK,
-            DumpRequest::ByFamily(_) => SOCK_DIAG_BY_FAMILY,
+            _ => SOCK_DIAG_BY_FAMILY,
         }
     }
 
@@ -188,6 +321,11 @@ impl DumpRequest {
             DumpRequest::Legacy => "legacy",
             DumpRequest::ByFamily(Family::Ipv4) => "by-family ipv4",
             DumpRequest::ByFamily(Family::Ipv6) => "by-family ipv6",
+            DumpRequest::Listen(Family::Ipv4) => "listen ipv4",
+            DumpRequest::Listen(Family::Ipv6) => "listen ipv6",
+            DumpRequest::Udp(Family::Ipv4) => "udp ipv4",
+            DumpRequest::Udp(Family::Ipv6) => "udp ipv6",
+            DumpRequest::Unix => "unix",
         }
     }
 
@@ -195,7 +333,14 @@ impl DumpRequest {
     pub fn encode(self, seq: u32) -> Vec<u8> {
         match self {
             DumpRequest::Legacy => encode_legacy(seq),
-            DumpRequest::ByFamily(family) => encode_by_family(family, seq),
+            DumpRequest::ByFamily(family) => {
+                encode_inet(family, IPPROTO_TCP, ALL_TCP_STATES, false, seq)
+            }
+            DumpRequest::Listen(family) => {
+                encode_inet(family, IPPROTO_TCP, LISTEN_STATE, true, seq)
+            }
+            DumpRequest::Udp(family) => encode_inet(family, IPPROTO_UDP, ALL_TCP_STATES, true, seq),
+            DumpRequest::Unix => encode_unix(seq),
         }
     }
 
@@ -208,9 +353,21 @@ impl DumpRequest {
         let kind = u16::from_ne_bytes([msg[4], msg[5]]);
         let seq = u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]);
         let family = msg[NLMSG_HDRLEN];
+        let protocol = *msg.get(NLMSG_HDRLEN + 1)?;
+        let states = msg.get(NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 8)?;
+        let states = u32::from_ne_bytes(states.try_into().ok()?);
         let request = match kind {
             TCPDIAG_GETSOCK => DumpRequest::Legacy,
-            SOCK_DIAG_BY_FAMILY => DumpRequest::ByFamily(Family::from_kernel(family)?),
+            SOCK_DIAG_BY_FAMILY if family == AF_UNIX => DumpRequest::Unix,
+            SOCK_DIAG_BY_FAMILY => {
+                let family = Family::from_kernel(family)?;
+                match protocol {
+                    IPPROTO_UDP => DumpRequest::Udp(family),
+                    IPPROTO_TCP if states == LISTEN_STATE => DumpRequest::Listen(family),
+                    IPPROTO_TCP => DumpRequest::ByFamily(family),
+                    _ => return None,
+                }
+            }
             _ => return None,
         };
         Some((request, seq))
@@ -246,23 +403,48 @@ fn encode_legacy(seq: u32) -> Vec<u8> {
     buf
 }
 
-/// `struct inet_diag_req_v2`, built by netlink-packet-sock-diag.
-fn encode_by_family(family: Family, seq: u32) -> Vec<u8> {
+/// Only TCP_LISTEN (bit 10).
+pub const LISTEN_STATE: u32 = 1 << 10;
+
+/// `struct inet_diag_req_v2`, built by netlink-packet-sock-diag: one
+/// family and protocol, a state mask, and SKMEMINFO when `meminfo`.
+fn encode_inet(family: Family, protocol: u8, states: u32, meminfo: bool, seq: u32) -> Vec<u8> {
     let socket_id = match family {
         Family::Ipv4 => SocketId::new_v4(),
         Family::Ipv6 => SocketId::new_v6(),
     };
     let request = InetRequest {
         family: family.af(),
-        protocol: IPPROTO_TCP,
-        extensions: ExtensionFlags::empty(),
-        states: StateFlags::from_bits_retain(ALL_TCP_STATES),
+        protocol,
+        extensions: if meminfo {
+            ExtensionFlags::SKMEMINFO
+        } else {
+            ExtensionFlags::empty()
+        },
+        states: StateFlags::from_bits_retain(states),
         socket_id,
     };
+    finish(SockDiagMessage::InetRequest(request), seq)
+}
+
+/// `struct unix_diag_req`: every state, with UDIAG_SHOW_NAME (listener
+/// paths) and UDIAG_SHOW_RQLEN (queues).
+fn encode_unix(seq: u32) -> Vec<u8> {
+    let request = UnixRequest {
+        state_flags: UnixStateFlags::from_bits_retain(ALL_TCP_STATES),
+        inode: 0,
+        show_flags: ShowFlags::NAME | ShowFlags::RQLEN,
+        cookie: [0xff; 8],
+    };
+    finish(SockDiagMessage::UnixRequest(request), seq)
+}
+
+/// Wraps a request in a dump header and serializes it.
+fn finish(request: SockDiagMessage, seq: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = seq;
-    let mut message = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+    let mut message = NetlinkMessage::new(header, request.into());
     message.finalize();
     let mut buf = vec![0u8; message.buffer_len()];
     message.serialize(&mut buf);
@@ -334,6 +516,103 @@ impl<'a> InetDiagMsg<'a> {
     pub fn inode(&self) -> u32 {
         self.u32_at(68)
     }
+}
+
+/// A borrowed, length-checked `struct unix_diag_msg`:
+///
+/// | offset | size | field         | meaning                                  |
+/// |--------|------|---------------|------------------------------------------|
+/// | 0      | 1    | udiag_family  | AF_UNIX                                  |
+/// | 1      | 1    | udiag_type    | SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET |
+/// | 2      | 1    | udiag_state   | TCP_LISTEN, TCP_ESTABLISHED or TCP_CLOSE |
+/// | 3      | 1    | pad           |                                          |
+/// | 4      | 4    | udiag_ino     | inode of the socket                      |
+/// | 8      | 8    | udiag_cookie  | socket cookie                            |
+///
+/// Attributes (`UNIX_DIAG_*`) follow.
+#[derive(Clone, Copy)]
+pub struct UnixDiagMsg<'a>(&'a [u8; UNIX_DIAG_MSG_LEN]);
+
+impl<'a> UnixDiagMsg<'a> {
+    /// Views the start of a netlink payload; None if it is too short.
+    pub fn new(payload: &'a [u8]) -> Option<UnixDiagMsg<'a>> {
+        payload
+            .get(..UNIX_DIAG_MSG_LEN)?
+            .try_into()
+            .ok()
+            .map(UnixDiagMsg)
+    }
+    pub fn family(&self) -> u8 {
+        self.0[0]
+    }
+    pub fn kind(&self) -> u8 {
+        self.0[1]
+    }
+    pub fn state(&self) -> u8 {
+        self.0[2]
+    }
+}
+
+/// A malformed `struct rtattr` after a socket message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadAttribute {
+    /// Offset within the attribute area.
+    pub offset: usize,
+    /// rta_len as sent.
+    pub len: u16,
+    /// Bytes left from `offset`.
+    pub left: usize,
+}
+
+/// Iterates the `(rta_type, payload)` pairs of an attribute area: each is
+/// `__u16 rta_len` (header included), `__u16 rta_type`, payload, padding to
+/// 4 bytes. A length below the header or past the end is an error, never
+/// skipped: the walk stops at the first bad attribute.
+#[derive(Clone)]
+pub struct Attributes<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Attributes<'a> {
+    pub fn new(bytes: &'a [u8]) -> Attributes<'a> {
+        Attributes { bytes, offset: 0 }
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = Result<(u16, &'a [u8]), BadAttribute>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.offset..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let len = if rest.len() < RTA_HDRLEN {
+            0
+        } else {
+            u16::from_ne_bytes([rest[0], rest[1]])
+        };
+        if usize::from(len) < RTA_HDRLEN || usize::from(len) > rest.len() {
+            let error = BadAttribute {
+                offset: self.offset,
+                len,
+                left: rest.len(),
+            };
+            self.offset = self.bytes.len();
+            return Some(Err(error));
+        }
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]);
+        let payload = &rest[RTA_HDRLEN..usize::from(len)];
+        self.offset += nlmsg_align(usize::from(len));
+        Some(Ok((kind, payload)))
+    }
+}
+
+/// Reads `meminfo[index]` from an SKMEMINFO payload (an array of `__u32`).
+pub fn meminfo(payload: &[u8], index: usize) -> Option<u32> {
+    let b = payload.get(index * 4..index * 4 + 4)?;
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Formats an address from a dump for a label: dotted IPv4, RFC 5952 IPv6.

@@ -2,11 +2,11 @@
 //! metric catalogue, render the text and the summary. Failures become
 //! metrics and one log line per distinct error, never a crash.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::collect::Collector;
+use crate::collect::{Collector, Kind};
 use crate::log::{self, Level};
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
 use crate::render;
 use crate::transport::Transport;
 
@@ -20,14 +20,16 @@ pub struct Snapshot {
     /// When the collection started (monotonic, for the cache).
     pub started: Instant,
     pub duration: Duration,
+    /// Every enabled collector succeeded.
     pub success: bool,
 }
 
 pub struct Exporter<T> {
     collector: Collector<T>,
     metrics: Metrics,
-    /// The last error, so a persistent fault logs once, not per scrape.
-    last_error: Option<String>,
+    /// Each collector's last error, so a persistent fault logs once, not
+    /// per scrape, and recovery is logged once too.
+    last_errors: Vec<(Kind, String)>,
     /// Log failures (the server) or leave them to the caller (`dump`).
     log_failures: bool,
 }
@@ -37,7 +39,7 @@ impl<T: Transport> Exporter<T> {
         Exporter {
             collector,
             metrics,
-            last_error: None,
+            last_errors: Vec::new(),
             log_failures: true,
         }
     }
@@ -48,9 +50,18 @@ impl<T: Transport> Exporter<T> {
         self
     }
 
-    /// The error of the last collection, if it failed.
-    pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
+    /// The errors of the last collection (`collector: error; ...`), if any
+    /// collector failed.
+    pub fn last_error(&self) -> Option<String> {
+        if self.last_errors.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .last_errors
+            .iter()
+            .map(|(kind, e)| format!("{} collector: {e}", kind.label()))
+            .collect();
+        Some(parts.join("; "))
     }
 
     pub fn collector(&self) -> &Collector<T> {
@@ -59,40 +70,41 @@ impl<T: Transport> Exporter<T> {
 
     /// Runs one collection and renders it.
     pub fn refresh(&mut self) -> Snapshot {
-        let wall = SystemTime::now();
         let started = Instant::now();
-        let result = self.collector.collect();
+        let reports = self.collector.collect();
         let duration = started.elapsed();
-        let (summary, success) = match result {
-            Ok(stats) => {
-                self.metrics.record(&Outcome {
-                    stats: Some(stats),
-                    started: wall,
-                    duration,
-                });
-                if let Some(error) = self.last_error.take() {
-                    log::log(Level::Info, "collection recovered", &[("last_err", &error)]);
-                }
-                (render::table(stats), true)
-            }
-            Err(error) => {
-                self.metrics.record(&Outcome {
-                    stats: None,
-                    started: wall,
-                    duration,
-                });
-                let message = error.to_string();
-                if self.log_failures && self.last_error.as_deref() != Some(message.as_str()) {
+        let mut errors = Vec::new();
+        for report in &reports {
+            let previous = self
+                .last_errors
+                .iter()
+                .find(|(kind, _)| *kind == report.kind)
+                .map(|(_, e)| e.as_str());
+            match (&report.error, previous) {
+                (None, Some(last)) => {
                     log::log(
-                        Level::Error,
-                        "collection failed; socket series are left out until it recovers",
-                        &[("collector", &"tcp"), ("err", &message)],
+                        Level::Info,
+                        "collection recovered",
+                        &[("collector", &report.kind.label()), ("last_err", &last)],
                     );
                 }
-                self.last_error = Some(message.clone());
-                (format!("collection failed: {message}\n"), false)
+                (Some(error), previous) => {
+                    let message = error.to_string();
+                    if self.log_failures && previous != Some(message.as_str()) {
+                        log::log(
+                            Level::Error,
+                            "collection failed; the collector's series are left out until it recovers",
+                            &[("collector", &report.kind.label()), ("err", &message)],
+                        );
+                    }
+                    errors.push((report.kind, message));
+                }
+                (None, None) => {}
             }
-        };
+        }
+        self.last_errors = errors;
+        self.metrics.record(self.collector.stats(), &reports);
+        let success = self.last_errors.is_empty();
         log::log(
             Level::Debug,
             "collected",
@@ -103,7 +115,7 @@ impl<T: Transport> Exporter<T> {
         );
         Snapshot {
             text: self.metrics.encode(),
-            summary,
+            summary: render::table(self.collector.stats(), &reports),
             started,
             duration,
             success,

@@ -8,7 +8,10 @@
 //! once; `cli` and `log` sit around it.
 
 pub mod aggregate;
+pub mod attr;
+pub mod auth;
 pub mod cache;
+pub mod cgroup;
 pub mod cli;
 pub mod collect;
 pub mod diag;
@@ -20,6 +23,7 @@ pub mod parse;
 pub mod render;
 pub mod serve;
 pub mod transport;
+pub mod webconfig;
 
 use std::error::Error;
 use std::io::{self, Write as _};
@@ -43,13 +47,18 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         return Ok(print_stdout(&version)?);
     }
     match args.command {
-        Some(Command::Dump(dump_args)) => dump(dump_args),
+        Some(Command::Dump(ref dump_args)) => dump(&args, dump_args),
         None => serve_forever(args),
     }
 }
 
 fn serve_forever(args: Args) -> Result<(), BoxError> {
     log::set_level(args.log_level);
+    let web = match &args.web_config_file {
+        Some(path) => webconfig::load(path)
+            .map_err(|e| format!("--web.config.file {}: {e}", path.display()))?,
+        None => webconfig::WebConfig::default(),
+    };
     serve::install_signal_handlers()?;
     let listener = serve::bind(&args.web_listen_address).map_err(|e| {
         format!(
@@ -57,10 +66,9 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
             args.web_listen_address
         )
     })?;
-    let transport = Netlink::open(args.collector_timeout)
-        .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?;
-    let collector = Collector::new(transport, args.collector_tcp_dump, args.collector_timeout);
-    let mut exporter = Exporter::new(collector, Metrics::new(true));
+    let transport = source(&args)?;
+    let collector = Collector::new(transport, args.options());
+    let mut exporter = Exporter::new(collector, Metrics::new(args.shape()));
     let config = serve::Config {
         telemetry_path: args.web_telemetry_path,
         cache_ttl: args.cache_ttl,
@@ -68,21 +76,27 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
         write_timeout: args.web_write_timeout,
         max_connections: args.web_max_connections,
         max_header_bytes: args.web_max_header_bytes,
+        web,
     };
     serve::serve(listener, &config, &mut exporter)
 }
 
-/// `dump`: one collection, printed to stdout.
-fn dump(args: DumpArgs) -> Result<(), BoxError> {
-    log::set_level(args.log_level);
-    let source: Box<dyn Transport> = match &args.source_fixture {
+/// Where dumps are answered: the kernel, or a fixture (`--source.fixture`).
+fn source(args: &Args) -> Result<Box<dyn Transport>, BoxError> {
+    Ok(match &args.source_fixture {
         Some(path) => Box::new(Fixture::load(path)?),
         None => Box::new(
             Netlink::open(args.collector_timeout)
                 .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?,
         ),
-    };
-    let source: Box<dyn Transport> = match &args.record {
+    })
+}
+
+/// `dump`: one collection, printed to stdout.
+fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
+    log::set_level(args.log_level);
+    let source = source(args)?;
+    let source: Box<dyn Transport> = match &dump_args.record {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| format!("cannot create --record file {}: {e}", path.display()))?;
@@ -90,14 +104,14 @@ fn dump(args: DumpArgs) -> Result<(), BoxError> {
         }
         None => source,
     };
-    let collector = Collector::new(source, args.collector_tcp_dump, args.collector_timeout);
-    let mut exporter = Exporter::new(collector, Metrics::new(true)).quiet();
+    let collector = Collector::new(source, args.options());
+    let mut exporter = Exporter::new(collector, Metrics::new(args.shape())).quiet();
     let snapshot = exporter.refresh();
     if let Some(error) = exporter.last_error() {
         return Err(format!("collection failed: {error}").into());
     }
     drop(exporter); // flushes a recording
-    let out = match args.format {
+    let out = match dump_args.format {
         Format::Prometheus => snapshot.text,
         Format::Table => snapshot.summary,
     };

@@ -11,8 +11,8 @@ use std::fmt;
 use netlink_packet_core::NetlinkBuffer;
 
 use crate::diag::{
-    nlmsg_align, InetDiagMsg, INET_DIAG_MSG_LEN, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSG_NOOP,
-    NLMSG_OVERRUN, NLM_F_DUMP_INTR,
+    nlmsg_align, BadAttribute, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSG_NOOP, NLMSG_OVERRUN,
+    NLM_F_DUMP_INTR,
 };
 
 /// What a datagram must match to belong to the dump in progress.
@@ -24,6 +24,9 @@ pub struct Expect {
     pub port: u32,
     /// The nlmsg_type of data messages (18 for legacy, 20 for by-family).
     pub data_type: u16,
+    /// The smallest valid socket payload (72 for inet_diag_msg, 16 for
+    /// unix_diag_msg); shorter ones are errors.
+    pub min_payload: usize,
 }
 
 /// Progress of one dump across datagrams.
@@ -68,12 +71,26 @@ pub enum ParseError {
     UnexpectedType { kind: u16 },
     /// A message after NLMSG_DONE.
     AfterDone,
-    /// A socket message too short for `struct inet_diag_msg`.
-    ShortSocket { offset: usize, payload: usize },
+    /// A socket message too short for its struct.
+    ShortSocket {
+        offset: usize,
+        payload: usize,
+        needed: usize,
+    },
     /// A socket of a family other than AF_INET / AF_INET6.
     UnknownFamily { family: u8 },
     /// A TCP state number the kernel does not define.
     UnknownState { state: u8 },
+    /// A UDP socket in a state other than TCP_CLOSE / TCP_ESTABLISHED.
+    UnknownUdpState { state: u8 },
+    /// A unix socket type other than stream, dgram, seqpacket.
+    UnknownUnixType { kind: u8 },
+    /// A unix socket state other than listen, established, close.
+    UnknownUnixState { state: u8 },
+    /// A malformed attribute after a socket message.
+    Attribute(BadAttribute),
+    /// A requested attribute (SKMEMINFO, UNIX_DIAG_RQLEN) missing or short.
+    MissingAttribute { name: &'static str },
 }
 
 impl fmt::Display for ParseError {
@@ -117,12 +134,29 @@ impl fmt::Display for ParseError {
             Overrun => write!(f, "kernel reported NLMSG_OVERRUN: dump data was lost"),
             UnexpectedType { kind } => write!(f, "unexpected netlink message type {kind} in a dump"),
             AfterDone => write!(f, "netlink message after the end of the dump (NLMSG_DONE)"),
-            ShortSocket { offset, payload } => write!(
+            ShortSocket {
+                offset,
+                payload,
+                needed,
+            } => write!(
                 f,
-                "socket message at byte {offset} has a {payload}-byte payload, less than the {INET_DIAG_MSG_LEN} of inet_diag_msg"
+                "socket message at byte {offset} has a {payload}-byte payload, less than the {needed} of its struct"
             ),
             UnknownFamily { family } => write!(f, "socket of unknown address family {family}"),
             UnknownState { state } => write!(f, "socket in unknown TCP state {state}"),
+            UnknownUdpState { state } => write!(f, "UDP socket in unexpected state {state}"),
+            UnknownUnixType { kind } => write!(f, "unix socket of unknown type {kind}"),
+            UnknownUnixState { state } => {
+                write!(f, "unix socket in unexpected state {state}")
+            }
+            Attribute(BadAttribute { offset, len, left }) => write!(
+                f,
+                "malformed socket attribute at byte {offset} of the attributes: length {len} with {left} bytes left"
+            ),
+            MissingAttribute { name } => write!(
+                f,
+                "socket message without a complete {name} attribute, which the dump requested"
+            ),
         }
     }
 }
@@ -138,7 +172,8 @@ fn error_code(payload: &[u8]) -> i32 {
 }
 
 /// Walks every netlink message in `buf`, checking each header against
-/// `expect`, and calls `on_socket` for each socket message. Updates
+/// `expect`, and calls `on_socket` with each socket message's payload (the
+/// struct and its attributes), at least `expect.min_payload` bytes long. Updates
 /// `progress`; stops with an error at the first bad message.
 pub fn walk_datagram<F>(
     buf: &[u8],
@@ -147,7 +182,7 @@ pub fn walk_datagram<F>(
     mut on_socket: F,
 ) -> Result<(), ParseError>
 where
-    F: FnMut(InetDiagMsg<'_>) -> Result<(), ParseError>,
+    F: FnMut(&[u8]) -> Result<(), ParseError>,
 {
     let mut offset = 0;
     while offset < buf.len() {
@@ -207,11 +242,14 @@ where
             },
             NLMSG_OVERRUN => return Err(ParseError::Overrun),
             kind if kind == expect.data_type => {
-                let socket = InetDiagMsg::new(payload).ok_or(ParseError::ShortSocket {
-                    offset,
-                    payload: payload.len(),
-                })?;
-                on_socket(socket)?;
+                if payload.len() < expect.min_payload {
+                    return Err(ParseError::ShortSocket {
+                        offset,
+                        payload: payload.len(),
+                        needed: expect.min_payload,
+                    });
+                }
+                on_socket(payload)?;
                 progress.sockets += 1;
             }
             kind => return Err(ParseError::UnexpectedType { kind }),
@@ -225,7 +263,10 @@ where
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::diag::{AF_INET, AF_INET6, SOCK_DIAG_BY_FAMILY};
+    use crate::diag::{
+        InetDiagMsg, AF_INET, AF_INET6, AF_UNIX, INET_DIAG_MSG_LEN, INET_DIAG_SKMEMINFO,
+        SOCK_DIAG_BY_FAMILY, UNIX_DIAG_MSG_LEN, UNIX_DIAG_NAME, UNIX_DIAG_RQLEN,
+    };
 
     /// Builds one netlink message: header fields, then payload.
     pub fn nlmsg(kind: u16, flags: u16, seq: u32, port: u32, payload: &[u8]) -> Vec<u8> {
@@ -281,10 +322,72 @@ pub(crate) mod tests {
         out
     }
 
+    /// One `struct rtattr` with its payload, padded to 4 bytes.
+    pub fn rtattr(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes()); // rta_len
+        out.extend_from_slice(&kind.to_ne_bytes()); // rta_type
+        out.extend_from_slice(payload);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out
+    }
+
+    /// An INET_DIAG_SKMEMINFO attribute: `__u32 meminfo[9]`, with
+    /// rmem_alloc (index 0) and drops (index 8) set.
+    pub fn skmeminfo(rmem_alloc: u32, drops: u32) -> Vec<u8> {
+        let mut vars = [0u32; 9];
+        vars[0] = rmem_alloc; // SK_MEMINFO_RMEM_ALLOC
+        vars[1] = 212_992; // SK_MEMINFO_RCVBUF
+        vars[8] = drops; // SK_MEMINFO_DROPS
+        let bytes: Vec<u8> = vars.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        rtattr(INET_DIAG_SKMEMINFO, &bytes)
+    }
+
+    /// An inet_diag_msg followed by an SKMEMINFO attribute.
+    #[allow(clippy::too_many_arguments)]
+    pub fn inet_with_drops(
+        family: u8,
+        state: u8,
+        src: [u8; 16],
+        sport: u16,
+        dport: u16,
+        rqueue: u32,
+        wqueue: u32,
+        drops: u32,
+    ) -> Vec<u8> {
+        let mut m = inet_diag_msg(family, state, src, sport, dport, rqueue, wqueue, 1);
+        m.extend(skmeminfo(rqueue, drops));
+        m
+    }
+
+    /// One `struct unix_diag_msg` with UNIX_DIAG_NAME (when `name` is
+    /// given) and UNIX_DIAG_RQLEN attributes, annotated field by field.
+    pub fn unix_diag_msg(kind: u8, state: u8, name: Option<&[u8]>, rq: u32, wq: u32) -> Vec<u8> {
+        let mut m = vec![
+            AF_UNIX, // udiag_family
+            kind,    // udiag_type
+            state,   // udiag_state
+            0,       // pad
+        ];
+        m.extend_from_slice(&4242u32.to_ne_bytes()); // udiag_ino
+        m.extend_from_slice(&[0xCD; 8]); // udiag_cookie
+        assert_eq!(m.len(), UNIX_DIAG_MSG_LEN);
+        if let Some(name) = name {
+            m.extend(rtattr(UNIX_DIAG_NAME, name));
+        }
+        let mut rqlen = rq.to_ne_bytes().to_vec(); // udiag_rqueue
+        rqlen.extend_from_slice(&wq.to_ne_bytes()); // udiag_wqueue
+        m.extend(rtattr(UNIX_DIAG_RQLEN, &rqlen));
+        m
+    }
+
     const EXPECT: Expect = Expect {
         seq: 5,
         port: 77,
         data_type: SOCK_DIAG_BY_FAMILY,
+        min_payload: INET_DIAG_MSG_LEN,
     };
 
     fn socket(state: u8) -> Vec<u8> {
@@ -302,7 +405,8 @@ pub(crate) mod tests {
     fn walk(buf: &[u8]) -> (Result<(), ParseError>, Progress, Seen) {
         let mut progress = Progress::default();
         let mut seen = Vec::new();
-        let result = walk_datagram(buf, &EXPECT, &mut progress, |m| {
+        let result = walk_datagram(buf, &EXPECT, &mut progress, |payload| {
+            let m = InetDiagMsg::new(payload).unwrap();
             seen.push((
                 m.family(),
                 m.state(),
@@ -334,7 +438,8 @@ pub(crate) mod tests {
         let body = inet_diag_msg(AF_INET6, 8, src, 443, 5555, 100, 200, 0);
         let buf = nlmsg(SOCK_DIAG_BY_FAMILY, 2, 5, 77, &body);
         let mut progress = Progress::default();
-        walk_datagram(&buf, &EXPECT, &mut progress, |m| {
+        walk_datagram(&buf, &EXPECT, &mut progress, |payload| {
+            let m = InetDiagMsg::new(payload).unwrap();
             assert_eq!(m.family(), AF_INET6);
             assert_eq!(m.state(), 8);
             assert_eq!(m.local_port(), 443);
@@ -471,9 +576,23 @@ pub(crate) mod tests {
             walk(&buf).0,
             Err(ParseError::ShortSocket {
                 offset: 0,
-                payload: 40
+                payload: 40,
+                needed: 72
             })
         );
+    }
+
+    #[test]
+    fn payload_includes_attributes() {
+        let body = inet_with_drops(AF_INET, 7, v4([0; 4]), 53, 0, 0, 0, 3);
+        let buf = nlmsg(SOCK_DIAG_BY_FAMILY, 2, 5, 77, &body);
+        let mut progress = Progress::default();
+        walk_datagram(&buf, &EXPECT, &mut progress, |payload| {
+            assert_eq!(payload.len(), 72 + 4 + 36);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(progress.sockets, 1);
     }
 
     #[test]

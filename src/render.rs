@@ -4,8 +4,11 @@
 
 use std::fmt::Write as _;
 
-use crate::aggregate::TcpStats;
-use crate::diag::{format_address, Family, TcpState};
+use crate::aggregate::{
+    Direction, ListenStats, Listener, TcpStats, UdpStats, UnixListener, UnixStats,
+};
+use crate::collect::{Kind, Report, Stats};
+use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
 
 /// How many listeners the summary shows.
 pub const TOP_LISTENERS: usize = 10;
@@ -40,8 +43,46 @@ fn row(cells: impl IntoIterator<Item = String>) -> Vec<String> {
     cells.into_iter().collect()
 }
 
-/// The human summary: states by family, queue sums, fullest listeners.
-pub fn table(stats: &TcpStats) -> String {
+/// The human summary: one section per collector that ran (its numbers, or
+/// why it failed), then how each collection went.
+pub fn table(stats: Stats<'_>, reports: &[Report]) -> String {
+    let mut out = String::new();
+    for report in reports {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        if let Some(error) = &report.error {
+            let _ = writeln!(out, "{} collection failed: {error}", report.kind.label());
+            continue;
+        }
+        match report.kind {
+            Kind::Tcp => tcp(&mut out, stats.tcp),
+            Kind::Listeners => listeners(&mut out, stats.listen),
+            Kind::Udp => udp(&mut out, stats.udp),
+            Kind::Unix => unix(&mut out, stats.unix),
+        }
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    let mut rows = vec![row(["Collector", "result", "duration"].map(String::from))];
+    for report in reports {
+        rows.push(row([
+            report.kind.label().to_string(),
+            if report.error.is_none() {
+                "ok"
+            } else {
+                "failed"
+            }
+            .to_string(),
+            format!("{:.3}s", report.duration.as_secs_f64()),
+        ]));
+    }
+    out.push_str(&columns(&rows, 2));
+    out
+}
+
+fn tcp(out: &mut String, stats: &TcpStats) {
     let (v4, v6) = (Family::Ipv4 as usize, Family::Ipv6 as usize);
     let mut rows = vec![row(
         ["TCP sockets", "ipv4", "ipv6", "total"].map(String::from)
@@ -55,11 +96,11 @@ pub fn table(stats: &TcpStats) -> String {
             stats.total(state).to_string(),
         ]));
     }
-    let mut out = columns(&rows, 1);
+    out.push_str(&columns(&rows, 1));
 
     out.push('\n');
     let mut rows = vec![row([
-        "Queued bytes",
+        "TCP queued bytes",
         "recv ipv4",
         "send ipv4",
         "recv ipv6",
@@ -68,7 +109,7 @@ pub fn table(stats: &TcpStats) -> String {
     .map(String::from))];
     for state in TcpState::ALL {
         if state == TcpState::Listen {
-            continue; // listeners queue connections, not bytes: see below
+            continue; // listeners queue connections, not bytes
         }
         let s = state as usize;
         rows.push(row([
@@ -81,24 +122,60 @@ pub fn table(stats: &TcpStats) -> String {
     }
     out.push_str(&columns(&rows, 1));
 
-    out.push('\n');
-    let mut listeners = stats.listeners();
-    // Fullest first: by fill ratio, then by queue length.
-    listeners.sort_by(|(ka, a), (kb, b)| {
-        let fill = |l: &crate::aggregate::Listener| l.queue as f64 / l.max.max(1) as f64;
-        fill(b)
-            .total_cmp(&fill(a))
-            .then(b.queue.cmp(&a.queue))
-            .then(ka.cmp(kb))
-    });
-    let shown = listeners.len().min(TOP_LISTENERS);
-    let _ = writeln!(
+    let syn = stats.syn_queue();
+    if !syn.is_empty() {
+        out.push('\n');
+        let mut rows = vec![row(["SYN queue", "port", "half-open"].map(String::from))];
+        for ((family, port), n) in syn {
+            rows.push(row([
+                family.label().to_string(),
+                port.to_string(),
+                n.to_string(),
+            ]));
+        }
+        out.push_str(&columns(&rows, 1));
+    }
+    ports(
         out,
-        "Fullest listeners ({shown} of {}, by accept queue fill)",
-        listeners.len()
+        "TCP",
+        &stats.ports.series(),
+        &TcpState::ALL.map(|s| s.label()),
     );
+}
+
+/// The per-port view of one protocol (only when ports are configured).
+fn ports<const N: usize>(
+    out: &mut String,
+    protocol: &str,
+    series: &[((Direction, u16), [u64; N])],
+    states: &[&str; N],
+) {
+    if series.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let mut header = vec![format!("{protocol} by port"), "direction".into()];
+    header.extend(states.iter().map(|s| s.to_string()));
+    let mut rows = vec![header];
+    for ((direction, port), counts) in series {
+        let mut cells = vec![port.to_string(), direction.label().to_string()];
+        cells.extend(counts.iter().map(u64::to_string));
+        rows.push(cells);
+    }
+    out.push_str(&columns(&rows, 2));
+}
+
+fn listeners(out: &mut String, stats: &ListenStats) {
+    let mut listeners = stats.listeners();
+    fullest_first(out, "listeners", &mut listeners, |l: &Listener| {
+        (l.queue, l.max)
+    });
+    if listeners.is_empty() {
+        out.push_str("(no listening sockets)\n");
+        return;
+    }
     let mut rows = vec![row([
-        "family", "address", "port", "queue", "max", "sockets",
+        "family", "address", "port", "queue", "max", "sockets", "drops",
     ]
     .map(String::from))];
     for (key, l) in listeners.iter().take(TOP_LISTENERS) {
@@ -109,14 +186,116 @@ pub fn table(stats: &TcpStats) -> String {
             l.queue.to_string(),
             l.max.to_string(),
             l.sockets.to_string(),
+            l.drops.to_string(),
         ]));
     }
-    if listeners.is_empty() {
-        out.push_str("(no listening sockets)\n");
-    } else {
-        out.push_str(&columns(&rows, 2));
+    out.push_str(&columns(&rows, 2));
+}
+
+/// Sorts listeners fullest first (fill ratio, then queue length, then key)
+/// and writes the section heading.
+fn fullest_first<K: Ord, L>(
+    out: &mut String,
+    what: &str,
+    listeners: &mut [(K, L)],
+    queue_max: impl Fn(&L) -> (u64, u64),
+) {
+    let fill = |l: &L| {
+        let (queue, max) = queue_max(l);
+        (queue as f64 / max.max(1) as f64, queue)
+    };
+    listeners.sort_by(|(ka, a), (kb, b)| {
+        let ((fa, qa), (fb, qb)) = (fill(a), fill(b));
+        fb.total_cmp(&fa).then(qb.cmp(&qa)).then(ka.cmp(kb))
+    });
+    let shown = listeners.len().min(TOP_LISTENERS);
+    let _ = writeln!(
+        out,
+        "Fullest {what} ({shown} of {}, by accept queue fill)",
+        listeners.len()
+    );
+}
+
+fn udp(out: &mut String, stats: &UdpStats) {
+    let mut rows = vec![row([
+        "UDP sockets",
+        "ipv4",
+        "ipv6",
+        "recv bytes ipv4",
+        "send bytes ipv4",
+        "recv bytes ipv6",
+        "send bytes ipv6",
+    ]
+    .map(String::from))];
+    for state in UdpState::ALL {
+        let s = state as usize;
+        rows.push(row([
+            state.label().to_string(),
+            stats.sockets[0][s].to_string(),
+            stats.sockets[1][s].to_string(),
+            stats.receive_queue_bytes[0][s].to_string(),
+            stats.send_queue_bytes[0][s].to_string(),
+            stats.receive_queue_bytes[1][s].to_string(),
+            stats.send_queue_bytes[1][s].to_string(),
+        ]));
     }
-    out
+    rows.push(row([
+        "receive drops".to_string(),
+        stats.drops[0].to_string(),
+        stats.drops[1].to_string(),
+    ]));
+    out.push_str(&columns(&rows, 1));
+    ports(
+        out,
+        "UDP",
+        &stats.ports.series(),
+        &UdpState::ALL.map(|s| s.label()),
+    );
+    let drops = stats.port_drops();
+    if !drops.is_empty() {
+        out.push('\n');
+        let mut rows = vec![row(["UDP drops by port", "drops"].map(String::from))];
+        for (port, n) in drops {
+            rows.push(row([port.to_string(), n.to_string()]));
+        }
+        out.push_str(&columns(&rows, 1));
+    }
+}
+
+fn unix(out: &mut String, stats: &UnixStats) {
+    let mut header = vec!["Unix sockets".to_string()];
+    header.extend(UnixState::ALL.map(|s| s.label().to_string()));
+    header.extend(["recv bytes", "send bytes"].map(String::from));
+    let mut rows = vec![header];
+    for kind in UnixType::ALL {
+        let t = kind as usize;
+        let mut cells = vec![kind.label().to_string()];
+        cells.extend(stats.sockets[t].iter().map(u64::to_string));
+        cells.push(stats.receive_queue_bytes[t].iter().sum::<u64>().to_string());
+        cells.push(stats.send_queue_bytes[t].iter().sum::<u64>().to_string());
+        rows.push(cells);
+    }
+    out.push_str(&columns(&rows, 1));
+
+    out.push('\n');
+    let mut listeners = stats.listeners();
+    fullest_first(out, "unix listeners", &mut listeners, |l: &UnixListener| {
+        (l.queue, l.max)
+    });
+    if listeners.is_empty() {
+        out.push_str("(no listening unix sockets)\n");
+        return;
+    }
+    let mut rows = vec![row(["path", "queue", "max", "sockets"].map(String::from))];
+    for (name, l) in listeners.iter().take(TOP_LISTENERS) {
+        rows.push(row([
+            name.label(),
+            l.queue.to_string(),
+            l.max.to_string(),
+            l.sockets.to_string(),
+        ]));
+    }
+    out.push_str(&columns(&rows, 1));
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -154,52 +333,115 @@ pub fn landing_page(telemetry_path: &str, freshness: &str, summary: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::{InetDiagMsg, AF_INET, AF_INET6};
-    use crate::parse::tests::{inet_diag_msg, v4};
+    use crate::aggregate::PortSet;
+    use crate::collect::{CollectError, ErrorKind};
+    use crate::diag::{AF_INET, AF_INET6};
+    use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
+    use std::time::{Duration, SystemTime};
 
-    fn stats() -> TcpStats {
-        let mut stats = TcpStats::default();
-        let msgs = [
+    use crate::collect::OwnedStats as All;
+
+    fn all() -> All {
+        let mut all = All {
+            tcp: TcpStats::new(PortSet::parse("5").unwrap()),
+            ..All::default()
+        };
+        for m in [
             inet_diag_msg(AF_INET, 1, v4([127, 0, 0, 1]), 5, 6, 100, 7, 1),
             inet_diag_msg(AF_INET6, 1, [0; 16], 5, 6, 0, 0, 1),
             inet_diag_msg(AF_INET, 10, v4([0, 0, 0, 0]), 80, 0, 1, 100, 1),
-            inet_diag_msg(AF_INET, 10, v4([127, 0, 0, 1]), 81, 0, 9, 10, 1),
-        ];
-        for m in &msgs {
-            stats.add(InetDiagMsg::new(m).unwrap()).unwrap();
+            inet_diag_msg(AF_INET, 3, v4([127, 0, 0, 1]), 81, 7, 0, 0, 0),
+        ] {
+            all.tcp.add(&m).unwrap();
         }
-        stats
+        for m in [
+            inet_with_drops(AF_INET, 10, v4([0, 0, 0, 0]), 80, 0, 1, 100, 0),
+            inet_with_drops(AF_INET, 10, v4([127, 0, 0, 1]), 81, 0, 9, 10, 4),
+        ] {
+            all.listen.add(&m).unwrap();
+        }
+        let u = inet_with_drops(AF_INET, 7, v4([0; 4]), 53, 0, 768, 0, 3);
+        all.udp.add(&u).unwrap();
+        let x = unix_diag_msg(1, 10, Some(b"/run/x.sock"), 2, 16);
+        all.unix.add(&x).unwrap();
+        all
+    }
+
+    fn reports(failed: Option<Kind>) -> Vec<Report> {
+        Kind::ALL
+            .into_iter()
+            .map(|kind| Report {
+                kind,
+                started: SystemTime::UNIX_EPOCH,
+                duration: Duration::from_millis(2),
+                error: (Some(kind) == failed).then_some(CollectError {
+                    request: "unix",
+                    kind: ErrorKind::Eof,
+                }),
+            })
+            .collect()
+    }
+
+    fn render(all: &All, failed: Option<Kind>) -> String {
+        table(all.stats(), &reports(failed))
+    }
+
+    fn flat(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
     }
 
     #[test]
-    fn table_shows_states_queues_and_fullest_listeners_first() {
-        let text = table(&stats());
+    fn table_shows_every_collector() {
+        let text = render(&all(), None);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "TCP sockets  ipv4  ipv6  total");
         assert_eq!(lines[1], "established     1     1      2");
-        assert!(lines.contains(&"listen          2     0      2"), "{text}");
-        let flat: Vec<String> = lines
-            .iter()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        assert!(
-            flat.contains(&"established 100 7 0 0".to_string()),
-            "{text}"
-        );
+        let flat = flat(&text);
+        let has = |row: &str| flat.iter().any(|l| l == row);
+        assert!(has("listen 1 0 1"), "{text}");
+        assert!(has("established 100 7 0 0"), "{text}");
         // Listeners hold connections, not bytes: no listen row among the queues.
         assert_eq!(flat.iter().filter(|l| l.starts_with("listen ")).count(), 1);
-        let fullest = lines.iter().position(|l| l.starts_with("Fullest")).unwrap();
+        assert!(has("SYN queue port half-open"), "{text}");
+        assert!(has("ipv4 81 1"), "{text}");
+        assert!(has("5 local 2 0 0 0 0 0 0 0 0 0 0"), "{text}");
+        let fullest = lines
+            .iter()
+            .position(|l| l.starts_with("Fullest listeners"))
+            .unwrap();
         assert_eq!(
             lines[fullest],
             "Fullest listeners (2 of 2, by accept queue fill)"
         );
-        assert!(lines[fullest + 2].contains("127.0.0.1") && lines[fullest + 2].contains("81"));
+        assert!(flat[fullest + 1].ends_with("sockets drops"));
+        assert_eq!(flat[fullest + 2], "ipv4 127.0.0.1 81 9 10 1 4");
         assert!(lines[fullest + 3].contains("0.0.0.0"));
+        assert!(has("unconnected 1 0 768 0 0 0"), "{text}");
+        assert!(has("receive drops 3 0"), "{text}");
+        assert!(has("stream 1 0 0 0 0"), "{text}");
+        assert!(has("/run/x.sock 2 16 1"), "{text}");
+        assert!(has("unix ok 0.002s"), "{text}");
+    }
+
+    #[test]
+    fn table_names_a_failed_collector_and_keeps_the_rest() {
+        let text = render(&all(), Some(Kind::Unix));
+        assert!(
+            text.contains("unix collection failed: unix dump: the answer ended before NLMSG_DONE"),
+            "{text}"
+        );
+        assert!(!text.contains("Unix sockets"));
+        assert!(text.contains("TCP sockets"));
+        assert!(flat(&text).iter().any(|l| l == "unix failed 0.002s"));
     }
 
     #[test]
     fn table_without_listeners_says_so() {
-        assert!(table(&TcpStats::default()).contains("(no listening sockets)"));
+        let text = render(&All::default(), None);
+        assert!(text.contains("(no listening sockets)"));
+        assert!(text.contains("(no listening unix sockets)"));
     }
 
     #[test]

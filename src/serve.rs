@@ -11,6 +11,14 @@
 //! number of connections is capped (the oldest idle one makes room for a new
 //! one), a head larger than --web.max-header-bytes is refused, and a
 //! connection that stops reading is closed instead of blocking anything.
+//!
+//! With `--web.config.file`, connections speak TLS through a rustls
+//! `ServerConnection` driven by the same loop as a nonblocking state
+//! machine: TLS bytes are read only when poll says the socket is readable
+//! and written only when it says writable, so a slow or silent TLS client
+//! holds nothing but its own connection, and its handshake is bounded by
+//! the same read deadline as a request head. Basic auth (see `auth`) is
+//! checked before anything else is answered.
 
 use std::borrow::Cow;
 use std::error::Error;
@@ -19,15 +27,19 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::ServerConnection;
 use tiny_http::{HTTPVersion, Header, Method, Response, StatusCode};
 
+use crate::auth::{BasicAuth, Lookup, Verdict, Verifier};
 use crate::cache::Cache;
 use crate::exporter::Exporter;
 use crate::log::{self, Level};
 use crate::render;
 use crate::transport::Transport;
+use crate::webconfig::WebConfig;
 
 /// Where to listen, as given by --web.listen-address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +159,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
+    /// TLS, basic auth and extra headers from --web.config.file.
+    pub web: WebConfig,
 }
 
 /// How often the loop wakes at the latest, to check for a stop request.
@@ -294,11 +308,23 @@ pub fn accepts_gzip(request_headers: &[Header]) -> bool {
 /// One client connection.
 struct Conn {
     stream: TcpStream,
+    /// The TLS state machine, when serving TLS.
+    tls: Option<Box<ServerConnection>>,
+    /// Plaintext received and not yet answered.
     input: Vec<u8>,
+    /// Plaintext response bytes; `written` of them are handed on (to the
+    /// socket, or to rustls to encrypt).
     output: Vec<u8>,
     written: usize,
     /// Close once the output is written.
     close_after: bool,
+    /// TLS: the close_notify alert is queued behind the last response.
+    close_notify_sent: bool,
+    /// Nothing has been read yet (to spot plain HTTP on a TLS port).
+    fresh: bool,
+    /// A request waiting for its bcrypt check (job id), answered when the
+    /// verifier thread is done; the connection does nothing meanwhile.
+    waiting: Option<(u64, Head)>,
     /// When this connection is closed unless it makes progress.
     deadline: Instant,
     /// When the connection was accepted, to pick the oldest for eviction.
@@ -306,9 +332,19 @@ struct Conn {
 }
 
 impl Conn {
+    /// Is anything waiting to go out (response bytes, or TLS records such
+    /// as handshake messages and alerts)?
     fn writing(&self) -> bool {
-        self.written < self.output.len()
+        self.written < self.output.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
+}
+
+/// What became of a request.
+enum Step {
+    /// Answered; whether the connection stays open.
+    Done(bool),
+    /// Waiting for the bcrypt check with this id.
+    Wait(u64),
 }
 
 /// The serving state: limits, cache and the exporter behind them.
@@ -316,17 +352,80 @@ struct Http<'a, T> {
     config: &'a Config,
     cache: Cache,
     exporter: &'a mut Exporter<T>,
+    auth: Option<BasicAuth>,
+    /// Runs bcrypt checks off this thread (with `auth`).
+    verifier: Option<Verifier>,
+    /// Headers from http_server_config.headers, on every response.
+    extra_headers: Vec<Header>,
 }
 
 impl<T: Transport> Http<'_, T> {
-    /// Appends the response to `head` to `out`; returns whether the
-    /// connection stays open.
-    fn respond(&mut self, head: &Head, out: &mut Vec<u8>) -> bool {
+    /// Answers `head` into `out` (Step::Done, with whether the connection
+    /// stays open), or queues its bcrypt check (Step::Wait).
+    fn respond(&mut self, head: &Head, out: &mut Vec<u8>) -> Step {
+        let verdict = match &mut self.auth {
+            None => Verdict::Allow,
+            Some(auth) => match auth.lookup(head.header("Authorization")) {
+                Lookup::Done(verdict) => verdict,
+                Lookup::Bcrypt(job) => match &mut self.verifier {
+                    Some(verifier) => match verifier.submit(job) {
+                        Some(id) => return Step::Wait(id),
+                        None => Verdict::Busy,
+                    },
+                    None => {
+                        let allowed = job.run();
+                        auth.record(job.key(), allowed)
+                    }
+                },
+            },
+        };
+        Step::Done(self.answer(head, verdict, out))
+    }
+
+    /// Records a finished bcrypt check; its verdict.
+    fn checked(&mut self, key: [u8; 32], allowed: bool) -> Verdict {
+        let Some(auth) = self.auth.as_mut() else {
+            return Verdict::Deny;
+        };
+        let verdict = auth.record(key, allowed);
+        let (good, bad) = auth.cached();
+        log::log(
+            Level::Debug,
+            "basic auth checked with bcrypt (not cached)",
+            &[
+                ("allowed", &allowed),
+                ("cached_good", &good),
+                ("cached_bad", &bad),
+            ],
+        );
+        verdict
+    }
+
+    /// Appends the response to `head`, given the auth verdict, to `out`;
+    /// returns whether the connection stays open.
+    fn answer(&mut self, head: &Head, verdict: Verdict, out: &mut Vec<u8>) -> bool {
         let keep_alive = head.keep_alive() && !head.has_body();
         let readable = matches!(head.method, Method::Get | Method::Head);
         let is_metrics = head.path == self.config.telemetry_path;
         let text = "text/plain; charset=utf-8";
-        let (status, headers, body): (u16, Vec<Header>, Cow<[u8]>) = if head.has_body() {
+        let (status, mut headers, body): (u16, Vec<Header>, Cow<[u8]>) = if verdict == Verdict::Busy
+        {
+            (
+                503,
+                vec![header("Content-Type", text), header("Retry-After", "1")],
+                Cow::Borrowed(b"503 too many password checks queued, try again\n"),
+            )
+        } else if verdict != Verdict::Allow {
+            // Every path needs credentials, as with exporter-toolkit.
+            (
+                401,
+                vec![
+                    header("Content-Type", text),
+                    header("WWW-Authenticate", "Basic"),
+                ],
+                Cow::Borrowed(b"401 Unauthorized\n"),
+            )
+        } else if head.has_body() {
             (
                 413,
                 vec![header("Content-Type", text)],
@@ -373,6 +472,7 @@ impl<T: Transport> Http<'_, T> {
                 )
             }
         };
+        headers.extend(self.extra_headers.iter().cloned());
         let head_only = head.method == Method::Head;
         let version = head.version.clone();
         write_response(out, status, headers, &body, version, head_only, keep_alive);
@@ -420,6 +520,10 @@ fn refuse(out: &mut Vec<u8>, error: &HeadError) {
     write_response(out, status, headers, body, HTTPVersion(1, 1), false, false);
 }
 
+/// What Go's net/http answers when plain HTTP reaches a TLS port.
+const PLAIN_HTTP_ON_TLS: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
 /// Serves until SIGTERM/SIGINT.
 pub fn serve<T: Transport>(
     listener: TcpListener,
@@ -427,18 +531,32 @@ pub fn serve<T: Transport>(
     exporter: &mut Exporter<T>,
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let address = listener.local_addr()?;
+    let users = config.web.users.as_ref().map_or(0, |u| u.len());
     log::log(
         Level::Info,
         "listening",
         &[
             ("address", &address),
             ("telemetry_path", &config.telemetry_path),
+            ("tls", &config.web.tls.is_some()),
+            ("basic_auth_users", &users),
         ],
     );
     let mut http = Http {
         config,
         cache: Cache::new(config.cache_ttl),
         exporter,
+        auth: config.web.users.clone().map(BasicAuth::new),
+        verifier: match config.web.users {
+            Some(_) => Some(Verifier::start()?),
+            None => None,
+        },
+        extra_headers: config
+            .web
+            .headers
+            .iter()
+            .map(|(name, value)| header(name, value))
+            .collect(),
     };
     let mut conns: Vec<Conn> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -455,8 +573,16 @@ pub fn serve<T: Transport>(
             events: libc::POLLIN,
             revents: 0,
         });
+        // The verifier's wake-up (or -1, which poll skips).
+        fds.push(libc::pollfd {
+            fd: http.verifier.as_ref().map_or(-1, Verifier::wake_fd),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         for conn in &conns {
-            let events = if conn.writing() {
+            let events = if conn.waiting.is_some() {
+                0 // only errors and hang-ups
+            } else if conn.writing() {
                 libc::POLLOUT
             } else {
                 libc::POLLIN
@@ -477,16 +603,27 @@ pub fn serve<T: Transport>(
             }
             return Err(e.into());
         }
-        // Connections first (indices match fds[1..]), then new ones.
+        // Finished password checks, then connections (indices match
+        // fds[2..]), then new ones.
+        if fds[1].revents != 0 {
+            answer_checked(&mut conns, &mut http);
+        }
         let mut closed = vec![false; conns.len()];
         for (i, conn) in conns.iter_mut().enumerate() {
-            let revents = fds[i + 1].revents;
+            let revents = fds[i + 2].revents;
             if revents == 0 {
                 continue;
             }
             closed[i] = !service(conn, revents, &mut http, &mut chunk);
         }
         let now = Instant::now();
+        // A password check that did not finish in time gets 503, not silence.
+        for conn in conns.iter_mut().filter(|c| c.deadline <= now) {
+            if let Some((_, head)) = conn.waiting.take() {
+                let keep = http.answer(&head, Verdict::Busy, &mut conn.output);
+                queued_response(conn, keep, config);
+            }
+        }
         let mut i = 0;
         conns.retain(|c| {
             let keep = !closed[i] && c.deadline > now;
@@ -499,6 +636,28 @@ pub fn serve<T: Transport>(
     }
     log::log(Level::Info, "stopping on signal", &[]);
     Ok(())
+}
+
+/// Answers the requests whose bcrypt checks have finished.
+fn answer_checked<T: Transport>(conns: &mut [Conn], http: &mut Http<'_, T>) {
+    let finished = match http.verifier.as_mut() {
+        Some(verifier) => verifier.finished(),
+        None => return,
+    };
+    for (id, key, allowed) in finished {
+        let verdict = http.checked(key, allowed);
+        // The connection may have gone (deadline, eviction): the verdict is
+        // remembered all the same.
+        let Some(conn) = conns
+            .iter_mut()
+            .find(|c| c.waiting.as_ref().is_some_and(|(w, _)| *w == id))
+        else {
+            continue;
+        };
+        let (_, head) = conn.waiting.take().expect("just matched");
+        let keep = http.answer(&head, verdict, &mut conn.output);
+        queued_response(conn, keep, http.config);
+    }
 }
 
 /// Accepts every pending connection, making room under the cap by closing
@@ -518,6 +677,16 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
         if stream.set_nonblocking(true).is_err() {
             continue;
         }
+        let tls = match &config.web.tls {
+            Some(tls) => match ServerConnection::new(Arc::clone(tls)) {
+                Ok(conn) => Some(Box::new(conn)),
+                Err(e) => {
+                    log::log(Level::Warn, "cannot start a TLS connection", &[("err", &e)]);
+                    continue;
+                }
+            },
+            None => None,
+        };
         if conns.len() >= config.max_connections.max(1) {
             let oldest = conns
                 .iter()
@@ -535,13 +704,134 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
         let now = Instant::now();
         conns.push(Conn {
             stream,
+            tls,
             input: Vec::new(),
             output: Vec::new(),
             written: 0,
             close_after: false,
+            close_notify_sent: false,
+            fresh: true,
+            waiting: None,
             deadline: now + config.read_timeout,
             accepted: now,
         });
+    }
+}
+
+/// Hands pending output on until done (Ok(true)) or the socket is full
+/// (Ok(false)). With TLS, plaintext goes through rustls, and the
+/// close_notify alert follows the last response of a closing connection.
+fn flush(conn: &mut Conn) -> io::Result<bool> {
+    let Some(tls) = conn.tls.as_mut() else {
+        while conn.written < conn.output.len() {
+            match conn.stream.write(&conn.output[conn.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(true);
+    };
+    loop {
+        if conn.written < conn.output.len() {
+            // rustls takes what fits under its buffer limit.
+            conn.written += tls.writer().write(&conn.output[conn.written..])?;
+        }
+        let all_taken = conn.written == conn.output.len();
+        if all_taken && conn.close_after && !conn.close_notify_sent {
+            tls.send_close_notify();
+            conn.close_notify_sent = true;
+        }
+        if !tls.wants_write() {
+            if all_taken {
+                return Ok(true);
+            }
+            // Nothing to send yet rustls took nothing: wait (bounded by the
+            // deadline) rather than spin.
+            return Ok(false);
+        }
+        match tls.write_tls(&mut conn.stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads what the socket has into `conn.input` (decrypted, with TLS).
+/// Ok(false): the peer closed, or the connection is unusable.
+fn receive(conn: &mut Conn, chunk: &mut [u8]) -> io::Result<bool> {
+    let Some(tls) = conn.tls.as_mut() else {
+        return match conn.stream.read(chunk) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                conn.input.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
+    };
+    if std::mem::take(&mut conn.fresh) {
+        // Plain HTTP on the TLS port: say so (as Go does) instead of
+        // failing the handshake silently. A TLS handshake record starts
+        // with 0x16; a request line starts with a letter.
+        let mut first = [0u8; 1];
+        if let Ok(1) = conn.stream.peek(&mut first) {
+            if first[0].is_ascii_alphabetic() {
+                // Read what was sent (a bounded amount), so closing sends a
+                // FIN, not a reset that could destroy the answer in flight.
+                for _ in 0..4 {
+                    if !matches!(conn.stream.read(chunk), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+                conn.tls = None;
+                conn.output.clear();
+                conn.output.extend_from_slice(PLAIN_HTTP_ON_TLS);
+                conn.written = 0;
+                conn.close_after = true;
+                return Ok(true);
+            }
+        }
+    }
+    match tls.read_tls(&mut conn.stream) {
+        Ok(0) => return Ok(false),
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            return Ok(true)
+        }
+        Err(e) => return Err(e),
+    }
+    if let Err(e) = tls.process_new_packets() {
+        // Tell the client why (the alert is queued), best effort, then close.
+        let _ = tls.write_tls(&mut conn.stream);
+        return Err(io::Error::other(e));
+    }
+    loop {
+        match tls.reader().read(chunk) {
+            // close_notify: the client will send nothing more.
+            Ok(0) => return Ok(false),
+            Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -552,36 +842,59 @@ fn service<T: Transport>(
     http: &mut Http<'_, T>,
     chunk: &mut [u8],
 ) -> bool {
+    if conn.waiting.is_some() {
+        // Polled for errors only: the client hung up.
+        return revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0;
+    }
     if conn.writing() {
         if revents & (libc::POLLERR | libc::POLLHUP) != 0 && revents & libc::POLLOUT == 0 {
             return false;
         }
-        match conn.stream.write(&conn.output[conn.written..]) {
-            Ok(n) => conn.written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+        let responded = !conn.output.is_empty();
+        match flush(conn) {
+            Ok(true) => {}
+            Ok(false) => return true,
             Err(_) => return false,
-        }
-        if conn.writing() {
-            return true;
         }
         if conn.close_after {
             return false;
         }
-        conn.output.clear();
-        conn.written = 0;
-        conn.deadline = Instant::now() + http.config.read_timeout;
+        if responded {
+            conn.output.clear();
+            conn.written = 0;
+            // Idle keep-alive time. (TLS handshake messages alone do not
+            // extend the deadline: the handshake counts as reading.)
+            conn.deadline = Instant::now() + http.config.read_timeout;
+        }
         // A pipelined request may already be buffered.
         return process(conn, http);
     }
-    match conn.stream.read(chunk) {
-        Ok(0) => return false,
-        Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
-        Err(_) => return false,
+    match receive(conn, chunk) {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            log::log(
+                Level::Debug,
+                "connection failed",
+                &[("tls", &conn.tls.is_some()), ("err", &e)],
+            );
+            return false;
+        }
+    }
+    if conn.writing() {
+        // TLS handshake messages, or the plain-HTTP-on-TLS answer.
+        return true;
     }
     process(conn, http)
+}
+
+/// A response is in `conn.output`: arrange its writing and what follows.
+fn queued_response(conn: &mut Conn, keep: bool, config: &Config) {
+    conn.close_after = !keep;
+    if !keep {
+        conn.input.clear();
+    }
+    conn.deadline = Instant::now() + config.write_timeout;
 }
 
 /// Answers the buffered request, if a whole head is there.
@@ -591,12 +904,14 @@ fn process<T: Transport>(conn: &mut Conn, http: &mut Http<'_, T>) -> bool {
         Ok(None) => true,
         Ok(Some((head, len))) => {
             conn.input.drain(..len);
-            let keep = http.respond(&head, &mut conn.output);
-            conn.close_after = !keep;
-            if !keep {
-                conn.input.clear();
+            match http.respond(&head, &mut conn.output) {
+                Step::Done(keep) => queued_response(conn, keep, http.config),
+                Step::Wait(id) => {
+                    conn.waiting = Some((id, head));
+                    // The check, like the answer, must be done in time.
+                    conn.deadline = Instant::now() + http.config.write_timeout;
+                }
             }
-            conn.deadline = Instant::now() + http.config.write_timeout;
             true
         }
         Err(error) => {

@@ -3,6 +3,11 @@
 //! match tests/golden/*.{prom,table} exactly, after removing what changes from
 //! run to run (process_* metrics, durations, timestamps, build revision).
 //!
+//! The fixtures answer every collector's dumps (see tests/fixtures/record.py
+//! for the socket mix). `all.prom` / `all.table` have every collector, the
+//! per-port views and the node_exporter compat series; `<collector>.prom`
+//! has that collector alone.
+//!
 //! Regenerate the expected files with `make golden` (UPDATE_GOLDEN=1).
 //! Re-record the fixtures from a real kernel with `make fixtures` (root).
 
@@ -13,13 +18,34 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn dump(fixture: &str, mode: &str, format: &str) -> std::process::Output {
+/// Every collector plus the per-port views and compat series.
+const ALL: &[&str] = &[
+    "--collector.tcp.ports",
+    "8080,8082,9000-9100",
+    "--collector.udp.ports",
+    "5353-5355",
+    "--compat.node-exporter",
+];
+
+/// Only the TCP collector.
+const TCP_ONLY: &[&str] = &[
+    "--no-collector.listeners",
+    "--no-collector.udp",
+    "--no-collector.unix",
+];
+
+fn dump_with(fixture: &str, mode: &str, format: &str, flags: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sockdiag_exporter"))
         .args(["dump", "--format", format, "--collector.tcp.dump", mode])
+        .args(flags)
         .arg("--source.fixture")
         .arg(root().join("tests/fixtures").join(fixture))
         .output()
         .expect("run sockdiag_exporter")
+}
+
+fn dump(fixture: &str, mode: &str, format: &str) -> std::process::Output {
+    dump_with(fixture, mode, format, ALL)
 }
 
 fn stdout_of(output: &std::process::Output) -> String {
@@ -84,25 +110,47 @@ fn check_golden(actual: &str, golden: &Path) {
 
 #[test]
 fn legacy_dump_matches_golden() {
-    let text = stdout_of(&dump("tcp_legacy.fixture", "legacy", "prometheus"));
-    check_golden(&normalize(&text), &root().join("tests/golden/tcp.prom"));
+    let text = stdout_of(&dump("all_legacy.fixture", "legacy", "prometheus"));
+    check_golden(&normalize(&text), &root().join("tests/golden/all.prom"));
 }
 
 #[test]
 fn by_family_dump_gives_the_same_numbers() {
     // Same sockets, recorded through two SOCK_DIAG_BY_FAMILY dumps: the
     // output must be identical to the legacy one.
-    let text = stdout_of(&dump("tcp_by_family.fixture", "by-family", "prometheus"));
-    check_golden(&normalize(&text), &root().join("tests/golden/tcp.prom"));
+    let text = stdout_of(&dump("all_by_family.fixture", "by-family", "prometheus"));
+    check_golden(&normalize(&text), &root().join("tests/golden/all.prom"));
+}
+
+#[test]
+fn each_collector_alone_matches_its_golden() {
+    for kind in ["tcp", "listeners", "udp", "unix"] {
+        let mut flags: Vec<String> = ["tcp", "listeners", "udp", "unix"]
+            .iter()
+            .filter(|k| **k != kind)
+            .map(|k| format!("--no-collector.{k}"))
+            .collect();
+        flags.extend(ALL.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let output = dump_with("all_legacy.fixture", "legacy", "prometheus", &flags);
+        let text = normalize(&stdout_of(&output));
+        for other in ["tcp", "listeners", "udp", "unix"] {
+            assert_eq!(
+                text.contains(&format!("collector=\"{other}\"")),
+                other == kind,
+                "{kind} alone: health series of {other}"
+            );
+        }
+        check_golden(&text, &root().join(format!("tests/golden/{kind}.prom")));
+    }
 }
 
 #[test]
 fn auto_mode_falls_back_when_the_kernel_refuses_legacy() {
-    let output = dump("tcp_legacy_refused.fixture", "auto", "prometheus");
-    check_golden(
-        &normalize(&stdout_of(&output)),
-        &root().join("tests/golden/tcp.prom"),
-    );
+    let output = dump_with("legacy_refused.fixture", "auto", "prometheus", TCP_ONLY);
+    let fallback = normalize(&stdout_of(&output));
+    let direct = dump_with("all_legacy.fixture", "legacy", "prometheus", TCP_ONLY);
+    assert_eq!(fallback, normalize(&stdout_of(&direct)));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("refused the legacy AF_UNSPEC dump")
@@ -110,7 +158,7 @@ fn auto_mode_falls_back_when_the_kernel_refuses_legacy() {
         "{stderr}"
     );
     // Forcing legacy on the same kernel answer is an error, not a fallback.
-    let output = dump("tcp_legacy_refused.fixture", "legacy", "prometheus");
+    let output = dump("legacy_refused.fixture", "legacy", "prometheus");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -121,8 +169,18 @@ fn auto_mode_falls_back_when_the_kernel_refuses_legacy() {
 
 #[test]
 fn table_matches_golden() {
-    let text = stdout_of(&dump("tcp_legacy.fixture", "legacy", "table"));
-    check_golden(&text, &root().join("tests/golden/tcp.table"));
+    let text = stdout_of(&dump("all_legacy.fixture", "legacy", "table"));
+    // Durations differ from run to run.
+    let text: String = text
+        .lines()
+        .map(|l| match l.rsplit_once("  ") {
+            Some((head, d)) if d.trim().ends_with('s') && d.trim().starts_with("0.") => {
+                format!("{head}  0.000s\n")
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    check_golden(&text, &root().join("tests/golden/all.table"));
 }
 
 #[test]
@@ -130,7 +188,7 @@ fn broken_fixtures_fail_with_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("sockdiag-golden-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let recorded =
-        std::fs::read_to_string(root().join("tests/fixtures/tcp_legacy.fixture")).unwrap();
+        std::fs::read_to_string(root().join("tests/fixtures/all_legacy.fixture")).unwrap();
     // Cut the first datagram short: its first message claims more bytes than remain.
     let truncated: String = recorded
         .lines()
@@ -160,7 +218,9 @@ fn broken_fixtures_fail_with_a_clear_error() {
         let path = dir.join(format!("{i}.fixture"));
         std::fs::write(&path, text).unwrap();
         let output = Command::new(env!("CARGO_BIN_EXE_sockdiag_exporter"))
-            .args(["dump", "--collector.tcp.dump", "legacy", "--source.fixture"])
+            .args(["dump", "--collector.tcp.dump", "legacy"])
+            .args(TCP_ONLY)
+            .arg("--source.fixture")
             .arg(&path)
             .stdout(Stdio::piped())
             .output()
@@ -184,8 +244,10 @@ fn recording_round_trips() {
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("again.fixture");
     let status = Command::new(env!("CARGO_BIN_EXE_sockdiag_exporter"))
-        .args(["dump", "--collector.tcp.dump", "legacy", "--source.fixture"])
-        .arg(root().join("tests/fixtures/tcp_legacy.fixture"))
+        .args(["dump", "--collector.tcp.dump", "legacy"])
+        .args(ALL)
+        .arg("--source.fixture")
+        .arg(root().join("tests/fixtures/all_legacy.fixture"))
         .arg("--record")
         .arg(&copy)
         .stdout(Stdio::null())
@@ -193,14 +255,14 @@ fn recording_round_trips() {
         .unwrap();
     assert!(status.success());
     let text = stdout_of(&dump(copy.to_str().unwrap(), "legacy", "prometheus"));
-    check_golden(&normalize(&text), &root().join("tests/golden/tcp.prom"));
+    check_golden(&normalize(&text), &root().join("tests/golden/all.prom"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `promtool check metrics` on the full output, process_* included.
 #[test]
 fn promtool_accepts_the_output() {
-    let text = stdout_of(&dump("tcp_legacy.fixture", "legacy", "prometheus"));
+    let text = stdout_of(&dump("all_legacy.fixture", "legacy", "prometheus"));
     let mut child = match Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

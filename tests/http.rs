@@ -106,7 +106,8 @@ fn metrics_is_text_format_with_meta_metrics() {
                 );
             }
         }
-        assert_eq!(m.series(name).len(), 22, "{name}");
+        // TCP in both families, UDP (connected, unconnected) in both.
+        assert_eq!(m.series(name).len(), 22 + 4, "{name}");
     }
     // The server's own listener is one of the listeners it reports.
     let port = server.addr.port().to_string();
