@@ -17,8 +17,10 @@ fn long_flags(text: &str) -> BTreeSet<String> {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
             .collect();
+        // `--collector.*` in prose is a pattern, not a flag.
+        let wildcard = text[start + 2 + name.len()..].starts_with('*');
         let name = name.trim_end_matches(['.', '-']);
-        if name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+        if !wildcard && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
             flags.insert(format!("--{name}"));
         }
     }
@@ -77,7 +79,7 @@ fn man_page_documents_every_long_flag() {
 #[test]
 fn long_flag_parser_finds_dotted_and_dashed_names() {
     let flags = long_flags(
-        "  --web.listen-address <address>\n  --help, -h  display\n  see --cache.ttl. and -- end",
+        "  --web.listen-address <address>\n  --help, -h  display\n  see --cache.ttl. and -- end, --collector.* too",
     );
     let want: BTreeSet<String> = ["--web.listen-address", "--help", "--cache.ttl"]
         .iter()
