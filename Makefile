@@ -7,7 +7,8 @@ ARGS    ?=
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: all build run dump test deps lint bench golden fixtures fuzz clean
+.PHONY: all build run dump test deps lint bench soak golden fixtures fuzz clean \
+	pkg-deps baseline deb rpm package-test
 
 all: build
 
@@ -23,25 +24,32 @@ run: build
 dump: build
 	$(BIN) dump --format table $(ARGS)
 
-## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop)
+## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop), wrk (hostile clients)
 deps:
-	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl; }
+	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl wrk; }
 	@command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
+	@command -v wrk >/dev/null 2>&1 || { echo "wrk still missing after apt-get install wrk" >&2; exit 1; }
 
 ## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## test: lint, then every test (kernel tests need root and skip with a reason otherwise)
+## test: lint, then every test (kernel tests need root and skip with a reason otherwise), then the package tests
 test: deps lint
 	$(CARGO) test --locked
+	$(MAKE) package-test
 
 ## bench: socket load of 10k/100k/1M in a private namespace vs baselines (root); BENCH_SIZES=10000,100000
 bench:
 	$(CARGO) build --release --locked
 	$(CARGO) bench --locked --bench collect
+
+## soak: 1M scrapes at full speed against 100k sockets with churn, RSS/fds/threads must stay flat (root; not in make test; see benches/soak.rs for SOAK_* settings)
+soak:
+	$(CARGO) build --release --locked
+	nice -n 10 $(CARGO) bench --locked --bench soak
 
 ## golden: regenerate tests/golden/* from the recorded fixtures
 golden:
@@ -52,6 +60,61 @@ fixtures: build
 	unshare --net python3 tests/fixtures/record.py $(BIN) tests/fixtures
 	UPDATE_GOLDEN=1 $(CARGO) test --locked --test golden
 
+## ---- Packaging (issue 5): see README "Installing from packages" ----
+# Tool versions are pinned; each is installed only when missing. Python tools
+# (the zig toolchain for the glibc baseline, kubernetes-validate) live in a
+# venv outside the work tree so a fresh clone reuses them.
+CARGO_DEB_VERSION      := 3.8.0
+CARGO_RPM_VERSION      := 0.21.1
+CARGO_ZIGBUILD_VERSION := 0.24.1
+ZIGLANG_VERSION        := 0.14.1
+K8S_VALIDATE_VERSION   := 1.37.0
+# The packaged binary links against this glibc at most: RHEL/CentOS 7 and
+# every later distribution (glibc 2.17).
+GLIBC_BASELINE ?= 2.17
+PKG_TARGET     := x86_64-unknown-linux-gnu
+PKG_BIN        := target/$(PKG_TARGET)/release/sockdiag_exporter
+PKG_OUT        := target/packaging
+PKG_VENV       ?= $(HOME)/.cache/sockdiag_exporter/pkgtools-venv
+PYTHON         ?= python3
+CARGO_BIN      := $(HOME)/.cargo/bin
+PKG_PATH       := $(PKG_VENV)/bin:$(CARGO_BIN):$(PATH)
+APT_PKG        := lintian rpm rpmlint dpkg-dev binutils man-db systemd curl python3-venv
+
+## pkg-deps: packaging tools: apt (lintian, rpm, rpmlint, ...), cargo-deb, cargo-generate-rpm, cargo-zigbuild, zig and kubernetes-validate (PyPI)
+pkg-deps: deps
+	@missing=""; for p in $(APT_PKG); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+		$(SUDO) apt-get update -qq && $(APT) -o DPkg::Lock::Timeout=600 $$missing; fi
+	@PATH="$(PKG_PATH)"; \
+	cargo deb --version 2>/dev/null | grep -qF "$(CARGO_DEB_VERSION)" || $(CARGO) install --locked cargo-deb --version $(CARGO_DEB_VERSION); \
+	cargo generate-rpm --version 2>/dev/null | grep -qF "$(CARGO_RPM_VERSION)" || $(CARGO) install --locked cargo-generate-rpm --version $(CARGO_RPM_VERSION); \
+	cargo-zigbuild --version 2>/dev/null | grep -qF "$(CARGO_ZIGBUILD_VERSION)" || $(CARGO) install --locked cargo-zigbuild --version $(CARGO_ZIGBUILD_VERSION)
+	@[ -x $(PKG_VENV)/bin/pip ] || $(PYTHON) -m venv $(PKG_VENV)
+	@$(PKG_VENV)/bin/python3 -c "import ziglang, kubernetes_validate, yaml" 2>/dev/null && \
+	$(PKG_VENV)/bin/pip show ziglang kubernetes-validate 2>/dev/null | grep -qxF "Version: $(ZIGLANG_VERSION)" || \
+		$(PKG_VENV)/bin/pip install -q --disable-pip-version-check ziglang==$(ZIGLANG_VERSION) kubernetes-validate==$(K8S_VALIDATE_VERSION) pyyaml
+
+## baseline: the release binary linked against glibc $(GLIBC_BASELINE) (cargo-zigbuild), which the packages ship
+baseline: pkg-deps
+	PATH="$(PKG_PATH)" cargo zigbuild --release --locked --target $(PKG_TARGET).$(GLIBC_BASELINE)
+
+## deb: target/packaging/sockdiag-exporter_VERSION-1_amd64.deb (DEB_VERSION=x overrides the version)
+deb: baseline
+	@mkdir -p $(PKG_OUT)
+	PATH="$(PKG_PATH)" cargo deb --no-build --locked --target $(PKG_TARGET) --output $(PKG_OUT)/ $(if $(DEB_VERSION),--deb-version $(DEB_VERSION))
+
+## rpm: target/packaging/sockdiag-exporter-VERSION-1.x86_64.rpm (RPM_RELEASE=n overrides the release)
+rpm: baseline
+	@mkdir -p $(PKG_OUT)/rpm
+	sed 's|^EnvironmentFile=-/etc/default/|EnvironmentFile=-/etc/sysconfig/|' packaging/systemd/sockdiag_exporter.service > $(PKG_OUT)/rpm/sockdiag_exporter.service
+	cp packaging/sockdiag_exporter.default $(PKG_OUT)/rpm/sockdiag_exporter.sysconfig
+	gzip -9n < packaging/sockdiag_exporter.1 > $(PKG_OUT)/rpm/sockdiag_exporter.1.gz
+	PATH="$(PKG_PATH)" cargo generate-rpm --target $(PKG_TARGET) --output $(PKG_OUT)/ $(if $(RPM_RELEASE),--set-metadata 'release = "$(RPM_RELEASE)"')
+
+## package-test: build deb and rpm, install, run, upgrade, remove them; lint; check unit, Kubernetes, Prometheus and Grafana files (root)
+package-test: deb rpm
+	PATH="$(PKG_PATH)" PKG_VENV="$(PKG_VENV)" GLIBC_BASELINE=$(GLIBC_BASELINE) bash tests/package/run.sh
 ## fuzz: run each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 1800), one at a time, niced, then minimise its corpus
 # libFuzzer needs nightly flags: RUSTC_BOOTSTRAP=1 allows them on stable. No
 # sanitizer (-s none): the fuzzed path is safe Rust, so the bugs to find are

@@ -1,13 +1,20 @@
 //! `make bench` (`cargo bench --bench collect`): how fast and how small one
 //! collection of ours is next to the obvious alternatives, at 10k, 100k and
-//! 1M TCP sockets (env BENCH_SIZES, e.g. `BENCH_SIZES=10000,100000`).
+//! 1M TCP sockets (env BENCH_SIZES, e.g. `BENCH_SIZES=10000,100000`), plus
+//! 10k UDP and 10k unix sockets at every size; and what each of our
+//! collectors costs.
 //!
 //! For each size the bench moves its main thread into a fresh private network
 //! namespace, builds a known socket mix there (support::load), then measures
-//! in interleaved rounds (BENCH_RUNS, default 5, after one warm-up round):
+//! in interleaved rounds (BENCH_RUNS, default 21/11/7 by size, after one
+//! warm-up round):
 //!
 //! - two-dump netlink loop: the naive lower bound, a helper-mode subprocess;
-//! - ours: `sockdiag_exporter dump --collector.tcp.dump auto|legacy|by-family`;
+//! - ours, TCP only: `sockdiag_exporter dump --collector.tcp.dump
+//!   auto|legacy|by-family --no-collector.listeners --no-collector.udp
+//!   --no-collector.unix`;
+//! - ours with default flags (all four collectors), each collector alone
+//!   (listeners, udp, unix), and no collector at all (start-up floor);
 //! - /proc/net/tcp{,6} read and parsed, a helper-mode subprocess;
 //! - `ss -tan`, output lines counted;
 //! - node_exporter 1.5 tcpstat: scrapes of /metrics over loopback.
@@ -27,12 +34,17 @@ use sockdiag_exporter::netns;
 use support::load::{self, Load, Plan};
 use support::measure::{self, median};
 use support::nodeexp::{self, NodeExporter};
-use support::probes::{self, Mix};
+use support::probes::{self, Mix, Other};
 
 const HELPER_ENV: &str = "SOCKDIAG_BENCH_HELPER";
 /// Cargo builds the binary (bench profile = release settings) for benches.
 const OURS: &str = env!("CARGO_BIN_EXE_sockdiag_exporter");
 const DUMP_MODES: [&str; 3] = ["auto", "legacy", "by-family"];
+/// The collectors besides tcp, each also measured alone.
+const OTHER_COLLECTORS: [&str; 3] = ["listeners", "udp", "unix"];
+const ALL_COLLECTORS: [&str; 4] = ["tcp", "listeners", "udp", "unix"];
+/// Default flags may cost at most this much more than TCP only.
+const DEFAULT_OVER_TCP_MAX: f64 = 1.10;
 
 fn main() {
     if let Ok(mode) = std::env::var(HELPER_ENV) {
@@ -156,17 +168,46 @@ fn mem_available_kib() -> u64 {
 #[derive(Clone, Copy, PartialEq)]
 enum Tool {
     TwoDump,
+    /// TCP collector only, in this dump mode.
     Ours(&'static str),
+    /// Default flags: every collector on, dump mode auto.
+    OursDefault,
+    /// This one collector alone (tcp off too).
+    OursOnly(&'static str),
+    /// Every collector off: process start, render, exit.
+    OursNone,
     Proc,
     Ss,
     Node,
 }
 
 impl Tool {
+    /// `dump` and its flags, for our rows.
+    fn ours_args(self) -> Option<Vec<String>> {
+        let no = |k: &str| format!("--no-collector.{k}");
+        let mut args = vec!["dump".to_string()];
+        match self {
+            Tool::Ours(m) => {
+                args.extend(["--collector.tcp.dump".into(), m.into()]);
+                args.extend(OTHER_COLLECTORS.iter().map(|k| no(k)));
+            }
+            Tool::OursDefault => {}
+            Tool::OursOnly(only) => {
+                args.extend(ALL_COLLECTORS.iter().filter(|&&k| k != only).map(|k| no(k)));
+            }
+            Tool::OursNone => args.extend(ALL_COLLECTORS.iter().map(|k| no(k))),
+            _ => return None,
+        }
+        Some(args)
+    }
+
     fn name(self) -> String {
         match self {
             Tool::TwoDump => "two-dump netlink loop (baseline)".into(),
-            Tool::Ours(m) => format!("ours: dump --collector.tcp.dump {m}"),
+            Tool::Ours(m) => format!("ours, tcp only: --collector.tcp.dump {m}"),
+            Tool::OursDefault => "ours, default flags (tcp+listeners+udp+unix)".into(),
+            Tool::OursOnly(k) => format!("ours, {k} only"),
+            Tool::OursNone => "ours, no collector (start-up floor)".into(),
             Tool::Proc => "/proc/net/tcp{,6} read + parse".into(),
             Tool::Ss => "ss -tan".into(),
             Tool::Node => "node_exporter 1.5 tcpstat scrape".into(),
@@ -184,12 +225,16 @@ struct Samples {
     rss_kib: Vec<f64>,
     seen: Vec<f64>,
     errors: Vec<String>,
+    /// Ours: each collector's own sockdiag_collect_duration_seconds, s.
+    per_collector: std::collections::BTreeMap<String, Vec<f64>>,
 }
 
 struct SizeReport {
     target: u64,
     mix_before: Mix,
     mix_after: Mix,
+    other_before: Other,
+    other_after: Other,
     build_secs: f64,
     failed_connects: u64,
     notes: Vec<String>,
@@ -220,33 +265,40 @@ fn bench_size(
     load::tune_namespace()?;
     let plan = Plan::new(n, load::have_ipv6());
     println!(
-        "plan: {} IPv4 + {} IPv6 connections ({} helper processes), {} TIME_WAIT, {} SYN_SENT, {} listeners",
+        "plan: {} IPv4 + {} IPv6 connections, {} TIME_WAIT, {} SYN_SENT, {} listeners; {} UDP, about {} unix ({} helper processes)",
         plan.conns4,
         plan.conns6,
-        plan.helpers(),
         plan.time_wait,
         plan.syn_sent,
-        plan.listeners
+        plan.listeners,
+        plan.udp,
+        plan.unix,
+        plan.helpers(),
     );
     let mut load = Load::build(plan, exe, HELPER_ENV)?;
     let mut tw_refreshed = 0;
     let mix_before = settled_mix()?;
+    let other_before = probes::count_other()?;
     println!(
-        "built in {:.1} s ({} failed connects); mix: {}",
+        "built in {:.1} s ({} failed connects); mix: {}; {}",
         load.build_time.as_secs_f64(),
         load.failed_connects,
-        mix_before.summary()
+        mix_before.summary(),
+        other_before.summary()
     );
 
     let mut notes = Vec::new();
     let mut tools = vec![Tool::TwoDump];
-    match check_ours(&mix_before) {
+    match check_ours(&mix_before, &other_before) {
         Ok(check) => {
             for c in &check {
                 println!("{c}");
             }
             notes.extend(check);
             tools.extend(DUMP_MODES.iter().map(|&m| Tool::Ours(m)));
+            tools.push(Tool::OursDefault);
+            tools.extend(OTHER_COLLECTORS.iter().map(|&k| Tool::OursOnly(k)));
+            tools.push(Tool::OursNone);
         }
         Err(why) => {
             println!("ours: skipped: {why}");
@@ -292,8 +344,12 @@ fn bench_size(
                     internal,
                     rss,
                     seen,
+                    per_collector,
                 }) => {
                     let t = &mut samples[i];
+                    for (k, v) in per_collector {
+                        t.per_collector.entry(k).or_default().push(v);
+                    }
                     t.wall.push(wall);
                     t.cpu.push(cpu);
                     if let Some(x) = internal {
@@ -333,6 +389,7 @@ fn bench_size(
         ne.stop();
     }
     let mix_after = probes::count_mix()?;
+    let other_after = probes::count_other()?;
     let build_secs = load.build_time.as_secs_f64();
     let failed_connects = load.failed_connects;
     load.teardown();
@@ -340,6 +397,8 @@ fn bench_size(
         target: n,
         mix_before,
         mix_after,
+        other_before,
+        other_after,
         build_secs,
         failed_connects,
         notes,
@@ -364,20 +423,32 @@ fn settled_mix() -> std::io::Result<Mix> {
 }
 
 /// Our binary is usable once `dump` prints the collect duration metric.
-/// Each dump mode is run once and its per-family, per-state counts and queue
-/// sums are compared with the two-dump mix taken just before: any difference
-/// is returned as a note (the load is static apart from TIME_WAIT expiry).
-fn check_ours(mix: &Mix) -> Result<Vec<String>, String> {
+/// Each TCP-only dump mode, and the default flags, are run once, and their
+/// TCP series (per family and state: counts, queue sums; with the listeners
+/// collector on, accept queues summed per family) are compared with the
+/// two-dump mix taken just before;
+/// the default run's UDP counts and receive queues per family and state,
+/// and unix counts per type and state, with the independent UDP and unix
+/// dumps. Any difference is returned as a note (the load is static apart
+/// from TIME_WAIT expiry).
+fn check_ours(mix: &Mix, other: &Other) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
-    for mode in DUMP_MODES {
+    let runs: Vec<Tool> = DUMP_MODES
+        .iter()
+        .map(|&m| Tool::Ours(m))
+        .chain([Tool::OursDefault])
+        .collect();
+    for tool in runs {
+        let args = tool.ours_args().expect("our row");
         let out = Command::new(OURS)
-            .args(["dump", "--collector.tcp.dump", mode])
+            .args(&args)
             .output()
             .map_err(|e| format!("cannot run {OURS}: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             return Err(format!(
-                "`dump --collector.tcp.dump {mode}` exited {}: {}",
+                "`{}` exited {}: {}",
+                args.join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
@@ -387,7 +458,25 @@ fn check_ours(mix: &Mix) -> Result<Vec<String>, String> {
                 "`dump` printed no sockdiag_collect_duration_seconds (binary still a stub?)".into(),
             );
         }
+        for k in ALL_COLLECTORS {
+            let success = format!("sockdiag_collect_success{{collector=\"{k}\"}}");
+            if let Some(v) = metric_value(&text, &success) {
+                if v != 1.0 {
+                    return Err(format!("`{}`: collector {k} failed", args.join(" ")));
+                }
+            }
+        }
         let mut diffs = Vec::new();
+        let mut want = |metric: &str, labels: &[String], want: u64, what: String| {
+            let ours = labelled_value(&text, metric, labels);
+            if ours != Some(want as f64) {
+                diffs.push(format!(
+                    "{what} ours {} vs {want}",
+                    ours.map(|v| v.to_string()).unwrap_or("missing".into())
+                ));
+            }
+        };
+        let l = |k: &str, v: &str| format!("{k}=\"{v}\"");
         for (metric, table) in [
             ("sockdiag_sockets{", &mix.count),
             ("sockdiag_receive_queue_bytes{", &mix.rq),
@@ -395,55 +484,87 @@ fn check_ours(mix: &Mix) -> Result<Vec<String>, String> {
         ] {
             for (fi, fam) in ["ipv4", "ipv6"].iter().enumerate() {
                 for (st, name) in probes::STATE_NAMES.iter().enumerate().skip(1) {
-                    let ours = labelled_value(&text, metric, fam, name);
-                    let want = table[fi][st] as f64;
-                    if ours != Some(want) {
-                        diffs.push(format!(
-                            "{metric}{fam},{name}}} ours {} vs {want}",
-                            ours.map(|v| v.to_string()).unwrap_or("missing".into())
-                        ));
-                    }
+                    want(
+                        metric,
+                        &[l("protocol", "tcp"), l("family", fam), l("state", name)],
+                        table[fi][st],
+                        format!("{metric}tcp,{fam},{name}}}"),
+                    );
                 }
             }
         }
-        for (fi, fam) in ["ipv4", "ipv6"].iter().enumerate() {
+        if tool == Tool::OursDefault {
+            for (fi, fam) in ["ipv4", "ipv6"].iter().enumerate() {
+                for (st, name) in probes::UDP_STATE_NAMES.iter().enumerate() {
+                    let labels = [l("protocol", "udp"), l("family", fam), l("state", name)];
+                    want(
+                        "sockdiag_sockets{",
+                        &labels,
+                        other.udp[fi][st],
+                        format!("sockdiag_sockets{{udp,{fam},{name}}}"),
+                    );
+                    want(
+                        "sockdiag_receive_queue_bytes{",
+                        &labels,
+                        other.udp_rq[fi][st],
+                        format!("sockdiag_receive_queue_bytes{{udp,{fam},{name}}}"),
+                    );
+                }
+            }
+            for (ti, ty) in probes::UNIX_TYPE_NAMES.iter().enumerate() {
+                for (st, name) in probes::UNIX_STATE_NAMES.iter().enumerate() {
+                    want(
+                        "sockdiag_unix_sockets{",
+                        &[l("type", ty), l("state", name)],
+                        other.unix[ti][st],
+                        format!("sockdiag_unix_sockets{{{ty},{name}}}"),
+                    );
+                }
+            }
+        }
+        // Accept queues are the listeners collector's series.
+        let listeners_on = tool == Tool::OursDefault;
+        for (fi, fam) in ["ipv4", "ipv6"].iter().enumerate().filter(|_| listeners_on) {
             let label = format!("family=\"{fam}\"");
+            let tcp = "protocol=\"tcp\"";
             let ours: f64 = text
                 .lines()
-                .filter(|l| l.starts_with("sockdiag_listen_queue{") && l.contains(&label))
+                .filter(|l| {
+                    l.starts_with("sockdiag_listen_queue{") && l.contains(&label) && l.contains(tcp)
+                })
                 .filter_map(|l| l.rsplit(' ').next())
                 .filter_map(|v| v.parse::<f64>().ok())
                 .sum();
             let want = mix.listen_queue[fi] as f64;
             if ours != want {
                 diffs.push(format!(
-                    "sum of sockdiag_listen_queue{{{fam}}} ours {ours} vs {want}"
+                    "sum of sockdiag_listen_queue{{tcp,{fam}}} ours {ours} vs {want}"
                 ));
             }
         }
         if !diffs.is_empty() {
             notes.push(format!(
-                "CHECK ours ({mode}) differs from the two-dump mix in {} series: {}",
+                "CHECK {} differs from the independent count in {} series: {}",
+                tool.name(),
                 diffs.len(),
                 diffs.iter().take(6).cloned().collect::<Vec<_>>().join("; ")
             ));
         }
     }
     if notes.is_empty() {
-        notes.push("check: all three dump modes match the two-dump mix (counts and queue sums per family and state, accept queues summed per family)".into());
+        notes.push("check: all three TCP-only dump modes and the default flags match the two-dump mix (TCP counts and queue sums per family and state); the default flags also match the accept queues summed per family, and match the independent UDP (counts and receive queues per family and state) and unix (counts per type and state) dumps".into());
     }
     Ok(notes)
 }
 
-/// Value of `metric{...family="F"...state="S"...}`.
-fn labelled_value(text: &str, metric: &str, family: &str, state: &str) -> Option<f64> {
-    let fam = format!("family=\"{family}\"");
-    let st = format!("state=\"{state}\"");
+/// Value of the first `metric{...}` series whose labels include every one
+/// of `labels` (each `key="value"`).
+fn labelled_value(text: &str, metric: &str, labels: &[String]) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(metric))
         .find(|l| {
-            let labels = l.split('}').next().unwrap_or("");
-            labels.contains(&fam) && labels.contains(&st)
+            let have = l.split('}').next().unwrap_or("");
+            labels.iter().all(|want| have.contains(want.as_str()))
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
@@ -492,6 +613,8 @@ struct Measured {
     rss: Option<u64>,
     /// Sockets the tool counted.
     seen: u64,
+    /// Ours: (collector, its own collect duration in s).
+    per_collector: Vec<(String, f64)>,
 }
 
 fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<Measured, String> {
@@ -523,6 +646,7 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
                 internal,
                 rss: None,
                 seen: nodeexp::connection_states_total(&body),
+                per_collector: Vec::new(),
             });
         }
         Tool::TwoDump => (helper("two-dump"), true),
@@ -532,9 +656,9 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
             c.arg("-tan");
             (c, false)
         }
-        Tool::Ours(mode) => {
+        Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone => {
             let mut c = Command::new(OURS);
-            c.args(["dump", "--collector.tcp.dump", mode]);
+            c.args(tool.ours_args().expect("our row"));
             (c, true)
         }
     };
@@ -548,13 +672,23 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
     }
     let out = String::from_utf8_lossy(&run.stdout);
     let wall = run.wall.as_secs_f64();
+    let per_collector: Vec<(String, f64)> = ALL_COLLECTORS
+        .iter()
+        .filter_map(|k| {
+            let series = format!("sockdiag_collect_duration_seconds{{collector=\"{k}\"}}");
+            metric_value(&out, &series).map(|v| (k.to_string(), v))
+        })
+        .collect();
     let (internal, seen) = match tool {
         Tool::TwoDump => (kv(&out, "duration_seconds="), kv(&out, "messages=")),
         Tool::Proc => (kv(&out, "duration_seconds="), kv(&out, "sockets=")),
         Tool::Ss => (None, Some(run.lines.saturating_sub(1) as f64)),
-        Tool::Ours(_) => (
-            metric_value(&out, "sockdiag_collect_duration_seconds{"),
-            Some(metric_sum(&out, "sockdiag_sockets{")),
+        Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone => (
+            // The whole collection: every enabled collector's own timer.
+            (!per_collector.is_empty()).then(|| per_collector.iter().map(|(_, v)| v).sum()),
+            Some(
+                metric_sum(&out, "sockdiag_sockets{") + metric_sum(&out, "sockdiag_unix_sockets{"),
+            ),
         ),
         Tool::Node => unreachable!(),
     };
@@ -564,6 +698,7 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
         internal,
         rss: Some(run.maxrss_kib),
         seen: seen.unwrap_or(0.0) as u64,
+        per_collector,
     })
 }
 
@@ -592,6 +727,17 @@ fn ratio(a: &[f64], b: &[f64]) -> Option<f64> {
     measure::paired_ratio(a, b)
 }
 
+/// Median over rounds of a[i] - b[i], for rounds where both were measured.
+fn paired_diff(a: &[f64], b: &[f64]) -> Option<f64> {
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| x - y)
+        .collect();
+    (!d.is_empty()).then(|| median(&d))
+}
+
 fn fmt_ratio(r: Option<f64>) -> String {
     r.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into())
 }
@@ -604,9 +750,11 @@ impl SizeReport {
     fn render(&self) -> String {
         let mut o = String::new();
         o.push_str(&format!(
-            "\n### {} sockets (target {}), {} runs\n\n",
+            "\n### {} TCP sockets (target {}) + {} UDP + {} unix, {} runs\n\n",
             self.mix_before.total(),
             self.target,
+            self.other_before.udp_total(),
+            self.other_before.unix_total(),
             self.runs
         ));
         o.push_str(&format!(
@@ -615,25 +763,32 @@ impl SizeReport {
         ));
         o.push_str(&format!("- mix before: {}\n", self.mix_before.summary()));
         o.push_str(&format!("- mix after:  {}\n", self.mix_after.summary()));
+        o.push_str(&format!(
+            "- other before: {}\n",
+            self.other_before.summary()
+        ));
+        o.push_str(&format!("- other after:  {}\n", self.other_after.summary()));
         for n in &self.notes {
             o.push_str(&format!("- {n}\n"));
         }
         o.push('\n');
-        o.push_str("| tool | wall ms (median) | wall ms (min..max) | CPU ms (median) | internal ms (median) | peak RSS MiB | wall / baseline | RSS / baseline | sockets seen |\n");
-        o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        o.push_str("| tool | wall ms (median) | wall ms (min..max) | CPU ms (median) | internal ms (median) | peak RSS MiB | wall / baseline | wall / tcp only | RSS / baseline | sockets seen |\n");
+        o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let base = self.row(Tool::TwoDump);
+        let tcp = self.row(Tool::Ours("auto"));
         for (t, s) in &self.rows {
             let wall = finite(&s.wall);
             if wall.is_empty() {
                 o.push_str(&format!(
-                    "| {} | failed: {} | | | | | | | |\n",
+                    "| {} | failed: {} | | | | | | | | |\n",
                     t.name(),
                     s.errors.join("; ")
                 ));
                 continue;
             }
+            let is_ours = t.ours_args().is_some();
             o.push_str(&format!(
-                "| {} | {} | {:.1}..{:.1} | {} | {} | {} | {} | {} | {:.0} |\n",
+                "| {} | {} | {:.1}..{:.1} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
                 t.name(),
                 ms(&wall),
                 measure::min(&wall) * 1e3,
@@ -642,6 +797,11 @@ impl SizeReport {
                 ms(&s.internal),
                 mib(&s.rss_kib),
                 fmt_ratio(base.and_then(|b| ratio(&s.wall, &b.wall))),
+                if is_ours {
+                    fmt_ratio(tcp.and_then(|b| ratio(&s.wall, &b.wall)))
+                } else {
+                    "-".into()
+                },
                 fmt_ratio(base.and_then(|b| {
                     if s.rss_kib.is_empty() || b.rss_kib.is_empty() {
                         None
@@ -653,14 +813,94 @@ impl SizeReport {
             ));
             if !s.errors.is_empty() {
                 o.push_str(&format!(
-                    "|   ({} failed runs: {}) | | | | | | | | |\n",
+                    "|   ({} failed runs: {}) | | | | | | | | | |\n",
                     s.errors.len(),
                     s.errors.join("; ")
                 ));
             }
         }
         o.push('\n');
+        o.push_str(&self.collector_costs());
+        o.push('\n');
         o.push_str(&self.targets());
+        o
+    }
+
+    /// What each collector costs: its own timer inside the default-flags run,
+    /// and its process alone; the default run's extra over TCP only.
+    fn collector_costs(&self) -> String {
+        let mut o = String::new();
+        let (Some(def), Some(tcp)) = (self.row(Tool::OursDefault), self.row(Tool::Ours("auto")))
+        else {
+            return o;
+        };
+        let none = self.row(Tool::OursNone);
+        o.push_str("collector costs (dump mode auto; \"internal\" = the collector's own sockdiag_collect_duration_seconds, median over rounds):\n\n");
+        o.push_str("| collector | internal ms in the default run | share of the default run's internal | alone: wall ms | alone: internal ms | alone: wall / tcp only |\n");
+        o.push_str("|---|---:|---:|---:|---:|---:|\n");
+        let def_total = finite(&def.internal);
+        let def_total = if def_total.is_empty() {
+            f64::NAN
+        } else {
+            median(&def_total)
+        };
+        for k in ALL_COLLECTORS {
+            let inside = def
+                .per_collector
+                .get(k)
+                .map(|v| median(v))
+                .unwrap_or(f64::NAN);
+            let alone = if k == "tcp" {
+                Some(tcp)
+            } else {
+                self.row(Tool::OursOnly(k))
+            };
+            let alone_internal = alone
+                .and_then(|a| a.per_collector.get(k))
+                .map(|v| median(v));
+            o.push_str(&format!(
+                "| {k} | {:.2} | {:.1}% | {} | {} | {} |\n",
+                inside * 1e3,
+                inside / def_total * 100.0,
+                alone.map(|a| ms(&a.wall)).unwrap_or("-".into()),
+                alone_internal
+                    .map(|v| format!("{:.2}", v * 1e3))
+                    .unwrap_or("-".into()),
+                alone
+                    .and_then(|a| ratio(&a.wall, &tcp.wall))
+                    .map(|r| format!("{r:.3}x"))
+                    .unwrap_or("-".into()),
+            ));
+        }
+        o.push('\n');
+        let extra_wall = paired_diff(&def.wall, &tcp.wall);
+        let extra_internal = paired_diff(&def.internal, &tcp.internal);
+        o.push_str(&format!(
+            "- default flags over tcp only, per round (median): wall {} ms, internal {} ms; internal ratio {}\n",
+            extra_wall.map(|v| format!("{:+.2}", v * 1e3)).unwrap_or("-".into()),
+            extra_internal.map(|v| format!("{:+.2}", v * 1e3)).unwrap_or("-".into()),
+            fmt_ratio(ratio(&def.internal, &tcp.internal).map(|r| (r * 1000.0).round() / 1000.0)),
+        ));
+        if let Some(n) = none {
+            o.push_str(&format!(
+                "- start-up floor (no collector: start, render, exit): wall {} ms, peak RSS {} MiB\n",
+                ms(&n.wall),
+                mib(&n.rss_kib)
+            ));
+        }
+        if let (Some(l), Some(t)) = (
+            def.per_collector.get("listeners"),
+            tcp.per_collector.get("tcp"),
+        ) {
+            let l = median(l);
+            let t = median(t);
+            o.push_str(&format!(
+                "- listener collector (LISTEN-only dumps with SKMEMINFO) inside the default run: {:.3} ms, {:.2}% of the TCP collector's {:.1} ms\n",
+                l * 1e3,
+                l / t * 100.0,
+                t * 1e3
+            ));
+        }
         o
     }
 
@@ -687,20 +927,49 @@ impl SizeReport {
             any = true;
             if let Some(r) = base.and_then(|b| ratio(&s.wall, &b.wall)) {
                 o.push_str(&format!(
-                    "- {m}: wall {r:.2}x of the two-dump loop (<= 0.90x): {}\n",
+                    "- tcp only {m}: wall {r:.2}x of the two-dump loop (<= 0.90x): {}\n",
                     verdict(r <= 0.90)
                 ));
             }
             match node.and_then(|nd| ratio(&nd.wall, &s.wall)) {
                 Some(r) => o.push_str(&format!(
-                    "- {m}: node_exporter tcpstat takes {r:.2}x our wall time (>= 2.5x): {}\n",
+                    "- tcp only {m}: node_exporter tcpstat takes {r:.2}x our wall time (>= 2.5x): {}\n",
                     verdict(r >= 2.5)
                 )),
-                None => o.push_str(&format!("- {m}: node_exporter comparison: not measured\n")),
+                None => o.push_str(&format!(
+                    "- tcp only {m}: node_exporter comparison: not measured\n"
+                )),
             }
             let rss = measure::max(&s.rss_kib) / 1024.0;
             o.push_str(&format!(
-                "- {m}: peak RSS {rss:.1} MiB (<= 10 MiB): {}\n",
+                "- tcp only {m}: peak RSS {rss:.1} MiB (<= 10 MiB): {}\n",
+                verdict(rss <= 10.0)
+            ));
+        }
+        if let (Some(def), Some(tcp)) = (
+            self.row(Tool::OursDefault)
+                .filter(|s| !finite(&s.wall).is_empty()),
+            self.row(Tool::Ours("auto")),
+        ) {
+            let official = if matches!(self.target, 100_000 | 1_000_000) {
+                ""
+            } else {
+                " (set for 100k and 1M; informational here)"
+            };
+            if let Some(r) = ratio(&def.wall, &tcp.wall) {
+                o.push_str(&format!(
+                    "- default flags: wall {r:.3}x of tcp only (auto) (<= {DEFAULT_OVER_TCP_MAX:.2}x){official}: {}\n",
+                    verdict(r <= DEFAULT_OVER_TCP_MAX)
+                ));
+            }
+            if let Some(r) = base.and_then(|b| ratio(&def.wall, &b.wall)) {
+                o.push_str(&format!(
+                    "- default flags: wall {r:.2}x of the two-dump loop (information)\n"
+                ));
+            }
+            let rss = measure::max(&def.rss_kib) / 1024.0;
+            o.push_str(&format!(
+                "- default flags: peak RSS {rss:.1} MiB (<= 10 MiB): {}\n",
                 verdict(rss <= 10.0)
             ));
         }

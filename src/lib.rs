@@ -8,8 +8,10 @@
 //! once; `cli` and `log` sit around it.
 
 pub mod aggregate;
+pub mod attr;
 pub mod auth;
 pub mod cache;
+pub mod cgroup;
 pub mod cli;
 pub mod collect;
 pub mod diag;

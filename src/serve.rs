@@ -660,8 +660,22 @@ fn answer_checked<T: Transport>(conns: &mut [Conn], http: &mut Http<'_, T>) {
     }
 }
 
-/// Accepts every pending connection, making room under the cap by closing
-/// the oldest connection that is waiting for a request.
+/// Which connection makes room for a new one at the cap: the oldest one
+/// that is not writing (waiting for a request); and only when every slot is
+/// writing, the writer nearest its deadline (the one making the least
+/// progress), so stuck readers can never lock scrapes out.
+fn eviction_victim(conns: &[Conn]) -> Option<usize> {
+    conns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.writing())
+        .min_by_key(|(_, c)| c.accepted)
+        .or_else(|| conns.iter().enumerate().min_by_key(|(_, c)| c.deadline))
+        .map(|(i, _)| i)
+}
+
+/// Accepts every pending connection, making room under the cap with
+/// [`eviction_victim`].
 fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
     loop {
         let stream = match listener.accept() {
@@ -688,17 +702,8 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
             None => None,
         };
         if conns.len() >= config.max_connections.max(1) {
-            let oldest = conns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| !c.writing())
-                .min_by_key(|(_, c)| c.accepted)
-                .map(|(i, _)| i);
-            match oldest {
-                Some(i) => {
-                    conns.swap_remove(i);
-                }
-                None => continue, // all busy writing: drop the new one
+            if let Some(i) = eviction_victim(conns) {
+                conns.swap_remove(i);
             }
         }
         let now = Instant::now();

@@ -20,6 +20,20 @@
 //!   listener used to make the TIME_WAIT sockets, and the full one (with the
 //!   one ESTABLISHED pair that fills it).
 //!
+//! Next to the TCP load, at every size, two more helpers hold the other
+//! protocols' sockets, so that every collector has work:
+//!
+//! - `UDP_SOCKETS` UDP sockets, each bound to its own port on 127.0.0.1 (every
+//!   10th on ::1 when the namespace has IPv6); every 4th is connected to
+//!   port 9 (the kernel reports it ESTABLISHED), and every 50th holds one
+//!   unread 64-byte datagram (receive-queue sums);
+//! - about `UNIX_SOCKETS` unix sockets: `UNIX_LISTENERS` stream listeners
+//!   bound to paths in a temporary directory, each with `UNIX_PENDING`
+//!   connections nobody accepts (the client end and the server end waiting
+//!   in the queue, which has no fd), and socketpairs for the rest (mostly
+//!   stream, every third dgram, every 50th seqpacket; every 10th stream pair
+//!   holds 100 unread bytes).
+//!
 //! About 10% of the connections (at most 50000) are IPv6 when the namespace
 //! has IPv6. Source addresses are bound explicitly: IPv4 clients use
 //! 127.1.a.b with ports 10000..59999 (50000 per address), IPv6 clients use
@@ -55,6 +69,19 @@ const BACKLOG: i32 = 262_144;
 const DATA_BYTES: usize = 100;
 /// Every SHUT_EVERY-th connection is half-closed by its client.
 const SHUT_EVERY: u64 = 10;
+/// UDP sockets at every size (one helper process).
+pub const UDP_SOCKETS: u64 = 10_000;
+/// Unix sockets at every size (one helper process), listeners included.
+pub const UNIX_SOCKETS: u64 = 10_000;
+pub const UNIX_LISTENERS: u64 = 8;
+/// Unaccepted connections per unix listener (each is two sockets).
+pub const UNIX_PENDING: u64 = 16;
+const UDP_PORT_BASE: u64 = 10_000;
+/// Environment variable carrying the unix helper's directory for its paths.
+pub const UNIX_DIR_ENV: &str = "SOCKDIAG_BENCH_UNIX_DIR";
+/// Helper assignment "families" for the non-TCP helpers.
+const JOB_UDP: u8 = 17;
+const JOB_UNIX: u8 = 1;
 
 /// Per-namespace sysctls for the load (the calling thread's namespace).
 pub fn tune_namespace() -> io::Result<()> {
@@ -78,6 +105,10 @@ pub struct Plan {
     pub time_wait: u64,
     pub syn_sent: u64,
     pub listeners: u64,
+    /// UDP sockets (on top of the TCP target).
+    pub udp: u64,
+    /// Unix sockets (on top of the TCP target).
+    pub unix: u64,
 }
 
 impl Plan {
@@ -100,6 +131,8 @@ impl Plan {
             time_wait,
             syn_sent,
             listeners,
+            udp: UDP_SOCKETS,
+            unix: UNIX_SOCKETS,
         }
     }
 
@@ -107,6 +140,8 @@ impl Plan {
         self.conns4.div_ceil(PER_HELPER)
             + self.conns6.div_ceil(PER_HELPER)
             + self.syn_sent.div_ceil(PER_HELPER)
+            + u64::from(self.udp > 0)
+            + u64::from(self.unix > 0)
     }
 }
 
@@ -121,6 +156,8 @@ pub struct Load {
     /// When the current TIME_WAIT batch was made, and how many batches so far.
     tw_made: Instant,
     tw_batches: u8,
+    /// The unix helper's directory (its listeners' paths), removed at the end.
+    unix_dir: Option<std::path::PathBuf>,
 }
 
 fn sockaddr_v4(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
@@ -258,6 +295,7 @@ impl Load {
             tw_listener: None,
             tw_made: Instant::now(),
             tw_batches: 0,
+            unix_dir: None,
         };
         for j in 0..LISTENERS_V4 {
             load.listeners.push(listener(Addr::V4(sockaddr_v4(
@@ -293,12 +331,30 @@ impl Load {
                 first += count;
             }
         }
+        // The other protocols: one helper each (both fit one fd budget).
+        if plan.udp > 0 {
+            jobs.push((JOB_UDP, 0, plan.udp.min(PER_HELPER)));
+        }
+        if plan.unix > 0 {
+            jobs.push((JOB_UNIX, 0, plan.unix.min(PER_HELPER)));
+            let dir = std::env::temp_dir().join(format!(
+                "sockdiag-bench-unix-{}-{}",
+                std::process::id(),
+                plan.conns4
+            ));
+            std::fs::create_dir_all(&dir)?;
+            load.unix_dir = Some(dir);
+        }
         // At most WAVE helpers connect at once: two cores are shared.
         const WAVE: usize = 4;
         for wave in jobs.chunks(WAVE) {
             let mut started = Vec::new();
             for &(fam, first, count) in wave {
-                let mut child = Command::new(exe)
+                let mut cmd = Command::new(exe);
+                if let Some(dir) = &load.unix_dir {
+                    cmd.env(UNIX_DIR_ENV, dir);
+                }
+                let mut child = cmd
                     .env(helper_env, "load")
                     .env(LOAD_ENV, format!("{fam} {first} {count}"))
                     .stdin(Stdio::piped())
@@ -402,6 +458,9 @@ impl Load {
         }
         self.listeners.clear();
         self.tw_listener = None;
+        if let Some(dir) = self.unix_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -412,6 +471,9 @@ impl Drop for Load {
             // SAFETY: kill(2) on a PID we spawned and have not reaped yet.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
             let _ = child.wait();
+        }
+        if let Some(dir) = self.unix_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -427,6 +489,17 @@ pub fn helper() -> io::Result<()> {
     let [fam, first, count] = v[..] else {
         return Err(io::Error::other(format!("bad load assignment {spec:?}")));
     };
+    match fam as u8 {
+        JOB_UDP => {
+            let (held, failed) = udp_sockets(count)?;
+            return hold(held, failed);
+        }
+        JOB_UNIX => {
+            let (held, failed) = unix_sockets(count)?;
+            return hold(held, failed);
+        }
+        _ => {}
+    }
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -507,6 +580,12 @@ pub fn helper() -> io::Result<()> {
         }
         held.push(fd);
     }
+    hold(held, failed)
+}
+
+/// Reports `ready ok=N failed=M`, then holds `held` until the bench closes
+/// our stdin or kills us.
+fn hold(held: Vec<OwnedFd>, failed: u64) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "ready ok={} failed={failed}", held.len())?;
     out.flush()?;
@@ -516,4 +595,176 @@ pub fn helper() -> io::Result<()> {
     while io::stdin().read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
     drop(held);
     Ok(())
+}
+
+fn udp_addr(v6: bool, port: u16) -> Addr {
+    if v6 {
+        Addr::V6(sockaddr_v6_loopback(port))
+    } else {
+        Addr::V4(sockaddr_v4([127, 0, 0, 1], port))
+    }
+}
+
+/// The UDP part of the load (see the module comment): `count` sockets.
+fn udp_sockets(count: u64) -> io::Result<(Vec<OwnedFd>, u64)> {
+    let count = count.min(SRC_PORTS);
+    // A namespace without IPv6 gets IPv4 sockets only.
+    let v6 = {
+        // SAFETY: plain socket(2); closed right away by OwnedFd.
+        let fd =
+            cvt(unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+        // SAFETY: fd is a fresh, open descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        bind(&fd, &udp_addr(true, 0)).is_ok()
+    };
+    let mut held: Vec<Option<OwnedFd>> = Vec::with_capacity(count as usize);
+    let mut failed = 0u64;
+    for i in 0..count {
+        let is_v6 = v6 && i % 10 == 9;
+        let port = (UDP_PORT_BASE + i) as u16;
+        let family = if is_v6 { libc::AF_INET6 } else { libc::AF_INET };
+        let made = (|| {
+            // SAFETY: plain socket(2); the fd is owned by the OwnedFd below.
+            let fd =
+                cvt(unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+            // SAFETY: fd is a fresh, open descriptor.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            bind(&fd, &udp_addr(is_v6, port))?;
+            if i % 4 == 3 {
+                connect(&fd, &udp_addr(is_v6, 9))?;
+            }
+            Ok::<_, io::Error>(fd)
+        })();
+        match made {
+            Ok(fd) => held.push(Some(fd)),
+            Err(e) => {
+                failed += 1;
+                if failed <= 3 {
+                    eprintln!("load helper: UDP socket {i}: {e}");
+                }
+                held.push(None);
+            }
+        }
+    }
+    // Every 50th socket (IPv4, unconnected) gets one datagram from the next
+    // one (also IPv4 and unconnected), which nobody reads.
+    let data = [b'u'; 64];
+    for i in (0..count.saturating_sub(1)).step_by(50) {
+        let (Some(Some(from)), Some(Some(_))) = (held.get(i as usize + 1), held.get(i as usize))
+        else {
+            continue;
+        };
+        let to = udp_addr(false, (UDP_PORT_BASE + i) as u16);
+        let (p, l) = to.as_ptr();
+        // SAFETY: data is a live buffer; p/l describe a live sockaddr.
+        unsafe {
+            libc::sendto(
+                from.as_raw_fd(),
+                data.as_ptr() as *const libc::c_void,
+                data.len(),
+                0,
+                p,
+                l,
+            )
+        };
+    }
+    Ok((held.into_iter().flatten().collect(), failed))
+}
+
+fn sockaddr_un(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain old data.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= sa.sun_path.len() {
+        return Err(io::Error::other(format!(
+            "unix path too long: {}",
+            path.display()
+        )));
+    }
+    for (d, &b) in sa.sun_path.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((sa, len as libc::socklen_t))
+}
+
+fn unix_socket(ty: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned by the returned OwnedFd.
+    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd is a fresh, open descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The unix part of the load (see the module comment): about `count` sockets.
+fn unix_sockets(count: u64) -> io::Result<(Vec<OwnedFd>, u64)> {
+    let dir = std::env::var_os(UNIX_DIR_ENV)
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| io::Error::other(format!("{UNIX_DIR_ENV} not set")))?;
+    let mut held = Vec::with_capacity(count as usize);
+    let mut failed = 0u64;
+    for j in 0..UNIX_LISTENERS {
+        let (sa, len) = sockaddr_un(&dir.join(format!("l{j}")))?;
+        let l = unix_socket(libc::SOCK_STREAM)?;
+        // SAFETY: sa/len describe a live sockaddr_un.
+        cvt(unsafe { libc::bind(l.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, len) })?;
+        // SAFETY: l is a bound stream socket.
+        cvt(unsafe { libc::listen(l.as_raw_fd(), 128) })?;
+        held.push(l);
+        for _ in 0..UNIX_PENDING {
+            let c = unix_socket(libc::SOCK_STREAM)?;
+            // SAFETY: sa/len describe a live sockaddr_un.
+            match cvt(unsafe {
+                libc::connect(c.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, len)
+            }) {
+                Ok(_) => held.push(c),
+                Err(e) => {
+                    failed += 1;
+                    if failed <= 3 {
+                        eprintln!("load helper: unix connect to listener {j}: {e}");
+                    }
+                }
+            }
+        }
+    }
+    // Listeners, and two sockets per pending connection; pairs for the rest.
+    let pairs = count.saturating_sub(UNIX_LISTENERS * (1 + 2 * UNIX_PENDING)) / 2;
+    for k in 0..pairs {
+        let ty = if k % 50 == 49 {
+            libc::SOCK_SEQPACKET
+        } else if k % 3 == 2 {
+            libc::SOCK_DGRAM
+        } else {
+            libc::SOCK_STREAM
+        };
+        let mut fds = [0; 2];
+        // SAFETY: fds is a live array of two ints.
+        if let Err(e) = cvt(unsafe {
+            libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+        }) {
+            failed += 1;
+            if failed <= 3 {
+                eprintln!("load helper: unix socketpair {k}: {e}");
+            }
+            continue;
+        }
+        // SAFETY: socketpair returned two fresh, open descriptors.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        if ty == libc::SOCK_STREAM && k % 10 == 0 {
+            let data = [b'x'; DATA_BYTES];
+            // SAFETY: data is a live buffer of DATA_BYTES bytes.
+            unsafe {
+                libc::send(
+                    a.as_raw_fd(),
+                    data.as_ptr() as *const libc::c_void,
+                    DATA_BYTES,
+                    0,
+                )
+            };
+        }
+        held.push(a);
+        held.push(b);
+    }
+    Ok((held, failed))
 }

@@ -6,6 +6,8 @@
 //!   messages only. Raw libc, nothing allocated per socket.
 //! - `mix`: the same two dumps, but tallying state and queues per family: how
 //!   the bench prints the actual socket mix it built (the fastest way we have).
+//! - `count_other`: UDP (per family) and unix dumps tallying state, the
+//!   independent count of the load's UDP and unix sockets;
 //! - `proc_tcp`: read and parse /proc/net/tcp and /proc/net/tcp6, counting
 //!   states and summing queues, as a /proc-based exporter would.
 
@@ -55,6 +57,23 @@ struct DumpRequest {
     id: [u8; 48],
 }
 
+/// nlmsghdr + unix_diag_req, 40 bytes.
+#[repr(C)]
+struct UnixDumpRequest {
+    nlmsg_len: u32,
+    nlmsg_type: u16,
+    nlmsg_flags: u16,
+    nlmsg_seq: u32,
+    nlmsg_pid: u32,
+    sdiag_family: u8,
+    sdiag_protocol: u8,
+    pad: u16,
+    udiag_states: u32,
+    udiag_ino: u32,
+    udiag_show: u32,
+    udiag_cookie: [u32; 2],
+}
+
 /// One netlink sock_diag socket, used for one dump per family.
 struct DiagSocket {
     fd: libc::c_int,
@@ -82,7 +101,19 @@ impl DiagSocket {
 
     /// Dumps all TCP sockets of `family`, calling `f(payload)` with each
     /// inet_diag_msg payload (the bytes after the nlmsghdr).
-    fn dump(&mut self, family: u8, seq: u32, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    fn dump(&mut self, family: u8, seq: u32, f: impl FnMut(&[u8])) -> io::Result<()> {
+        self.dump_inet(family, libc::IPPROTO_TCP as u8, seq, f)
+    }
+
+    /// Dumps all sockets of `family` and `protocol` (TCP or UDP), all states,
+    /// no extensions.
+    fn dump_inet(
+        &mut self,
+        family: u8,
+        protocol: u8,
+        seq: u32,
+        f: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
         let req = DumpRequest {
             nlmsg_len: std::mem::size_of::<DumpRequest>() as u32,
             nlmsg_type: SOCK_DIAG_BY_FAMILY,
@@ -90,12 +121,53 @@ impl DiagSocket {
             nlmsg_seq: seq,
             nlmsg_pid: 0,
             sdiag_family: family,
-            sdiag_protocol: libc::IPPROTO_TCP as u8,
+            sdiag_protocol: protocol,
             idiag_ext: 0,
             pad: 0,
             idiag_states: ALL_STATES,
             id: [0; 48],
         };
+        // SAFETY: DumpRequest is repr(C) plain old data without padding holes
+        // the kernel reads (all fields are initialised).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &req as *const DumpRequest as *const u8,
+                std::mem::size_of::<DumpRequest>(),
+            )
+        };
+        self.dump_raw(bytes, f)
+    }
+
+    /// Dumps all unix sockets (unix_diag, all states, no show flags), calling
+    /// `f(payload)` with each unix_diag_msg payload.
+    fn dump_unix(&mut self, seq: u32, f: impl FnMut(&[u8])) -> io::Result<()> {
+        let req = UnixDumpRequest {
+            nlmsg_len: std::mem::size_of::<UnixDumpRequest>() as u32,
+            nlmsg_type: SOCK_DIAG_BY_FAMILY,
+            nlmsg_flags: NLM_F_REQUEST | NLM_F_DUMP,
+            nlmsg_seq: seq,
+            nlmsg_pid: 0,
+            sdiag_family: libc::AF_UNIX as u8,
+            sdiag_protocol: 0,
+            pad: 0,
+            udiag_states: ALL_STATES,
+            udiag_ino: 0,
+            udiag_show: 0,
+            udiag_cookie: [0; 2],
+        };
+        // SAFETY: as for dump_inet: repr(C), every field initialised.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &req as *const UnixDumpRequest as *const u8,
+                std::mem::size_of::<UnixDumpRequest>(),
+            )
+        };
+        self.dump_raw(bytes, f)
+    }
+
+    /// Sends one dump request (nlmsghdr included) and walks the answer to
+    /// NLMSG_DONE, calling `f` with each message's payload.
+    fn dump_raw(&mut self, req: &[u8], mut f: impl FnMut(&[u8])) -> io::Result<()> {
         // SAFETY: sockaddr_nl is plain old data; zero = kernel, no groups.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -103,8 +175,8 @@ impl DiagSocket {
         let r = unsafe {
             libc::sendto(
                 self.fd,
-                &req as *const DumpRequest as *const libc::c_void,
-                std::mem::size_of::<DumpRequest>(),
+                req.as_ptr() as *const libc::c_void,
+                req.len(),
                 0,
                 &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
                 std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
@@ -352,4 +424,92 @@ pub fn proc_tcp() -> io::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     println!("sockets={} duration_seconds={secs:.6}", m.total());
     Ok(())
+}
+
+/// UDP and unix sockets of the current namespace, counted independently of
+/// our binary: UDP per family (0 = ipv4, 1 = ipv6) and state (0 =
+/// unconnected, kernel TCP_CLOSE; 1 = connected, TCP_ESTABLISHED) with
+/// receive-queue sums; unix per type (stream, dgram, seqpacket) and state
+/// (listen, connected, unconnected).
+#[derive(Clone, Default, Debug, PartialEq)]
+pub struct Other {
+    pub udp: [[u64; 2]; 2],
+    pub udp_rq: [[u64; 2]; 2],
+    pub unix: [[u64; 3]; 3],
+}
+
+pub const UDP_STATE_NAMES: [&str; 2] = ["unconnected", "connected"];
+pub const UNIX_TYPE_NAMES: [&str; 3] = ["stream", "dgram", "seqpacket"];
+pub const UNIX_STATE_NAMES: [&str; 3] = ["listen", "connected", "unconnected"];
+
+impl Other {
+    pub fn udp_total(&self) -> u64 {
+        self.udp.iter().flatten().sum()
+    }
+
+    pub fn unix_total(&self) -> u64 {
+        self.unix.iter().flatten().sum()
+    }
+
+    /// One line: `udp 10000 (unconnected 7500, connected 2500; v6 1000; rq 6400 B), unix 10000 (...)`.
+    pub fn summary(&self) -> String {
+        let unc = self.udp[0][0] + self.udp[1][0];
+        let con = self.udp[0][1] + self.udp[1][1];
+        let v6: u64 = self.udp[1].iter().sum();
+        let rq: u64 = self.udp_rq.iter().flatten().sum();
+        let mut unix = Vec::new();
+        for (t, tn) in UNIX_TYPE_NAMES.iter().enumerate() {
+            for (s, sn) in UNIX_STATE_NAMES.iter().enumerate() {
+                if self.unix[t][s] > 0 {
+                    unix.push(format!("{tn} {sn} {}", self.unix[t][s]));
+                }
+            }
+        }
+        format!(
+            "udp {} (unconnected {unc}, connected {con}; ipv6 {v6}; receive queues {rq} B), unix {} ({})",
+            self.udp_total(),
+            self.unix_total(),
+            unix.join(", ")
+        )
+    }
+}
+
+/// Counts the UDP and unix sockets of the current namespace (three dumps).
+pub fn count_other() -> io::Result<Other> {
+    let mut s = DiagSocket::open()?;
+    let mut o = Other::default();
+    for (fi, family) in [libc::AF_INET, libc::AF_INET6].into_iter().enumerate() {
+        s.dump_inet(family as u8, libc::IPPROTO_UDP as u8, 10 + fi as u32, |p| {
+            if p.len() < 64 {
+                return;
+            }
+            let st = match p[1] {
+                7 => 0,
+                1 => 1,
+                _ => return,
+            };
+            o.udp[fi][st] += 1;
+            o.udp_rq[fi][st] += u32::from_ne_bytes([p[56], p[57], p[58], p[59]]) as u64;
+        })?;
+    }
+    s.dump_unix(12, |p| {
+        // unix_diag_msg: family, type, state, pad, ino, cookie[2].
+        if p.len() < 16 {
+            return;
+        }
+        let t = match p[1] as i32 {
+            libc::SOCK_STREAM => 0,
+            libc::SOCK_DGRAM => 1,
+            libc::SOCK_SEQPACKET => 2,
+            _ => return,
+        };
+        let st = match p[2] {
+            10 => 0,
+            1 => 1,
+            7 => 2,
+            _ => return,
+        };
+        o.unix[t][st] += 1;
+    })?;
+    Ok(o)
 }

@@ -1,0 +1,680 @@
+//! cgroup v2 attribution: from the INET_DIAG_CGROUP_ID a socket carries to a
+//! path such as `/system.slice/nginx.service`, with bounded cardinality.
+//!
+//! * [`detect`] finds the cgroup2 mount in /proc/self/mountinfo (hybrid hosts
+//!   mount it at /sys/fs/cgroup/unified, pure v2 hosts at /sys/fs/cgroup).
+//!   The mountinfo parser is pure and tested on fixture text.
+//! * On cgroup v2 a cgroup's id is the inode number of its directory in that
+//!   mount (the root cgroup is 1). [`CgroupPaths`] walks the mount (bounded in
+//!   depth and entries, using the inode numbers readdir already returns, so
+//!   no stat per cgroup) into an id -> path map, and rebuilds it when an
+//!   unknown id appears, at most once per collection.
+//! * [`truncate_path`] aggregates to a path prefix (`--collector.cgroup.depth`)
+//!   and [`cap_series`] keeps the heaviest keys under a series cap, summing
+//!   the rest into [`OTHER`].
+//!
+//! Label values that are not paths never start with `/`, so they cannot
+//! collide with a real cgroup:
+//!
+//! | value      | meaning |
+//! |------------|---------|
+//! | `/...`     | the cgroup's path relative to the cgroup2 root (`/` is the root cgroup) |
+//! | [`NONE`]   | the socket carried no cgroup id: TIME_WAIT and request (SYN_RECV) sockets never do, and neither does any socket on kernels that do not send INET_DIAG_CGROUP_ID |
+//! | [`UNKNOWN`]| the id is not in the cgroup2 tree even after a fresh walk: the cgroup was removed while the socket lived on, it lies outside the part of the hierarchy this mount shows (a cgroup namespace or subtree mount), or the walk hit its bounds |
+//! | [`OTHER`]  | beyond the series cap: the sum of every cgroup that was cut |
+//!
+//! A wrong path is never emitted: an id is only ever mapped to the path the
+//! walk found for exactly that inode.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Sockets that carried no cgroup id (TIME_WAIT, request sockets).
+pub const NONE: &str = "none";
+/// Sockets whose cgroup id is not in the cgroup2 tree (see the module doc).
+pub const UNKNOWN: &str = "unknown";
+/// The sum of the cgroups cut by the series cap.
+pub const OTHER: &str = "other";
+
+// ---------------------------------------------------------------------------
+// /proc/self/mountinfo
+// ---------------------------------------------------------------------------
+
+/// One line of /proc/PID/mountinfo (proc(5)), with the octal escapes
+/// (`\040` space, `\011` tab, `\012` newline, `\134` backslash) decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mount_id: u32,
+    /// The path inside the filesystem that is mounted (`/` for all of it).
+    pub root: String,
+    /// Where it is mounted.
+    pub mount_point: String,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// Parses one mountinfo line:
+/// `36 35 98:0 /root /mnt opts [optional fields...] - fstype source superopts`.
+/// The optional fields are any number of words up to the lone `-`.
+pub fn parse_mountinfo_line(line: &str) -> Result<MountInfo, String> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let bad = |why: &str| format!("bad mountinfo line ({why}): {line:?}");
+    if fields.len() < 10 {
+        return Err(bad("fewer than 10 fields"));
+    }
+    let mount_id = fields[0]
+        .parse()
+        .map_err(|_| bad("mount id is not a number"))?;
+    let separator = fields[6..]
+        .iter()
+        .position(|f| *f == "-")
+        .map(|i| i + 6)
+        .ok_or_else(|| bad("no ` - ` separator"))?;
+    if fields.len() < separator + 3 {
+        return Err(bad("fewer than 3 fields after ` - `"));
+    }
+    Ok(MountInfo {
+        mount_id,
+        root: unescape(fields[3]),
+        mount_point: unescape(fields[4]),
+        fstype: unescape(fields[separator + 1]),
+        source: unescape(fields[separator + 2]),
+    })
+}
+
+/// Decodes mountinfo's `\ooo` octal escapes; anything else is kept as is.
+pub fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            let digits = &bytes[i + 1..(i + 4).min(bytes.len())];
+            if digits.len() == 3 && digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                if let Ok(byte) = u8::try_from(value) {
+                    out.push(byte);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where cgroup v2 is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup2Mount {
+    pub mount_point: PathBuf,
+    /// The mounted part of the hierarchy, prefixed to every path when it is
+    /// a clean absolute path (a subtree bind mount); ignored when it leaves
+    /// the cgroup namespace root (`/..`), where no global path is known.
+    pub root: String,
+}
+
+impl Cgroup2Mount {
+    /// The prefix for paths under this mount: "" for the whole hierarchy.
+    fn prefix(&self) -> &str {
+        let root = self.root.trim_end_matches('/');
+        if root.is_empty() || !root.starts_with('/') || root.split('/').any(|c| c == "..") {
+            ""
+        } else {
+            root
+        }
+    }
+}
+
+/// Finds the cgroup2 mount in mountinfo text. A mount of the whole
+/// hierarchy (root `/`) wins over subtree mounts; among equals, the first.
+/// Err is the problem to report: no cgroup2 mount, or an unparsable line.
+pub fn find_cgroup2(mountinfo: &str) -> Result<Cgroup2Mount, String> {
+    let mut best: Option<MountInfo> = None;
+    for line in mountinfo.lines().filter(|l| !l.trim().is_empty()) {
+        let mount = parse_mountinfo_line(line)?;
+        if mount.fstype != "cgroup2" {
+            continue;
+        }
+        let whole = mount.root == "/";
+        match &best {
+            Some(b) if b.root == "/" || !whole => {}
+            _ => best = Some(mount),
+        }
+    }
+    best.map(|m| Cgroup2Mount {
+        mount_point: PathBuf::from(m.mount_point),
+        root: m.root,
+    })
+    .ok_or_else(|| {
+        "no cgroup2 filesystem is mounted (no `cgroup2` line in /proc/self/mountinfo); \
+         socket cgroup ids cannot be mapped to paths"
+            .to_string()
+    })
+}
+
+/// Reads /proc/self/mountinfo and finds the cgroup2 mount.
+pub fn detect() -> Result<Cgroup2Mount, String> {
+    let text = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    find_cgroup2(&text)
+}
+
+// ---------------------------------------------------------------------------
+// id -> path
+// ---------------------------------------------------------------------------
+
+/// Bounds on one walk of the cgroup2 tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkLimits {
+    /// Directory levels below the mount root that are walked.
+    pub max_depth: usize,
+    /// Cgroups recorded at most; the rest map to [`UNKNOWN`].
+    pub max_cgroups: usize,
+}
+
+impl Default for WalkLimits {
+    fn default() -> WalkLimits {
+        WalkLimits {
+            max_depth: 32,
+            max_cgroups: 100_000,
+        }
+    }
+}
+
+/// What one walk found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalkReport {
+    pub cgroups: usize,
+    /// The walk stopped at a bound: some cgroups were not recorded.
+    pub truncated: bool,
+}
+
+/// Walks `mount` into id -> path. Cgroups that vanish during the walk are
+/// skipped; only failing to read the mount root itself is an error.
+pub fn walk(
+    mount: &Cgroup2Mount,
+    limits: WalkLimits,
+) -> io::Result<(HashMap<u64, String>, WalkReport)> {
+    let prefix = mount.prefix();
+    let root_meta = fs::metadata(&mount.mount_point)?;
+    let mut paths = HashMap::new();
+    let mut report = WalkReport::default();
+    paths.insert(
+        root_meta.ino(),
+        if prefix.is_empty() { "/" } else { prefix }.to_string(),
+    );
+    report.cgroups = 1;
+    // Depth-first, with an explicit stack: (directory, its label path, depth).
+    let mut stack: Vec<(PathBuf, String, usize)> =
+        vec![(mount.mount_point.clone(), prefix.to_string(), 0)];
+    while let Some((dir, label, depth)) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if depth > 0 && e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            // d_type from readdir: no stat. cgroup2 holds only directories
+            // (cgroups) and regular files (interface files).
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if !kind.is_dir() {
+                continue;
+            }
+            if depth + 1 > limits.max_depth || report.cgroups >= limits.max_cgroups {
+                report.truncated = true;
+                continue;
+            }
+            let name = entry.file_name();
+            let child = format!("{label}/{}", name.to_string_lossy());
+            // kernfs reports the node's id as d_ino, the same number stat
+            // and INET_DIAG_CGROUP_ID give.
+            paths.insert(entry.ino(), child.clone());
+            report.cgroups += 1;
+            stack.push((entry.path(), child, depth + 1));
+        }
+    }
+    Ok((paths, report))
+}
+
+/// A cached id -> path map for one cgroup2 mount, rebuilt when a socket
+/// carries an id the map does not know, at most once per collection.
+///
+/// kernfs hands out ids cyclically (on 64-bit a wrap count fills the high
+/// 32 bits), so ids are not reused (measured here: mkdir/rmdir three times
+/// gave 25, 44, 63), and a removed cgroup never comes back. An id still
+/// missing after a walk made for it is therefore remembered as unknown and
+/// triggers no further walks.
+pub struct CgroupPaths {
+    mount: Cgroup2Mount,
+    limits: WalkLimits,
+    paths: HashMap<u64, String>,
+    /// Ids not found by a walk made after their socket was dumped.
+    unknown: HashSet<u64>,
+    generation: u64,
+    walked_in: Option<u64>,
+    walks: u64,
+    walk_failed: bool,
+    last: WalkReport,
+    problem: Option<String>,
+}
+
+/// Remembered unknown ids at most; beyond it the set starts over.
+const MAX_UNKNOWN: usize = 65_536;
+
+impl CgroupPaths {
+    /// An empty map; the first lookup walks the mount.
+    pub fn new(mount: Cgroup2Mount, limits: WalkLimits) -> CgroupPaths {
+        CgroupPaths {
+            mount,
+            limits,
+            paths: HashMap::new(),
+            unknown: HashSet::new(),
+            generation: 0,
+            walked_in: None,
+            walks: 0,
+            walk_failed: false,
+            last: WalkReport::default(),
+            problem: None,
+        }
+    }
+
+    pub fn mount(&self) -> &Cgroup2Mount {
+        &self.mount
+    }
+
+    /// Call once at the start of every collection: allows one more walk.
+    pub fn start_collection(&mut self) {
+        self.generation += 1;
+    }
+
+    /// The label for a socket's cgroup id: its path, [`NONE`] without an id,
+    /// or [`UNKNOWN`]. May walk the tree once per collection.
+    pub fn resolve(&mut self, id: Option<u64>) -> &str {
+        let Some(id) = id else { return NONE };
+        if self.paths.contains_key(&id) {
+            return &self.paths[&id];
+        }
+        if self.unknown.contains(&id) || self.walked_in == Some(self.generation) {
+            return UNKNOWN;
+        }
+        self.refresh();
+        if let Some(path) = self.paths.get(&id) {
+            return path;
+        }
+        // The walk started after this socket was dumped, so its cgroup, if
+        // it still existed and was visible, would have been found. A failed
+        // or truncated walk proves nothing.
+        if !self.walk_failed && !self.last.truncated {
+            if self.unknown.len() >= MAX_UNKNOWN {
+                self.unknown.clear();
+            }
+            self.unknown.insert(id);
+        }
+        UNKNOWN
+    }
+
+    /// Walks the mount now and replaces the map. On failure the old map is
+    /// kept and [`problem`](Self::problem) says why.
+    pub fn refresh(&mut self) {
+        self.walked_in = Some(self.generation);
+        self.walks += 1;
+        let result = walk(&self.mount, self.limits);
+        self.walk_failed = result.is_err();
+        match result {
+            Ok((paths, report)) => {
+                // `unknown` stays: ids are not reused, so an id missing from
+                // an earlier walk is missing from this one too.
+                self.paths = paths;
+                self.last = report;
+                self.problem = report.truncated.then(|| {
+                    format!(
+                        "the cgroup2 tree at {} exceeds the walk bounds (depth {}, {} cgroups); \
+                         sockets of the cgroups left out are counted as `{UNKNOWN}`",
+                        self.mount.mount_point.display(),
+                        self.limits.max_depth,
+                        self.limits.max_cgroups
+                    )
+                });
+            }
+            Err(e) => {
+                self.problem = Some(format!(
+                    "cannot walk the cgroup2 mount {}: {e}",
+                    self.mount.mount_point.display()
+                ));
+            }
+        }
+    }
+
+    /// Why the last walk failed or was incomplete; None when it was whole.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
+    }
+
+    /// Walks done since creation (for tests and a debug log).
+    pub fn walks(&self) -> u64 {
+        self.walks
+    }
+
+    /// What the last successful walk found.
+    pub fn last_walk(&self) -> WalkReport {
+        self.last
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cardinality
+// ---------------------------------------------------------------------------
+
+/// Keeps the first `depth` components of a cgroup path: depth 1 of
+/// `/system.slice/nginx.service` is `/system.slice`, depth 0 is `/`. Values
+/// that are not paths ([`NONE`], [`UNKNOWN`]) are returned unchanged. A
+/// depth of `usize::MAX` keeps every path whole.
+pub fn truncate_path(path: &str, depth: usize) -> &str {
+    if !path.starts_with('/') {
+        return path;
+    }
+    if depth == 0 {
+        return "/";
+    }
+    let mut seen = 0;
+    for (i, c) in path.char_indices().skip(1) {
+        if c == '/' {
+            seen += 1;
+            if seen == depth {
+                return &path[..i];
+            }
+        }
+    }
+    // Fewer than `depth` components: the whole path, without a trailing `/`.
+    match path.trim_end_matches('/') {
+        "" => "/",
+        whole => whole,
+    }
+}
+
+/// Series after the cap: at most `max` keys, sorted by key, with [`OTHER`]
+/// last when anything was cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capped<V> {
+    pub rows: Vec<(String, V)>,
+    /// Keys summed into [`OTHER`] (0 when nothing was cut).
+    pub dropped: usize,
+}
+
+/// Applies a series cap of `max` keys (at least 1). When there are more
+/// keys, the `max - 1` heaviest (by `weight`, ties by key, so the choice is
+/// stable across scrapes) are kept and the rest are merged into one
+/// [`OTHER`] row with `merge`.
+pub fn cap_series<V: Default>(
+    rows: impl IntoIterator<Item = (String, V)>,
+    max: usize,
+    weight: impl Fn(&V) -> u64,
+    mut merge: impl FnMut(&mut V, V),
+) -> Capped<V> {
+    let max = max.max(1);
+    let mut rows: Vec<(String, V)> = rows.into_iter().collect();
+    if rows.len() <= max {
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        return Capped { rows, dropped: 0 };
+    }
+    rows.sort_by(|a, b| weight(&b.1).cmp(&weight(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    let cut = rows.split_off(max - 1);
+    let dropped = cut.len();
+    let mut other = V::default();
+    for (_, v) in cut {
+        merge(&mut other, v);
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.push((OTHER.to_string(), other));
+    Capped { rows, dropped }
+}
+
+/// Reads the cgroup v2 path of a process from /proc/PID/cgroup (the `0::`
+/// line), for tests and diagnostics.
+pub fn process_cgroup(pid: u32) -> io::Result<Option<String>> {
+    let text = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("cgroup"))?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This machine's mountinfo (hybrid: v1 controllers plus cgroup2 at
+    /// /sys/fs/cgroup/unified), trimmed.
+    const HYBRID: &str = "\
+22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    /// A pure v2 host (systemd default): optional fields before ` - `.
+    const PURE_V2: &str = "\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+35 25 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    #[test]
+    fn finds_the_hybrid_mount() {
+        let m = find_cgroup2(HYBRID).unwrap();
+        assert_eq!(m.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
+        assert_eq!(m.root, "/");
+        assert_eq!(m.prefix(), "");
+    }
+
+    #[test]
+    fn finds_the_pure_v2_mount_past_optional_fields() {
+        let m = find_cgroup2(PURE_V2).unwrap();
+        assert_eq!(m.mount_point, PathBuf::from("/sys/fs/cgroup"));
+    }
+
+    #[test]
+    fn no_cgroup2_is_a_clear_problem() {
+        let only_v1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        let err = find_cgroup2(only_v1).unwrap_err();
+        assert!(err.contains("no cgroup2 filesystem is mounted"), "{err}");
+        assert!(find_cgroup2("").is_err());
+    }
+
+    #[test]
+    fn whole_hierarchy_wins_over_a_subtree_mount() {
+        let text = "\
+50 1 0:38 /kubepods/pod1 /mnt/pod rw - cgroup2 cgroup2 rw
+51 1 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            find_cgroup2(text).unwrap().mount_point,
+            PathBuf::from("/sys/fs/cgroup")
+        );
+        let only_sub = "50 1 0:38 /kubepods/pod1 /mnt/pod rw - cgroup2 cgroup2 rw\n";
+        let m = find_cgroup2(only_sub).unwrap();
+        assert_eq!(m.prefix(), "/kubepods/pod1", "subtree paths stay global");
+        let escaped = "50 1 0:38 /../.. /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(find_cgroup2(escaped).unwrap().prefix(), "");
+    }
+
+    #[test]
+    fn decodes_escapes_and_keeps_the_rest() {
+        let line = r"60 22 0:50 /a\040b /mnt/with\040space\011tab\134x rw shared:3 master:1 - cgroup2 my\040src rw";
+        let m = parse_mountinfo_line(line).unwrap();
+        assert_eq!(m.mount_id, 60);
+        assert_eq!(m.root, "/a b");
+        assert_eq!(m.mount_point, "/mnt/with space\ttab\\x");
+        assert_eq!(m.fstype, "cgroup2");
+        assert_eq!(m.source, "my src");
+        // Not an escape: kept literally.
+        assert_eq!(unescape(r"a\0b\9zz\"), r"a\0b\9zz\");
+        assert_eq!(unescape(r"\400"), r"\400", "above 255 is not a byte");
+    }
+
+    #[test]
+    fn malformed_lines_are_errors() {
+        for line in [
+            "garbage",
+            "x 1 0:1 / / rw - ext4 /dev/x rw extra words here",
+            "1 2 0:1 / /mnt rw shared:1 master:2 nothing after",
+            "1 2 0:1 / /mnt rw shared:1 - cgroup2",
+        ] {
+            let err = parse_mountinfo_line(line).unwrap_err();
+            assert!(err.starts_with("bad mountinfo line"), "{line}: {err}");
+        }
+        assert!(find_cgroup2("garbage\n").is_err());
+    }
+
+    #[test]
+    fn truncates_paths_to_a_depth() {
+        let p = "/system.slice/nginx.service";
+        assert_eq!(truncate_path(p, 0), "/");
+        assert_eq!(truncate_path(p, 1), "/system.slice");
+        assert_eq!(truncate_path(p, 2), p);
+        assert_eq!(truncate_path(p, 9), p);
+        assert_eq!(truncate_path(p, usize::MAX), p);
+        let deep = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope";
+        assert_eq!(
+            truncate_path(deep, 3),
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"
+        );
+        assert_eq!(truncate_path("/", 0), "/");
+        assert_eq!(truncate_path("/", 3), "/");
+        assert_eq!(truncate_path(NONE, 1), NONE);
+        assert_eq!(truncate_path(UNKNOWN, 0), UNKNOWN);
+        assert_eq!(truncate_path("/a/", 5), "/a", "trailing slash dropped");
+        // Multi-byte names are cut at the separator, never inside a char.
+        assert_eq!(truncate_path("/é/ü", 1), "/é");
+    }
+
+    #[test]
+    fn caps_series_keeping_the_heaviest() {
+        let rows = vec![
+            ("/c".to_string(), 5u64),
+            ("/a".to_string(), 1),
+            ("/b".to_string(), 9),
+            ("/d".to_string(), 5),
+            (NONE.to_string(), 2),
+        ];
+        let capped = cap_series(rows.clone(), 3, |v| *v, |a, b| *a += b);
+        // Kept: /b (9), then /c and /d tie at 5: /c wins by key.
+        assert_eq!(
+            capped.rows,
+            vec![
+                ("/b".to_string(), 9),
+                ("/c".to_string(), 5),
+                (OTHER.to_string(), 5 + 1 + 2),
+            ]
+        );
+        assert_eq!(capped.dropped, 3);
+        let all = cap_series(rows.clone(), 5, |v| *v, |a, b| *a += b);
+        assert_eq!(all.dropped, 0);
+        assert_eq!(all.rows.len(), 5);
+        assert_eq!(all.rows[0].0, "/a", "sorted by key");
+        let one = cap_series(rows, 0, |v| *v, |a, b| *a += b);
+        assert_eq!(one.rows, vec![(OTHER.to_string(), 22)]);
+        assert_eq!(one.dropped, 5);
+    }
+
+    #[test]
+    fn walks_a_directory_tree_by_inode() {
+        // Any directory tree works: the walk only reads names and d_ino.
+        let dir = std::env::temp_dir().join(format!("sockdiag-cgwalk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for d in ["a/x", "a/y", "b", "c/d/e/f"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        fs::write(dir.join("a/cgroup.procs"), "").unwrap();
+        let mount = Cgroup2Mount {
+            mount_point: dir.clone(),
+            root: "/".into(),
+        };
+        let ino = |p: &str| fs::metadata(dir.join(p)).unwrap().ino();
+        let (paths, report) = walk(&mount, WalkLimits::default()).unwrap();
+        assert_eq!(
+            report,
+            WalkReport {
+                cgroups: 9,
+                truncated: false
+            }
+        );
+        assert_eq!(paths[&fs::metadata(&dir).unwrap().ino()], "/");
+        assert_eq!(paths[&ino("a/y")], "/a/y");
+        assert_eq!(paths[&ino("c/d/e/f")], "/c/d/e/f");
+        assert!(!paths.values().any(|p| p.contains("cgroup.procs")));
+
+        let shallow = WalkLimits {
+            max_depth: 2,
+            max_cgroups: 100,
+        };
+        let (paths, report) = walk(&mount, shallow).unwrap();
+        assert!(report.truncated);
+        assert!(paths.contains_key(&ino("c/d")));
+        assert!(!paths.contains_key(&ino("c/d/e")));
+        let few = WalkLimits {
+            max_depth: 32,
+            max_cgroups: 3,
+        };
+        let (paths, report) = walk(&mount, few).unwrap();
+        assert_eq!(
+            (paths.len(), report.cgroups, report.truncated),
+            (3, 3, true)
+        );
+
+        // The cache: one walk per collection at most; an id missing from a
+        // walk made for it is remembered as unknown.
+        let mut cache = CgroupPaths::new(mount.clone(), WalkLimits::default());
+        cache.start_collection();
+        assert_eq!(cache.resolve(Some(ino("b"))), "/b");
+        assert_eq!(cache.walks(), 1);
+        assert_eq!(cache.resolve(None), NONE);
+        fs::create_dir(dir.join("b/new")).unwrap();
+        assert_eq!(cache.resolve(Some(ino("b/new"))), UNKNOWN, "no second walk");
+        assert_eq!(cache.walks(), 1);
+        cache.start_collection();
+        assert_eq!(cache.resolve(Some(ino("b/new"))), "/b/new");
+        assert_eq!(cache.walks(), 2);
+        let missing = u64::MAX - 7;
+        assert_eq!(cache.resolve(Some(missing)), UNKNOWN);
+        assert_eq!(cache.walks(), 2, "already walked this collection");
+        cache.start_collection();
+        assert_eq!(cache.resolve(Some(missing)), UNKNOWN);
+        assert_eq!(cache.walks(), 3, "a walk for the id itself");
+        cache.start_collection();
+        assert_eq!(cache.resolve(Some(missing)), UNKNOWN);
+        assert_eq!(cache.walks(), 3, "known unknown: no more walks");
+        assert_eq!(cache.problem(), None);
+
+        fs::remove_dir_all(&dir).unwrap();
+        cache.start_collection();
+        let gone = u64::MAX - 1;
+        assert_eq!(cache.resolve(Some(gone)), UNKNOWN);
+        let problem = cache.problem().unwrap();
+        assert!(problem.contains("cannot walk"), "{problem}");
+        // A failed walk proves nothing: the id is retried next collection.
+        cache.start_collection();
+        cache.resolve(Some(gone));
+        assert_eq!(cache.walks(), 5);
+    }
+
+    #[test]
+    fn detect_reads_this_machine() {
+        // Whatever the host has, detect either finds a mount that exists or
+        // says why not.
+        match detect() {
+            Ok(m) => assert!(m.mount_point.is_dir(), "{m:?}"),
+            Err(e) => assert!(e.contains("cgroup2"), "{e}"),
+        }
+    }
+}

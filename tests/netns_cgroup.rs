@@ -1,0 +1,476 @@
+//! Issue 4 building blocks against the real kernel (root; skipped with a
+//! printed reason otherwise): network namespace discovery, labels, entering
+//! and per-namespace dumps; cgroup ids mapped to test-owned cgroups; an
+//! unprivileged discovery.
+//!
+//! Helper processes are this binary run again (`helper_process_entry`);
+//! every namespace, cgroup and process a test makes carries the test
+//! process id in its name and is removed by a guard, also on failure.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use common::ns::*;
+use common::poll_until;
+use sockdiag_exporter::cgroup::{self, CgroupPaths, WalkLimits};
+use sockdiag_exporter::collect::{Collector, DumpMode, Options};
+use sockdiag_exporter::diag::TcpState;
+use sockdiag_exporter::netns::{self, Namespace, PerNamespace};
+use sockdiag_exporter::transport::Netlink;
+
+const ENTRY: &str = "helper_process_entry";
+
+/// Not a test: the body of helper processes (see tests/common/ns.rs). In a
+/// normal run it returns at once.
+#[test]
+fn helper_process_entry() {
+    run_helper_if_asked();
+}
+
+fn skip(reason: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn ip_works() -> bool {
+    std::process::Command::new("ip")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Opens `listeners` IPv4 loopback listeners and `pairs` accepted
+/// connections to the first, in the calling thread's namespace.
+fn open_sockets(listeners: u32, pairs: u32) -> (Vec<TcpListener>, Vec<TcpStream>) {
+    let ls: Vec<TcpListener> = (0..listeners)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let mut streams = Vec::new();
+    for _ in 0..pairs {
+        let port = ls[0].local_addr().unwrap().port();
+        streams.push(TcpStream::connect(("127.0.0.1", port)).expect("connect"));
+        streams.push(ls[0].accept().expect("accept").0);
+    }
+    (ls, streams)
+}
+
+/// (listen, established, total) from one collection through `nl`.
+fn counts(nl: Netlink) -> (u64, u64, u64) {
+    let mut c = Collector::new(
+        nl,
+        Options::tcp_only(DumpMode::Auto, Duration::from_secs(10)),
+    );
+    let stats = c.collect_tcp().expect("collect");
+    let total = TcpState::ALL.iter().map(|s| stats.total(*s)).sum();
+    (
+        stats.total(TcpState::Listen),
+        stats.total(TcpState::Established),
+        total,
+    )
+}
+
+fn ns_ino_of_pid(pid: u32) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .expect("stat helper ns")
+        .ino()
+}
+
+#[test]
+fn discovers_labels_and_counts_every_namespace() {
+    if !is_root() {
+        skip(format_args!(
+            "needs root to create and enter network namespaces"
+        ));
+        return;
+    }
+    if !ip_works() {
+        skip(format_args!("needs `ip` (iproute2) for named namespaces"));
+        return;
+    }
+    let prefix = format!("sdtest-{}", std::process::id());
+    let home = netns::current().unwrap();
+
+    // Two named namespaces (sockets made from here, via with_netns) and two
+    // held only by a helper process (sockets made by the helper).
+    let mut named_a = NamedNs::add(&format!("{prefix}-a")).expect("ip netns add");
+    let named_b = NamedNs::add(&format!("{prefix}-b")).expect("ip netns add");
+    let h1 = Helper::spawn(
+        ENTRY,
+        &HelperSpec {
+            listeners: 2,
+            pairs: 1,
+            private_netns: true,
+            ..Default::default()
+        },
+    );
+    let mut h2 = Helper::spawn(
+        ENTRY,
+        &HelperSpec {
+            listeners: 1,
+            pairs: 3,
+            private_netns: true,
+            ..Default::default()
+        },
+    );
+
+    let found = netns::discover(usize::MAX);
+    let by = netns::by_label(&found);
+    assert_eq!(found.namespaces[0].label, "host");
+    assert_eq!(found.namespaces[0].id, home);
+    assert!(found.namespaces[0].own);
+    assert_eq!(found.skipped, 0);
+    let ns_a = (*by.get(named_a.name.as_str()).expect("named a found")).clone();
+    let ns_b = (*by.get(named_b.name.as_str()).expect("named b found")).clone();
+    assert_eq!(ns_a.name.as_deref(), Some(named_a.name.as_str()));
+    let ns_h = |h: &Helper| -> Namespace {
+        let ino = ns_ino_of_pid(h.pid);
+        let ns = found
+            .namespaces
+            .iter()
+            .find(|ns| ns.id.ino == ino)
+            .unwrap_or_else(|| panic!("helper {}'s namespace {ino} not found", h.pid));
+        assert_eq!(ns.label, format!("ino:{ino}"));
+        assert_eq!(ns.lowest_pid, Some(h.pid), "the helper is alone in it");
+        assert_eq!(ns.processes, 1);
+        ns.clone()
+    };
+    let (ns_h1, ns_h2) = (ns_h(&h1), ns_h(&h2));
+    // Labels are unique and ids are deduplicated.
+    assert_eq!(by.len(), found.namespaces.len());
+    let mut ids: Vec<_> = found.namespaces.iter().map(|n| n.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), found.namespaces.len());
+
+    // Sockets inside the named ones, made on this thread while entered.
+    let held_a = netns::with_netns(&ns_a, || {
+        netns::set_link_up("lo").unwrap();
+        open_sockets(3, 2)
+    })
+    .expect("enter a");
+    let held_b = netns::with_netns(&ns_b, || {
+        netns::set_link_up("lo").unwrap();
+        open_sockets(1, 4)
+    })
+    .expect("enter b");
+    assert_eq!(
+        netns::current().unwrap(),
+        home,
+        "back home after with_netns"
+    );
+
+    // A panic inside still brings the thread back.
+    let panicked = std::panic::catch_unwind(|| {
+        netns::with_netns(&ns_a, || {
+            assert_ne!(netns::current().unwrap(), home);
+            panic!("inside a");
+        })
+    });
+    assert!(panicked.is_err());
+    assert_eq!(netns::current().unwrap(), home, "back home after a panic");
+
+    // One cached netlink socket per namespace, opened both ways.
+    let mut cache: PerNamespace<Netlink> = PerNamespace::new();
+    let open = || Netlink::open(Duration::from_secs(10));
+    for ns in [&ns_a, &ns_h1] {
+        cache
+            .get_or_try_insert_with(ns.id, || netns::with_netns(ns, open).and_then(|r| r))
+            .expect("open in namespace");
+    }
+    for ns in [&ns_b, &ns_h2] {
+        cache
+            .get_or_try_insert_with(ns.id, || netns::run_on_new_thread(ns, open).and_then(|r| r))
+            .expect("open in namespace on a new thread");
+    }
+    assert_eq!(netns::current().unwrap(), home);
+    // Exact counts: (listen, established, every state).
+    let expect = [
+        (&ns_a, (3, 4, 7)),
+        (&ns_b, (1, 8, 9)),
+        (&ns_h1, (2, 2, 4)),
+        (&ns_h2, (1, 6, 7)),
+    ];
+    for (ns, want) in expect {
+        let nl = cache.remove(ns.id).unwrap();
+        assert_eq!(counts(nl), want, "namespace {}", ns.label);
+        let nl = netns::run_on_new_thread(ns, open).unwrap().unwrap();
+        assert!(cache
+            .get_or_try_insert_with(ns.id, || Ok::<_, ()>(nl))
+            .is_ok());
+    }
+
+    // The limit keeps the own namespace first and counts the rest.
+    let limited = netns::discover(2);
+    assert_eq!(limited.namespaces.len(), 2);
+    assert_eq!(limited.namespaces[0].label, "host");
+    assert!(limited.skipped >= 3, "skipped {}", limited.skipped);
+
+    // Delete a named namespace while this process still holds sockets in it
+    // (so it lives on, unnamed and without processes), and end a helper.
+    named_a.delete();
+    h2.kill();
+    let after = netns::discover(usize::MAX);
+    let labels: Vec<&str> = after.namespaces.iter().map(|n| n.label.as_str()).collect();
+    assert!(!labels.contains(&named_a.name.as_str()), "{labels:?}");
+    assert!(!labels.contains(&ns_h2.label.as_str()), "{labels:?}");
+    assert!(labels.contains(&named_b.name.as_str()), "{labels:?}");
+    assert!(labels.contains(&ns_h1.label.as_str()), "{labels:?}");
+    assert_eq!(cache.retain_live(&after.namespaces), 2);
+    assert!(cache.contains(ns_b.id) && cache.contains(ns_h1.id));
+    let gone = ns_a.open().unwrap_err();
+    assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
+    assert!(netns::with_netns(&ns_h2, || ()).is_err());
+    assert_eq!(netns::current().unwrap(), home);
+    drop((held_a, held_b));
+}
+
+#[test]
+fn cgroup_ids_map_to_the_test_cgroups() {
+    if !is_root() {
+        skip(format_args!(
+            "needs root to create cgroups and move processes"
+        ));
+        return;
+    }
+    let mount = match cgroup::detect() {
+        Ok(m) => m,
+        Err(e) => {
+            skip(format_args!("{e}"));
+            return;
+        }
+    };
+    let top_name = format!("sockdiag-test-{}", std::process::id());
+    let top = match TestCgroup::create(&mount.mount_point, &top_name) {
+        Ok(t) => t,
+        Err(e) => {
+            skip(format_args!(
+                "cgroup2 at {} is not writable: {e}",
+                mount.mount_point.display()
+            ));
+            return;
+        }
+    };
+    // The sockets live in this thread's private namespace (helpers inherit
+    // it), so the dump holds nothing else.
+    if !common::require_root_netns() {
+        return;
+    }
+    let cg_a = TestCgroup::create(&top.path, "a").unwrap();
+    let cg_b = TestCgroup::create(&top.path, "b").unwrap();
+    let cg_c = TestCgroup::create(&top.path, "c").unwrap();
+    let ha = Helper::spawn(
+        ENTRY,
+        &HelperSpec {
+            listeners: 2,
+            pairs: 3,
+            time_wait: 2,
+            syn_recv: 2,
+            cgroup: Some(cg_a.path.clone()),
+            ..Default::default()
+        },
+    );
+    let a_port: u16 = ha.field("port").parse().unwrap();
+    // b also connects once to a's listener, unaccepted: the server side is a
+    // child of a's listener.
+    let hb = Helper::spawn(
+        ENTRY,
+        &HelperSpec {
+            listeners: 1,
+            pairs: 1,
+            connect_to: Some(a_port),
+            cgroup: Some(cg_b.path.clone()),
+            ..Default::default()
+        },
+    );
+    // c's listener outlives c: taken over by this process, then c's process
+    // ends and the cgroup is removed.
+    let mut hc = Helper::spawn(
+        ENTRY,
+        &HelperSpec {
+            listeners: 1,
+            cgroup: Some(cg_c.path.clone()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        cgroup::process_cgroup(ha.pid).unwrap().as_deref(),
+        Some(format!("/{top_name}/a").as_str())
+    );
+    let stolen = common::steal_socket_fd(
+        hc.pid as libc::pid_t,
+        hc.field("listener_inode").parse().unwrap(),
+    )
+    .expect("take over c's listener");
+    hc.kill();
+    cg_c.remove().expect("rmdir c");
+
+    // Wait (bounded) for the closes to settle into exactly 2 TIME_WAIT.
+    let sockets = poll_until(Duration::from_secs(10), || {
+        let s = dump_ipv4_tcp();
+        let tw = s.iter().filter(|s| s.state == 6).count();
+        let req = s.iter().filter(|s| s.state == 3 || s.state == 12).count();
+        let transient = s.iter().filter(|s| [4, 5, 9].contains(&s.state)).count();
+        if tw == 2 && req == 2 && transient == 0 {
+            Ok(s)
+        } else {
+            Err(format!(
+                "{tw} TIME_WAIT, {req} SYN_RECV, {transient} closing: {s:?}"
+            ))
+        }
+    })
+    .expect("settled dump");
+
+    let mut full_attrs = None;
+    let mut tw_attrs = None;
+    let mut req_attrs = None;
+    for s in &sockets {
+        if s.state == 6 {
+            assert_eq!(s.cgroup_id, None, "TIME_WAIT carries no cgroup: {s:?}");
+            tw_attrs.get_or_insert(s.attrs.clone());
+        } else if s.state == 3 || s.state == 12 {
+            assert_eq!(s.cgroup_id, None, "request sockets carry no cgroup: {s:?}");
+            req_attrs.get_or_insert(s.attrs.clone());
+        } else {
+            assert!(s.cgroup_id.is_some(), "full socket without cgroup: {s:?}");
+            full_attrs.get_or_insert(s.attrs.clone());
+        }
+    }
+
+    let mut paths = CgroupPaths::new(mount.clone(), WalkLimits::default());
+    paths.start_collection();
+    let mut got: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for s in &sockets {
+        let label = paths.resolve(s.cgroup_id).to_string();
+        let state = common::state_label(s.state).unwrap();
+        *got.entry((label, state)).or_default() += 1;
+    }
+    let a = format!("/{top_name}/a");
+    let b = format!("/{top_name}/b");
+    let want: BTreeMap<(String, &str), u64> = [
+        ((a.clone(), "listen"), 2 + 1),
+        ((a.clone(), "established"), 2 * 3 + 1 + 2),
+        ((b.clone(), "listen"), 1),
+        ((b.clone(), "established"), 2 + 1),
+        ((cgroup::UNKNOWN.to_string(), "listen"), 1),
+        ((cgroup::NONE.to_string(), "time_wait"), 2),
+        ((cgroup::NONE.to_string(), "syn_recv"), 2),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want, "sockets: {sockets:#?}");
+    assert_eq!(paths.walks(), 1, "one walk for the whole collection");
+    assert_eq!(paths.problem(), None);
+
+    // Depth 1 folds a and b into the test's top cgroup.
+    let mut by_top: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((label, _), n) in &got {
+        *by_top.entry(cgroup::truncate_path(label, 1)).or_default() += n;
+    }
+    assert_eq!(by_top[format!("/{top_name}").as_str()], 3 + 9 + 1 + 3);
+
+    let _ = writeln!(
+        std::io::stderr(),
+        "kernel {}: attributes of full sockets {:?}, TIME_WAIT {:?}, request sockets {:?}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        full_attrs,
+        tw_attrs,
+        req_attrs
+    );
+    drop(stolen);
+    drop((ha, hb));
+}
+
+#[test]
+fn unprivileged_discovery_serves_the_own_namespace() {
+    if !is_root() {
+        // Already unprivileged: the own namespace must still be there.
+        let found = netns::discover(usize::MAX);
+        assert_eq!(found.namespaces[0].label, "host");
+        skip(format_args!(
+            "needs root to drop to uid 65534 (ran the discovery as this user instead)"
+        ));
+        return;
+    }
+    let _named = if ip_works() {
+        NamedNs::add(&format!("sdtest-{}-u", std::process::id())).ok()
+    } else {
+        None
+    };
+    let h = Helper::spawn(
+        ENTRY,
+        &HelperSpec {
+            discover: true,
+            uid: Some(65534),
+            ..Default::default()
+        },
+    );
+    assert_eq!(h.field("uid"), "65534");
+    assert_eq!(
+        h.field("dump_ok"),
+        "true",
+        "own namespace dump: {:?}",
+        h.lines
+    );
+    let home = netns::current().unwrap();
+    let own_line = format!("NS label=host ino={} own=true", home.ino);
+    assert!(h.lines.contains(&own_line), "{:?}", h.lines);
+    let problem = h
+        .lines
+        .iter()
+        .find(|l| l.starts_with("PROBLEM "))
+        .unwrap_or_else(|| panic!("no problem reported: {:?}", h.lines));
+    assert!(problem.contains("permission denied"), "{problem}");
+    let denied: usize = h
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("DENIED "))
+        .and_then(|n| n.parse().ok())
+        .expect("DENIED line");
+    assert!(denied > 0, "{:?}", h.lines);
+    // Without CAP_NET_ADMIN there is no MARK, but the cgroup id still comes:
+    // the helper's cgroup is ours.
+    let mount = cgroup::detect();
+    let attrs = h
+        .lines
+        .iter()
+        .find(|l| l.starts_with("ATTRS "))
+        .unwrap_or_else(|| panic!("own listener not in the dump: {:?}", h.lines));
+    let _ = writeln!(
+        std::io::stderr(),
+        "unprivileged dump of a listener: {attrs}"
+    );
+    let kinds: Vec<u16> = attrs
+        .split(['[', ']'])
+        .nth(1)
+        .unwrap_or("")
+        .split(", ")
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    assert!(kinds.contains(&21), "CGROUP_ID without privilege: {attrs}");
+    assert!(!kinds.contains(&15), "MARK needs CAP_NET_ADMIN: {attrs}");
+    if let (Ok(mount), Ok(Some(path))) = (mount, cgroup::process_cgroup(std::process::id())) {
+        let dir = mount.mount_point.join(path.trim_start_matches('/'));
+        let id = std::fs::metadata(dir).unwrap().ino();
+        assert!(attrs.ends_with(&format!(" cgroup={id}")), "{attrs}");
+    }
+    // Entering another namespace needs CAP_SYS_ADMIN: a clean EPERM.
+    let enter = h
+        .lines
+        .iter()
+        .find(|l| l.starts_with("ENTER "))
+        .unwrap_or_else(|| panic!("no other namespace to try: {:?}", h.lines));
+    assert!(enter.contains(" PermissionDenied "), "{enter}");
+    assert!(enter.contains("Operation not permitted"), "{enter}");
+}
