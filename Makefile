@@ -116,6 +116,8 @@ rpm: baseline
 package-test: deb rpm
 	PATH="$(PKG_PATH)" PKG_VENV="$(PKG_VENV)" GLIBC_BASELINE=$(GLIBC_BASELINE) bash tests/package/run.sh
 ## fuzz: run each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 1800), one at a time, niced, then minimise its corpus
+# fuzz/regressions/<target>/ (inputs that once crashed) is read but never
+# minimised away; cmin renames the seeds, so seeds.py writes them again.
 # libFuzzer needs nightly flags: RUSTC_BOOTSTRAP=1 allows them on stable. No
 # sanitizer (-s none): the fuzzed path is safe Rust, so the bugs to find are
 # panics, which libFuzzer catches without ASan; -a keeps overflow checks on.
@@ -128,9 +130,11 @@ FUZZ         := RUSTC_BOOTSTRAP=1 nice -n 10 $(CARGO) fuzz
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
-		$(FUZZ) run -O -a -s none $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) || exit 1; \
-		$(FUZZ) cmin -O -a -s none $$t || exit 1; \
+		mkdir -p corpus/$$t regressions/$$t; \
+		$(FUZZ) run -O -a -s none $$t corpus/$$t regressions/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) || exit 1; \
+		$(FUZZ) cmin -O -a -s none $$t corpus/$$t || exit 1; \
 	done
+	python3 fuzz/seeds.py
 
 clean:
 	$(CARGO) clean

@@ -1,7 +1,7 @@
-//! Replays the fuzz corpus (fuzz/corpus/<target>/) through the same harness
-//! functions the libFuzzer targets call (fuzz/harness.rs), without
-//! libFuzzer, so every `cargo test` re-checks every input the fuzzers kept,
-//! including the ones that once crashed (`regress-*` files).
+//! Replays the fuzz corpus (fuzz/corpus/<target>/) and the inputs that once
+//! crashed (fuzz/regressions/<target>/) through the same harness functions
+//! the libFuzzer targets call (fuzz/harness.rs), without libFuzzer, so every
+//! `cargo test` re-checks every input the fuzzers kept.
 
 #[path = "../fuzz/harness.rs"]
 mod harness;
@@ -9,23 +9,23 @@ mod harness;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-/// Runs every file of one corpus through `run`; fails naming each input
-/// that panics.
+/// Runs every file of one target's corpus and regressions through `run`;
+/// fails naming each input that panics.
 fn replay(target: &str, run: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
+    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in [
+        fuzz.join("corpus").join(target),
+        fuzz.join("regressions").join(target),
+    ] {
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => files.extend(entries.map(|entry| entry.unwrap().path())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+    }
     files.sort();
-    assert!(
-        files.len() >= 10,
-        "{}: only {} inputs",
-        dir.display(),
-        files.len()
-    );
+    assert!(files.len() >= 10, "{target}: only {} inputs", files.len());
     let failed: Vec<String> = files
         .iter()
         .filter(|path| {
