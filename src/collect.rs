@@ -389,6 +389,11 @@ impl OwnedStats {
     }
 }
 
+/// Errnos with which a kernel refuses a request it does not support.
+fn is_unsupported(errno: i32) -> bool {
+    matches!(errno, libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT)
+}
+
 /// One collector's outcome in one collection.
 #[derive(Debug)]
 pub struct Report {
@@ -504,14 +509,18 @@ impl<T: Transport> Collector<T> {
     }
 
     /// In auto mode, a kernel error answering the legacy request (before any
-    /// socket arrived) means "use the other request", not "fail".
+    /// socket arrived) that says "not supported" means "use the other
+    /// request", not "fail". Transient errors (EBUSY, ENOMEM, ENOBUFS, ...)
+    /// fail this collection and leave the legacy request in use.
     fn is_legacy_refusal(&self, error: &CollectError) -> bool {
         self.options.tcp_dump == DumpMode::Auto
             && !self.legacy_refused
             && error.request == DumpRequest::Legacy.name()
             && matches!(
                 error.kind,
-                ErrorKind::Parse(ParseError::KernelError { .. } | ParseError::DoneError { .. })
+                ErrorKind::Parse(
+                    ParseError::KernelError { errno } | ParseError::DoneError { errno }
+                ) if is_unsupported(errno)
             )
             && self.tcp.sockets == crate::aggregate::ByState::default()
     }
@@ -635,6 +644,19 @@ mod tests {
         let sent: Vec<_> = c.transport().sent.iter().map(|s| s.0).collect();
         assert_eq!(sent[0], DumpRequest::Legacy);
         assert_eq!(&sent[1..], [BY_FAMILY, BY_FAMILY].concat());
+    }
+
+    #[test]
+    fn auto_keeps_legacy_after_a_transient_error() {
+        let script = Script::default()
+            .answer(vec![Ok(error(libc::EBUSY))])
+            .answer(vec![Ok(sock(18, AF_INET, 1, 0)), Ok(done(0))]);
+        let mut c = collector(script, DumpMode::Auto);
+        let err = c.collect_tcp().unwrap_err();
+        assert!(err.to_string().contains("busy"), "{err}");
+        assert_eq!(c.collect_tcp().unwrap().total(TcpState::Established), 1);
+        let sent: Vec<_> = c.transport().sent.iter().map(|s| s.0).collect();
+        assert_eq!(sent, [DumpRequest::Legacy, DumpRequest::Legacy]);
     }
 
     #[test]
