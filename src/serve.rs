@@ -674,10 +674,14 @@ fn eviction_victim(conns: &[Conn]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// Accepts every pending connection, making room under the cap with
-/// [`eviction_victim`].
+/// Accepts pending connections, making room under the cap with
+/// [`eviction_victim`]: at most half the cap per loop turn, so that a
+/// connection accepted now is read (on the next turn, before any further
+/// accepts) before a flood of new ones could make it the oldest and evict
+/// it unread. Without this bound, a burst of reconnecting slow clients in
+/// the backlog evicted a scrape whose request had already arrived.
 fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: &Config) {
-    loop {
+    for _ in 0..(config.max_connections / 2).max(1) {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
