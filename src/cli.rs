@@ -9,7 +9,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::aggregate::PortSet;
-use crate::collect::{DumpMode, Kind, Options};
+use crate::collect::{DumpMode, Options};
 use crate::log::Level;
 use crate::metrics::Shape;
 use crate::serve::ListenAddr;
@@ -33,6 +33,9 @@ pub const DOTTED_FLAGS: &[&str] = &[
     "--collector.unix.max-listeners",
     "--collector.ports.max-series",
     "--collector.timeout",
+    "--collector.netns.max",
+    "--collector.cgroup.depth",
+    "--collector.cgroup.max-series",
     "--compat.node-exporter",
     "--source.fixture",
     // Collector switches, each with a --no- form.
@@ -40,10 +43,14 @@ pub const DOTTED_FLAGS: &[&str] = &[
     "--collector.udp",
     "--collector.unix",
     "--collector.listeners",
+    "--collector.netns",
+    "--collector.cgroup",
     "--no-collector.tcp",
     "--no-collector.udp",
     "--no-collector.unix",
     "--no-collector.listeners",
+    "--no-collector.netns",
+    "--no-collector.cgroup",
 ];
 
 /// Flags that take no value (everything else in [`DOTTED_FLAGS`] takes one).
@@ -53,12 +60,19 @@ const SWITCHES: &[&str] = &[
     "--collector.udp",
     "--collector.unix",
     "--collector.listeners",
+    "--collector.netns",
+    "--collector.cgroup",
     "--no-collector.tcp",
     "--no-collector.udp",
     "--no-collector.unix",
     "--no-collector.listeners",
+    "--no-collector.netns",
+    "--no-collector.cgroup",
     "--version",
 ];
+
+/// The collectors with an on/off switch pair.
+const SWITCHED: &[&str] = &["tcp", "listeners", "udp", "unix", "netns", "cgroup"];
 
 /// The `dump` subcommand's own flags; any other flag given after `dump` is
 /// a main-command flag and is moved in front of it.
@@ -222,6 +236,33 @@ pub struct Args {
     /// disable the unix socket collector
     #[argh(switch)]
     pub no_collector_unix: bool,
+    /// collect from every network namespace on the host, each with its own
+    /// netns label (needs CAP_SYS_ADMIN and CAP_SYS_PTRACE; default off)
+    #[argh(switch)]
+    pub collector_netns: bool,
+    /// collect from the own network namespace only (the default)
+    #[argh(switch)]
+    pub no_collector_netns: bool,
+    /// network namespaces collected at most (the own one first, then named
+    /// ones, then the rest by inode); the rest are counted in
+    /// sockdiag_netns_skipped (default 512)
+    #[argh(option, arg_name = "count", default = "512", from_str_fn(positive))]
+    pub collector_netns_max: usize,
+    /// count TCP sockets by the cgroup v2 path of their owner, as
+    /// sockdiag_cgroup_sockets (default off)
+    #[argh(switch)]
+    pub collector_cgroup: bool,
+    /// do not count sockets by cgroup (the default)
+    #[argh(switch)]
+    pub no_collector_cgroup: bool,
+    /// sum cgroups into their first N path components, e.g. 2 for
+    /// /kubepods.slice/kubepods-burstable.slice (default: whole paths)
+    #[argh(option, arg_name = "N", from_str_fn(positive))]
+    pub collector_cgroup_depth: Option<usize>,
+    /// cgroup series per namespace at most; the lightest cgroups are summed
+    /// as "other" and counted in sockdiag_series_dropped (default 500)
+    #[argh(option, arg_name = "count", default = "500", from_str_fn(positive))]
+    pub collector_cgroup_max_series: usize,
 
     /// also serve node_exporter's node_tcp_connection_states{state}, so
     /// existing tcpstat dashboards keep working
@@ -256,11 +297,23 @@ impl Args {
         }
     }
 
+    /// `--collector.netns` (the last of the pair given).
+    pub fn netns(&self) -> bool {
+        self.collector_netns && !self.no_collector_netns
+    }
+
+    /// `--collector.cgroup` (the last of the pair given).
+    pub fn cgroup(&self) -> bool {
+        self.collector_cgroup && !self.no_collector_cgroup
+    }
+
     /// How to shape the series.
     pub fn shape(&self) -> Shape {
         Shape {
             process: true,
             compat_node_exporter: self.compat_node_exporter,
+            netns: self.netns(),
+            cgroup: self.cgroup(),
             max_listeners: self.collector_listeners_max,
             max_unix_listeners: self.collector_unix_max_listeners,
             max_port_series: self.collector_ports_max_series,
@@ -472,9 +525,9 @@ fn hoist_after_dump(args: Vec<String>) -> Vec<String> {
 
 /// Drops every `--collector-X` / `--no-collector-X` but the last of each pair.
 fn last_switch_wins(args: &mut Vec<String>) {
-    for kind in Kind::ALL {
-        let on = format!("--collector-{}", kind.label());
-        let off = format!("--no-collector-{}", kind.label());
+    for name in SWITCHED {
+        let on = format!("--collector-{name}");
+        let off = format!("--no-collector-{name}");
         if let Some(last) = args.iter().rposition(|a| *a == on || *a == off) {
             let mut i = 0;
             args.retain(|a| {

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::collect::{Collector, Kind};
+use crate::collect::Kind;
 use crate::log::{self, Level};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NetnsInfo};
+use crate::namespaces::Fleet;
 use crate::render;
 use crate::transport::Transport;
 
@@ -25,19 +26,19 @@ pub struct Snapshot {
 }
 
 pub struct Exporter<T> {
-    collector: Collector<T>,
+    fleet: Fleet<T>,
     metrics: Metrics,
-    /// Each collector's last error, so a persistent fault logs once, not
-    /// per scrape, and recovery is logged once too.
-    last_errors: Vec<(Kind, String)>,
+    /// Each collector's last error per namespace label, so a persistent
+    /// fault logs once, not per scrape, and recovery is logged once too.
+    last_errors: Vec<(String, Kind, String)>,
     /// Log failures (the server) or leave them to the caller (`dump`).
     log_failures: bool,
 }
 
 impl<T: Transport> Exporter<T> {
-    pub fn new(collector: Collector<T>, metrics: Metrics) -> Exporter<T> {
+    pub fn new(fleet: Fleet<T>, metrics: Metrics) -> Exporter<T> {
         Exporter {
-            collector,
+            fleet,
             metrics,
             last_errors: Vec::new(),
             log_failures: true,
@@ -59,52 +60,81 @@ impl<T: Transport> Exporter<T> {
         let parts: Vec<String> = self
             .last_errors
             .iter()
-            .map(|(kind, e)| format!("{} collector: {e}", kind.label()))
+            .map(|(netns, kind, e)| match self.fleet.netns() {
+                None => format!("{} collector: {e}", kind.label()),
+                Some(_) => format!("{} collector in netns {netns}: {e}", kind.label()),
+            })
             .collect();
         Some(parts.join("; "))
     }
 
-    pub fn collector(&self) -> &Collector<T> {
-        &self.collector
+    pub fn fleet(&self) -> &Fleet<T> {
+        &self.fleet
     }
 
     /// Runs one collection and renders it.
     pub fn refresh(&mut self) -> Snapshot {
         let started = Instant::now();
-        let reports = self.collector.collect();
+        self.fleet.collect();
         let duration = started.elapsed();
+        let parts = self.fleet.parts();
+        let netns = self.fleet.netns();
         let mut errors = Vec::new();
-        for report in &reports {
-            let previous = self
-                .last_errors
-                .iter()
-                .find(|(kind, _)| *kind == report.kind)
-                .map(|(_, e)| e.as_str());
-            match (&report.error, previous) {
-                (None, Some(last)) => {
-                    log::log(
-                        Level::Info,
-                        "collection recovered",
-                        &[("collector", &report.kind.label()), ("last_err", &last)],
-                    );
+        for part in &parts {
+            for report in part.reports {
+                let previous = self
+                    .last_errors
+                    .iter()
+                    .find(|(netns, kind, _)| netns == part.label && *kind == report.kind)
+                    .map(|(_, _, e)| e.as_str());
+                let collector = report.kind.label();
+                let mut fields: Vec<(&str, &dyn std::fmt::Display)> =
+                    vec![("collector", &collector)];
+                if netns.is_some() {
+                    fields.push(("netns", &part.label));
                 }
-                (Some(error), previous) => {
-                    let message = error.to_string();
-                    if self.log_failures && previous != Some(message.as_str()) {
-                        log::log(
-                            Level::Error,
-                            "collection failed; the collector's series are left out until it recovers",
-                            &[("collector", &report.kind.label()), ("err", &message)],
-                        );
+                match (&report.error, previous) {
+                    (None, Some(last)) => {
+                        fields.push(("last_err", &last));
+                        log::log(Level::Info, "collection recovered", &fields);
                     }
-                    errors.push((report.kind, message));
+                    (Some(error), previous) => {
+                        let message = error.to_string();
+                        if self.log_failures && previous != Some(message.as_str()) {
+                            fields.push(("err", &message));
+                            log::log(
+                                Level::Error,
+                                "collection failed; the collector's series are left out until it recovers",
+                                &fields,
+                            );
+                        }
+                        errors.push((part.label.to_string(), report.kind, message));
+                    }
+                    (None, None) => {}
                 }
-                (None, None) => {}
             }
         }
         self.last_errors = errors;
-        self.metrics.record(self.collector.stats(), &reports);
-        let success = self.last_errors.is_empty();
+        self.metrics.begin();
+        for part in &parts {
+            self.metrics
+                .record_namespace(part.label, part.stats, part.reports);
+        }
+        if let Some(netns) = netns {
+            self.metrics.record_global_health("netns", netns.health);
+            let infos: Vec<NetnsInfo<'_>> = netns
+                .namespaces
+                .iter()
+                .map(|ns| NetnsInfo {
+                    label: &ns.label,
+                    inode: ns.inode,
+                    lowest_pid: ns.lowest_pid,
+                })
+                .collect();
+            self.metrics
+                .record_netns(&infos, netns.skipped, netns.unreadable);
+        }
+        let success = self.last_errors.is_empty() && netns.map_or(true, |n| n.health.ok);
         log::log(
             Level::Debug,
             "collected",
@@ -115,7 +145,7 @@ impl<T: Transport> Exporter<T> {
         );
         Snapshot {
             text: self.metrics.encode(),
-            summary: render::table(self.collector.stats(), &reports),
+            summary: render::summary(&parts, netns),
             started,
             duration,
             success,

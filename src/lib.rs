@@ -18,6 +18,7 @@ pub mod diag;
 pub mod exporter;
 pub mod log;
 pub mod metrics;
+pub mod namespaces;
 pub mod netns;
 pub mod parse;
 pub mod render;
@@ -32,6 +33,7 @@ use cli::{Args, Command, DumpArgs, Format};
 use collect::Collector;
 use exporter::Exporter;
 use metrics::Metrics;
+use namespaces::{Fleet, NetnsConfig};
 use transport::{Fixture, Netlink, Recorder, Transport};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -46,6 +48,7 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         );
         return Ok(print_stdout(&version)?);
     }
+    check_flags(&args)?;
     match args.command {
         Some(Command::Dump(ref dump_args)) => dump(&args, dump_args),
         None => serve_forever(args),
@@ -68,7 +71,7 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
     })?;
     let transport = source(&args)?;
     let collector = Collector::new(transport, args.options());
-    let mut exporter = Exporter::new(collector, Metrics::new(args.shape()));
+    let mut exporter = Exporter::new(fleet(&args, collector), Metrics::new(args.shape()));
     let config = serve::Config {
         telemetry_path: args.web_telemetry_path,
         cache_ttl: args.cache_ttl,
@@ -79,6 +82,32 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
         web,
     };
     serve::serve(listener, &config, &mut exporter)
+}
+
+/// The own namespace's collector, plus every other namespace's with
+/// `--collector.netns`.
+fn fleet<T: Transport>(args: &Args, own: Collector<T>) -> Fleet<T> {
+    let netns = args.netns().then_some(NetnsConfig {
+        limit: args.collector_netns_max,
+        timeout: args.collector_timeout,
+    });
+    Fleet::new(own, netns)
+}
+
+/// Flags that cannot be combined.
+fn check_flags(args: &Args) -> Result<(), BoxError> {
+    if args.netns() && args.source_fixture.is_some() {
+        return Err("--collector.netns reads the kernel's namespaces; it cannot be combined with --source.fixture".into());
+    }
+    if let Some(Command::Dump(DumpArgs {
+        record: Some(_), ..
+    })) = &args.command
+    {
+        if args.netns() {
+            return Err("dump --record records the own namespace's dumps only; it cannot be combined with --collector.netns".into());
+        }
+    }
+    Ok(())
 }
 
 /// Where dumps are answered: the kernel, or a fixture (`--source.fixture`).
@@ -105,7 +134,7 @@ fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
         None => source,
     };
     let collector = Collector::new(source, args.options());
-    let mut exporter = Exporter::new(collector, Metrics::new(args.shape())).quiet();
+    let mut exporter = Exporter::new(fleet(args, collector), Metrics::new(args.shape())).quiet();
     let snapshot = exporter.refresh();
     if let Some(error) = exporter.last_error() {
         return Err(format!("collection failed: {error}").into());

@@ -7,10 +7,12 @@
 //! depends on the host (listeners, ports) are capped, and what a cap leaves
 //! out is counted in `sockdiag_series_dropped`, never dropped silently.
 
-use std::time::UNIX_EPOCH;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::core::Collector;
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::collect::{Kind, Report, Stats};
 use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
@@ -133,6 +135,26 @@ pub const COLLECTIONS: Spec = Spec {
     help: "Collections run against the kernel since start; scrapes served from the cache do not count.",
     labels: BY_COLLECTOR,
 };
+pub const CGROUP_SOCKETS: Spec = Spec {
+    name: "sockdiag_cgroup_sockets",
+    help: "TCP sockets by the cgroup v2 path of their owner and state (--collector.cgroup). `none`: sockets that carry no cgroup (TIME_WAIT, request sockets); `unknown`: a cgroup no longer or not visible in the cgroup2 tree; `other`: cgroups beyond --collector.cgroup.max-series, summed.",
+    labels: &["cgroup", "protocol", "state"],
+};
+pub const NETNS_INFO: Spec = Spec {
+    name: "sockdiag_netns_info",
+    help: "One series per network namespace collected (--collector.netns): its netns label, its inode (as lsns and readlink /proc/PID/ns/net print it) and the lowest pid found in it, to map the label to a container; always 1.",
+    labels: &["netns", "inode", "pid"],
+};
+pub const NETNS_SKIPPED: Spec = Spec {
+    name: "sockdiag_netns_skipped",
+    help: "Network namespaces found beyond --collector.netns.max and not collected.",
+    labels: &[],
+};
+pub const NETNS_UNREADABLE: Spec = Spec {
+    name: "sockdiag_netns_unreadable_processes",
+    help: "Processes whose network namespace could not be read (permission denied): a namespace held only by them is not collected.",
+    labels: &[],
+};
 pub const BUILD_INFO: Spec = Spec {
     name: "sockdiag_build_info",
     help: "Build information of the running sockdiag_exporter; always 1.",
@@ -169,6 +191,10 @@ pub const CATALOGUE: &[&Spec] = &[
     &COLLECT_SUCCESS,
     &COLLECT_TIMESTAMP,
     &COLLECTIONS,
+    &CGROUP_SOCKETS,
+    &NETNS_INFO,
+    &NETNS_SKIPPED,
+    &NETNS_UNREADABLE,
     &BUILD_INFO,
     &NODE_TCP_STATES,
 ];
@@ -181,8 +207,14 @@ pub const REVISION: &str = env!("SOCKDIAG_REVISION");
 pub struct Shape {
     /// Register the standard process_* metrics (tests leave them out).
     pub process: bool,
-    /// Emit `node_tcp_connection_states` too.
+    /// Emit `node_tcp_connection_states` too (for the own namespace only:
+    /// node_exporter sees nothing else).
     pub compat_node_exporter: bool,
+    /// `--collector.netns`: every socket and collector series carries a
+    /// `netns` label, and the netns meta metrics are served.
+    pub netns: bool,
+    /// `--collector.cgroup`: serve `sockdiag_cgroup_sockets`.
+    pub cgroup: bool,
     /// TCP listeners beyond this many are left out (`--collector.listeners.max`).
     pub max_listeners: usize,
     /// Unix listener paths beyond this many are summed as `@other`.
@@ -196,6 +228,8 @@ impl Default for Shape {
         Shape {
             process: true,
             compat_node_exporter: false,
+            netns: false,
+            cgroup: false,
             max_listeners: 1000,
             max_unix_listeners: 200,
             max_port_series: 2000,
@@ -203,8 +237,91 @@ impl Default for Shape {
     }
 }
 
+/// The `netns` label value of the series being set; None without
+/// `--collector.netns` (no such label then).
+type Ns<'a> = Option<&'a str>;
+
+/// The `netns` value of series that belong to no one namespace (the netns
+/// and cgroup collectors' own health). Prometheus treats an empty label
+/// value as an absent label.
+const NO_NETNS: &str = "";
+
+/// The `netns` value of the exporter's own namespace.
+pub const OWN_NETNS: &str = "host";
+
 fn opts(spec: &Spec) -> Opts {
     Opts::new(spec.name, spec.help)
+}
+
+fn label_names(spec: &Spec, netns: bool) -> Vec<&'static str> {
+    let mut names = spec.labels.to_vec();
+    if netns {
+        names.push("netns");
+    }
+    names
+}
+
+fn gauges(spec: &Spec, netns: bool) -> IntGaugeVec {
+    IntGaugeVec::new(opts(spec), &label_names(spec, netns)).expect("valid spec")
+}
+
+fn floats(spec: &Spec, netns: bool) -> GaugeVec {
+    GaugeVec::new(opts(spec), &label_names(spec, netns)).expect("valid spec")
+}
+
+fn counters(spec: &Spec, netns: bool) -> IntCounterVec {
+    IntCounterVec::new(opts(spec), &label_names(spec, netns)).expect("valid spec")
+}
+
+fn gauge(spec: &Spec) -> IntGauge {
+    IntGauge::with_opts(opts(spec)).expect("valid spec")
+}
+
+/// The series of `vec` with `values`, plus the `netns` value when the
+/// label exists.
+fn at<B: MetricVecBuilder>(vec: &MetricVec<B>, values: &[&str], ns: Ns<'_>) -> B::M {
+    match ns {
+        None => vec.with_label_values(values),
+        Some(ns) => {
+            let mut all = Vec::with_capacity(values.len() + 1);
+            all.extend_from_slice(values);
+            all.push(ns);
+            vec.with_label_values(&all)
+        }
+    }
+}
+
+/// A value for an integer metric (the kernel's u64 sums fit i64 in practice;
+/// saturate rather than wrap if one ever did not).
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One collector's health in one collection, for the collector series.
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    /// Wall-clock start, for the timestamp metric.
+    pub started: SystemTime,
+    pub duration: Duration,
+    pub ok: bool,
+}
+
+impl Health {
+    pub fn of(report: &Report) -> Health {
+        Health {
+            started: report.started,
+            duration: report.duration,
+            ok: report.error.is_none(),
+        }
+    }
+}
+
+/// One namespace in the `sockdiag_netns_info` series.
+#[derive(Debug, Clone, Copy)]
+pub struct NetnsInfo<'a> {
+    pub label: &'a str,
+    pub inode: u64,
+    pub lowest_pid: Option<u32>,
 }
 
 /// The live metric objects, registered once and updated per collection.
@@ -228,61 +345,63 @@ pub struct Metrics {
     port_sockets: IntGaugeVec,
     port_drops: IntGaugeVec,
     series_dropped: IntGaugeVec,
+    cgroup_sockets: IntGaugeVec,
     duration: GaugeVec,
     success: IntGaugeVec,
     timestamp: GaugeVec,
     collections: IntCounterVec,
     node_tcp_states: IntGaugeVec,
+    netns_info: IntGaugeVec,
+    netns_skipped: IntGauge,
+    netns_unreadable: IntGauge,
+    /// Collections per (collector, netns), kept here so that the series of
+    /// a namespace that disappeared can be dropped while the others keep
+    /// counting: pairs not seen in a collection are forgotten at the next.
+    counts: RefCell<Counts>,
 }
 
-fn gauges(spec: &Spec) -> IntGaugeVec {
-    IntGaugeVec::new(opts(spec), spec.labels).expect("valid spec")
-}
-
-fn floats(spec: &Spec) -> GaugeVec {
-    GaugeVec::new(opts(spec), spec.labels).expect("valid spec")
-}
-
-fn counters(spec: &Spec) -> IntCounterVec {
-    IntCounterVec::new(opts(spec), spec.labels).expect("valid spec")
-}
-
-/// A value for an integer metric (the kernel's u64 sums fit i64 in practice;
-/// saturate rather than wrap if one ever did not).
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+#[derive(Default)]
+struct Counts {
+    totals: HashMap<(String, String), u64>,
+    seen: HashSet<(String, String)>,
 }
 
 impl Metrics {
     /// Builds and registers the catalogue.
     pub fn new(shape: Shape) -> Metrics {
+        let ns = shape.netns;
         let metrics = Metrics {
             registry: Registry::new(),
-            sockets: gauges(&SOCKETS),
-            receive_queue: gauges(&RECEIVE_QUEUE),
-            send_queue: gauges(&SEND_QUEUE),
-            syn_queue: gauges(&SYN_QUEUE),
-            listen_queue: gauges(&LISTEN_QUEUE),
-            listen_queue_max: gauges(&LISTEN_QUEUE_MAX),
-            listen_sockets: gauges(&LISTEN_SOCKETS),
-            listen_drops: counters(&LISTEN_DROPS),
-            udp_drops: gauges(&UDP_DROPS),
-            unix_sockets: gauges(&UNIX_SOCKETS),
-            unix_receive_queue: gauges(&UNIX_RECEIVE_QUEUE),
-            unix_send_queue: gauges(&UNIX_SEND_QUEUE),
-            unix_listen_queue: gauges(&UNIX_LISTEN_QUEUE),
-            unix_listen_queue_max: gauges(&UNIX_LISTEN_QUEUE_MAX),
-            port_sockets: gauges(&PORT_SOCKETS),
-            port_drops: gauges(&PORT_DROPS),
-            series_dropped: gauges(&SERIES_DROPPED),
-            duration: floats(&COLLECT_DURATION),
-            success: gauges(&COLLECT_SUCCESS),
-            timestamp: floats(&COLLECT_TIMESTAMP),
-            collections: counters(&COLLECTIONS),
-            node_tcp_states: gauges(&NODE_TCP_STATES),
+            sockets: gauges(&SOCKETS, ns),
+            receive_queue: gauges(&RECEIVE_QUEUE, ns),
+            send_queue: gauges(&SEND_QUEUE, ns),
+            syn_queue: gauges(&SYN_QUEUE, ns),
+            listen_queue: gauges(&LISTEN_QUEUE, ns),
+            listen_queue_max: gauges(&LISTEN_QUEUE_MAX, ns),
+            listen_sockets: gauges(&LISTEN_SOCKETS, ns),
+            listen_drops: counters(&LISTEN_DROPS, ns),
+            udp_drops: gauges(&UDP_DROPS, ns),
+            unix_sockets: gauges(&UNIX_SOCKETS, ns),
+            unix_receive_queue: gauges(&UNIX_RECEIVE_QUEUE, ns),
+            unix_send_queue: gauges(&UNIX_SEND_QUEUE, ns),
+            unix_listen_queue: gauges(&UNIX_LISTEN_QUEUE, ns),
+            unix_listen_queue_max: gauges(&UNIX_LISTEN_QUEUE_MAX, ns),
+            port_sockets: gauges(&PORT_SOCKETS, ns),
+            port_drops: gauges(&PORT_DROPS, ns),
+            series_dropped: gauges(&SERIES_DROPPED, ns),
+            cgroup_sockets: gauges(&CGROUP_SOCKETS, ns),
+            duration: floats(&COLLECT_DURATION, ns),
+            success: gauges(&COLLECT_SUCCESS, ns),
+            timestamp: floats(&COLLECT_TIMESTAMP, ns),
+            collections: counters(&COLLECTIONS, ns),
+            node_tcp_states: gauges(&NODE_TCP_STATES, false),
+            netns_info: gauges(&NETNS_INFO, false),
+            netns_skipped: gauge(&NETNS_SKIPPED),
+            netns_unreadable: gauge(&NETNS_UNREADABLE),
+            counts: RefCell::default(),
             shape,
         };
-        let build_info = gauges(&BUILD_INFO);
+        let build_info = gauges(&BUILD_INFO, false);
         build_info.with_label_values(&[VERSION, REVISION]).set(1);
         let mut collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(metrics.sockets.clone()),
@@ -311,6 +430,14 @@ impl Metrics {
         if metrics.shape.compat_node_exporter {
             collectors.push(Box::new(metrics.node_tcp_states.clone()));
         }
+        if metrics.shape.cgroup {
+            collectors.push(Box::new(metrics.cgroup_sockets.clone()));
+        }
+        if metrics.shape.netns {
+            collectors.push(Box::new(metrics.netns_info.clone()));
+            collectors.push(Box::new(metrics.netns_skipped.clone()));
+            collectors.push(Box::new(metrics.netns_unreadable.clone()));
+        }
         if metrics.shape.process {
             collectors.push(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
@@ -322,11 +449,18 @@ impl Metrics {
         metrics
     }
 
-    /// Replaces all values with one collection's outcome: `reports` has one
-    /// entry per enabled collector, and `stats` is valid for those without
-    /// an error. A failed collector's series are removed rather than shown
-    /// stale or half-counted; the others are unaffected.
+    /// One collection in one namespace, for callers without
+    /// `--collector.netns`: [`begin`](Self::begin) plus
+    /// [`record_namespace`](Self::record_namespace).
     pub fn record(&self, stats: Stats<'_>, reports: &[Report]) {
+        self.begin();
+        self.record_namespace(OWN_NETNS, stats, reports);
+    }
+
+    /// Starts recording a collection: every socket and collector series is
+    /// forgotten, so that what the collection does not set (a failed
+    /// collector, a namespace that is gone) is absent rather than stale.
+    pub fn begin(&self) {
         for vec in [
             &self.sockets,
             &self.receive_queue,
@@ -345,63 +479,126 @@ impl Metrics {
             &self.port_drops,
             &self.series_dropped,
             &self.node_tcp_states,
+            &self.cgroup_sockets,
+            &self.success,
+            &self.netns_info,
         ] {
             vec.reset();
         }
+        for vec in [&self.duration, &self.timestamp] {
+            vec.reset();
+        }
         self.listen_drops.reset();
+        self.collections.reset();
+        let mut counts = self.counts.borrow_mut();
+        let seen = std::mem::take(&mut counts.seen);
+        counts.totals.retain(|key, _| seen.contains(key));
+    }
+
+    /// The `netns` label value for a namespace's series.
+    fn ns<'a>(&self, netns: &'a str) -> Ns<'a> {
+        self.shape.netns.then_some(netns)
+    }
+
+    /// Records one namespace's collection: `reports` has one entry per
+    /// enabled collector, and `stats` is valid for those without an error.
+    /// A failed collector's series are left out rather than shown stale or
+    /// half-counted; the others are unaffected. `netns` is the namespace's
+    /// label ([`OWN_NETNS`] for the own one), used with `--collector.netns`.
+    pub fn record_namespace(&self, netns: &str, stats: Stats<'_>, reports: &[Report]) {
+        let ns = self.ns(netns);
         for report in reports {
-            let collector = &[report.kind.label()];
-            self.collections.with_label_values(collector).inc();
-            self.duration
-                .with_label_values(collector)
-                .set(report.duration.as_secs_f64());
-            let at = report
-                .started
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            self.timestamp
-                .with_label_values(collector)
-                .set(at.as_secs_f64());
-            self.success
-                .with_label_values(collector)
-                .set(i64::from(report.error.is_none()));
+            self.record_health(report.kind.label(), ns, Health::of(report));
             if report.error.is_some() {
                 continue;
             }
             match report.kind {
-                Kind::Tcp => self.record_tcp(stats),
-                Kind::Listeners => self.record_listeners(stats),
-                Kind::Udp => self.record_udp(stats),
-                Kind::Unix => self.record_unix(stats),
+                Kind::Tcp => self.record_tcp(stats, ns, netns == OWN_NETNS),
+                Kind::Listeners => self.record_listeners(stats, ns),
+                Kind::Udp => self.record_udp(stats, ns),
+                Kind::Unix => self.record_unix(stats, ns),
             }
         }
     }
 
-    fn record_tcp(&self, stats: Stats<'_>) {
+    /// The health series of a collector that belongs to no one namespace
+    /// (`netns`: discovery; `cgroup`: the id to path mapping).
+    pub fn record_global_health(&self, collector: &str, health: Health) {
+        self.record_health(collector, self.ns(NO_NETNS), health);
+    }
+
+    fn record_health(&self, collector: &str, ns: Ns<'_>, health: Health) {
+        let labels = &[collector];
+        at(&self.duration, labels, ns).set(health.duration.as_secs_f64());
+        let since = health
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        at(&self.timestamp, labels, ns).set(since.as_secs_f64());
+        at(&self.success, labels, ns).set(i64::from(health.ok));
+        let key = (collector.to_string(), ns.unwrap_or(NO_NETNS).to_string());
+        let mut counts = self.counts.borrow_mut();
+        let total = counts.totals.entry(key.clone()).or_insert(0);
+        *total += 1;
+        let total = *total;
+        counts.seen.insert(key);
+        at(&self.collections, labels, ns).inc_by(total);
+    }
+
+    /// The netns meta series: the namespaces collected, how many were left
+    /// out by `--collector.netns.max`, and how many processes could not be
+    /// looked into.
+    pub fn record_netns(&self, namespaces: &[NetnsInfo<'_>], skipped: usize, unreadable: usize) {
+        for info in namespaces {
+            let pid = info.lowest_pid.map(|p| p.to_string()).unwrap_or_default();
+            self.netns_info
+                .with_label_values(&[info.label, &info.inode.to_string(), &pid])
+                .set(1);
+        }
+        self.netns_skipped.set(int(skipped as u64));
+        self.netns_unreadable.set(int(unreadable as u64));
+    }
+
+    /// One namespace's TCP sockets by cgroup path and state, after the
+    /// series cap; `dropped` cgroups were summed into `other`.
+    pub fn record_cgroups(
+        &self,
+        netns: &str,
+        rows: &[(String, [u64; TcpState::COUNT])],
+        dropped: usize,
+    ) {
+        let ns = self.ns(netns);
+        for (cgroup, counts) in rows {
+            for state in TcpState::ALL {
+                at(&self.cgroup_sockets, &[cgroup, "tcp", state.label()], ns)
+                    .set(int(counts[state as usize]));
+            }
+        }
+        at(&self.series_dropped, &[CGROUP_SOCKETS.name], ns).set(int(dropped as u64));
+    }
+
+    fn record_tcp(&self, stats: Stats<'_>, ns: Ns<'_>, own: bool) {
         let tcp = stats.tcp;
         for family in Family::ALL {
             for state in TcpState::ALL {
                 let labels = &["tcp", family.label(), state.label()];
                 let (f, s) = (family as usize, state as usize);
-                self.sockets
-                    .with_label_values(labels)
-                    .set(int(tcp.sockets[f][s]));
-                self.receive_queue
-                    .with_label_values(labels)
-                    .set(int(tcp.receive_queue_bytes[f][s]));
-                self.send_queue
-                    .with_label_values(labels)
-                    .set(int(tcp.send_queue_bytes[f][s]));
+                at(&self.sockets, labels, ns).set(int(tcp.sockets[f][s]));
+                at(&self.receive_queue, labels, ns).set(int(tcp.receive_queue_bytes[f][s]));
+                at(&self.send_queue, labels, ns).set(int(tcp.send_queue_bytes[f][s]));
             }
         }
         for ((family, port), n) in tcp.syn_queue() {
-            self.syn_queue
-                .with_label_values(&["tcp", family.label(), &port.to_string()])
-                .set(int(n));
+            at(
+                &self.syn_queue,
+                &["tcp", family.label(), &port.to_string()],
+                ns,
+            )
+            .set(int(n));
         }
         let states = TcpState::ALL.map(|s| s.label());
-        self.record_ports("tcp", &tcp.ports.series(), &states);
-        if self.shape.compat_node_exporter {
+        self.record_ports("tcp", &tcp.ports.series(), &states, ns);
+        if self.shape.compat_node_exporter && own {
             for state in TcpState::ALL {
                 self.node_tcp_states
                     .with_label_values(&[state.label()])
@@ -416,106 +613,83 @@ impl Metrics {
         protocol: &str,
         series: &[((crate::aggregate::Direction, u16), [u64; N])],
         states: &[&str; N],
+        ns: Ns<'_>,
     ) -> Vec<u16> {
         let keep = (self.shape.max_port_series / N).min(series.len());
         let mut kept_local = Vec::new();
         for ((direction, port), counts) in &series[..keep] {
             let port_label = port.to_string();
             for (state, n) in states.iter().zip(counts) {
-                self.port_sockets
-                    .with_label_values(&[protocol, direction.label(), &port_label, state])
-                    .set(int(*n));
+                at(
+                    &self.port_sockets,
+                    &[protocol, direction.label(), &port_label, state],
+                    ns,
+                )
+                .set(int(*n));
             }
             if *direction == crate::aggregate::Direction::Local {
                 kept_local.push(*port);
             }
         }
         if !series.is_empty() {
-            let dropped = self.series_dropped.with_label_values(&[PORT_SOCKETS.name]);
-            dropped.add(int(((series.len() - keep) * N) as u64));
+            at(&self.series_dropped, &[PORT_SOCKETS.name], ns)
+                .add(int(((series.len() - keep) * N) as u64));
         }
         kept_local
     }
 
-    fn record_listeners(&self, stats: Stats<'_>) {
+    fn record_listeners(&self, stats: Stats<'_>, ns: Ns<'_>) {
         let listeners = stats.listen.listeners();
         let keep = self.shape.max_listeners.min(listeners.len());
         for (key, listener) in &listeners[..keep] {
             let address = format_address(key.family, &key.address);
             let port = key.port.to_string();
             let labels = &["tcp", key.family.label(), address.as_str(), port.as_str()];
-            self.listen_queue
-                .with_label_values(labels)
-                .set(int(listener.queue));
-            self.listen_queue_max
-                .with_label_values(labels)
-                .set(int(listener.max));
-            self.listen_sockets
-                .with_label_values(labels)
-                .set(int(listener.sockets));
-            self.listen_drops
-                .with_label_values(labels)
-                .inc_by(listener.drops);
+            at(&self.listen_queue, labels, ns).set(int(listener.queue));
+            at(&self.listen_queue_max, labels, ns).set(int(listener.max));
+            at(&self.listen_sockets, labels, ns).set(int(listener.sockets));
+            at(&self.listen_drops, labels, ns).inc_by(listener.drops);
         }
-        self.series_dropped
-            .with_label_values(&[LISTEN_QUEUE.name])
+        at(&self.series_dropped, &[LISTEN_QUEUE.name], ns)
             .set(int((listeners.len() - keep) as u64));
     }
 
-    fn record_udp(&self, stats: Stats<'_>) {
+    fn record_udp(&self, stats: Stats<'_>, ns: Ns<'_>) {
         let udp = stats.udp;
         for family in Family::ALL {
             for state in UdpState::ALL {
                 let labels = &["udp", family.label(), state.label()];
                 let (f, s) = (family as usize, state as usize);
-                self.sockets
-                    .with_label_values(labels)
-                    .set(int(udp.sockets[f][s]));
-                self.receive_queue
-                    .with_label_values(labels)
-                    .set(int(udp.receive_queue_bytes[f][s]));
-                self.send_queue
-                    .with_label_values(labels)
-                    .set(int(udp.send_queue_bytes[f][s]));
+                at(&self.sockets, labels, ns).set(int(udp.sockets[f][s]));
+                at(&self.receive_queue, labels, ns).set(int(udp.receive_queue_bytes[f][s]));
+                at(&self.send_queue, labels, ns).set(int(udp.send_queue_bytes[f][s]));
             }
-            self.udp_drops
-                .with_label_values(&[family.label()])
-                .set(int(udp.drops[family as usize]));
+            at(&self.udp_drops, &[family.label()], ns).set(int(udp.drops[family as usize]));
         }
         let states = UdpState::ALL.map(|s| s.label());
-        let kept = self.record_ports("udp", &udp.ports.series(), &states);
+        let kept = self.record_ports("udp", &udp.ports.series(), &states, ns);
         let mut cut = 0u64;
         for (port, drops) in udp.port_drops() {
             if kept.binary_search(&port).is_ok() {
-                self.port_drops
-                    .with_label_values(&["udp", &port.to_string()])
-                    .set(int(drops));
+                at(&self.port_drops, &["udp", &port.to_string()], ns).set(int(drops));
             } else {
                 cut += 1;
             }
         }
         if !udp.ports.series().is_empty() {
-            self.series_dropped
-                .with_label_values(&[PORT_DROPS.name])
-                .set(int(cut));
+            at(&self.series_dropped, &[PORT_DROPS.name], ns).set(int(cut));
         }
     }
 
-    fn record_unix(&self, stats: Stats<'_>) {
+    fn record_unix(&self, stats: Stats<'_>, ns: Ns<'_>) {
         let unix = stats.unix;
         for kind in UnixType::ALL {
             for state in UnixState::ALL {
                 let labels = &[kind.label(), state.label()];
                 let (t, s) = (kind as usize, state as usize);
-                self.unix_sockets
-                    .with_label_values(labels)
-                    .set(int(unix.sockets[t][s]));
-                self.unix_receive_queue
-                    .with_label_values(labels)
-                    .set(int(unix.receive_queue_bytes[t][s]));
-                self.unix_send_queue
-                    .with_label_values(labels)
-                    .set(int(unix.send_queue_bytes[t][s]));
+                at(&self.unix_sockets, labels, ns).set(int(unix.sockets[t][s]));
+                at(&self.unix_receive_queue, labels, ns).set(int(unix.receive_queue_bytes[t][s]));
+                at(&self.unix_send_queue, labels, ns).set(int(unix.send_queue_bytes[t][s]));
             }
         }
         let listeners = unix.listeners();
@@ -526,7 +700,7 @@ impl Metrics {
         let mut other = crate::aggregate::UnixListener::default();
         let mut dropped = 0u64;
         for (name, listener) in &listeners {
-            let label = if matches!(name, crate::aggregate::UnixName::Path(_)) {
+            if matches!(name, crate::aggregate::UnixName::Path(_)) {
                 paths += 1;
                 if paths > max {
                     other.queue += listener.queue;
@@ -534,28 +708,16 @@ impl Metrics {
                     dropped += 1;
                     continue;
                 }
-                name.label()
-            } else {
-                name.label()
-            };
-            self.unix_listen_queue
-                .with_label_values(&[&label])
-                .set(int(listener.queue));
-            self.unix_listen_queue_max
-                .with_label_values(&[&label])
-                .set(int(listener.max));
+            }
+            let label = name.label();
+            at(&self.unix_listen_queue, &[&label], ns).set(int(listener.queue));
+            at(&self.unix_listen_queue_max, &[&label], ns).set(int(listener.max));
         }
         if dropped > 0 {
-            self.unix_listen_queue
-                .with_label_values(&["@other"])
-                .set(int(other.queue));
-            self.unix_listen_queue_max
-                .with_label_values(&["@other"])
-                .set(int(other.max));
+            at(&self.unix_listen_queue, &["@other"], ns).set(int(other.queue));
+            at(&self.unix_listen_queue_max, &["@other"], ns).set(int(other.max));
         }
-        self.series_dropped
-            .with_label_values(&[UNIX_LISTEN_QUEUE.name])
-            .set(int(dropped));
+        at(&self.series_dropped, &[UNIX_LISTEN_QUEUE.name], ns).set(int(dropped));
     }
 
     /// The text exposition format (version 0.0.4).
@@ -870,6 +1032,141 @@ mod tests {
             count(&metrics.encode(), "node_tcp_connection_states", ""),
             0
         );
+    }
+
+    #[test]
+    fn netns_label_on_every_namespace_series_and_gone_namespaces_vanish() {
+        let metrics = Metrics::new(Shape {
+            netns: true,
+            compat_node_exporter: true,
+            ..shape()
+        });
+        let mut host = All::default();
+        let mut pod = All::default();
+        host.tcp
+            .add(&inet_diag_msg(AF_INET, 1, v4([0; 4]), 22, 9, 0, 0, 1))
+            .unwrap();
+        for _ in 0..3 {
+            pod.tcp
+                .add(&inet_diag_msg(AF_INET, 8, v4([0; 4]), 80, 9, 0, 0, 1))
+                .unwrap();
+        }
+        let round = |with_pod: bool| {
+            metrics.begin();
+            metrics.record_namespace(OWN_NETNS, host.stats(), &all_ok());
+            if with_pod {
+                metrics.record_namespace("ino:4026532999", pod.stats(), &all_ok());
+            }
+            metrics.record_global_health(
+                "netns",
+                Health {
+                    started: UNIX_EPOCH,
+                    duration: Duration::from_millis(2),
+                    ok: false,
+                },
+            );
+            let pod_info = NetnsInfo {
+                label: "ino:4026532999",
+                inode: 4026532999,
+                lowest_pid: Some(42),
+            };
+            let infos = if with_pod { vec![pod_info] } else { vec![] };
+            metrics.record_netns(&infos, 3, 1);
+            metrics.encode()
+        };
+        round(true);
+        let text = round(true);
+        let ns = |n: &str| format!("netns=\"{n}\"");
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_sockets{family="ipv4",netns="ino:4026532999",protocol="tcp",state="close_wait"}"#
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_sockets{family="ipv4",netns="host",protocol="tcp",state="established"}"#
+            ),
+            Some(1.0)
+        );
+        // Every socket and collector series of both namespaces is labelled.
+        for metric in [
+            "sockdiag_sockets",
+            "sockdiag_receive_queue_bytes",
+            "sockdiag_unix_sockets",
+            "sockdiag_collect_success",
+            "sockdiag_collections_total",
+        ] {
+            let all = count(&text, metric, "");
+            let labelled = count(&text, metric, "netns=");
+            assert_eq!(all, labelled, "{metric}");
+            assert!(count(&text, metric, &ns("ino:4026532999")) > 0, "{metric}");
+        }
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_collections_total{collector="tcp",netns="ino:4026532999"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_collect_success{collector="netns",netns=""}"#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_netns_info{inode="4026532999",netns="ino:4026532999",pid="42"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "sockdiag_netns_skipped"), Some(3.0));
+        assert_eq!(
+            value(&text, "sockdiag_netns_unreadable_processes"),
+            Some(1.0)
+        );
+        // node_exporter's series stays the own namespace's, unlabelled.
+        assert_eq!(
+            value(&text, r#"node_tcp_connection_states{state="established"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, r#"node_tcp_connection_states{state="close_wait"}"#),
+            Some(0.0)
+        );
+        // The namespace goes: all its series go, counters included; when a
+        // namespace of that label comes back its count starts again.
+        let text = round(false);
+        assert!(!text.contains(&ns("ino:4026532999")), "{text}");
+        round(false);
+        let text = round(true);
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_collections_total{collector="tcp",netns="ino:4026532999"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_collections_total{collector="tcp",netns="host"}"#
+            ),
+            Some(5.0)
+        );
+    }
+
+    #[test]
+    fn netns_series_only_with_the_flag() {
+        let text = Metrics::new(shape()).encode();
+        assert!(!text.contains("sockdiag_netns"), "{text}");
+        assert!(!text.contains("netns="), "{text}");
+        assert!(!text.contains("sockdiag_cgroup_sockets"), "{text}");
     }
 
     #[test]

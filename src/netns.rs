@@ -593,6 +593,10 @@ impl<T> PerNamespace<T> {
         Self::default()
     }
 
+    pub fn get(&self, id: NsId) -> Option<&T> {
+        self.entries.get(&id)
+    }
+
     pub fn get_mut(&mut self, id: NsId) -> Option<&mut T> {
         self.entries.get_mut(&id)
     }

@@ -9,6 +9,7 @@ use crate::aggregate::{
 };
 use crate::collect::{Kind, Report, Stats};
 use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
+use crate::namespaces::{NetnsOutcome, Part};
 
 /// How many listeners the summary shows.
 pub const TOP_LISTENERS: usize = 10;
@@ -79,6 +80,36 @@ pub fn table(stats: Stats<'_>, reports: &[Report]) -> String {
         ]));
     }
     out.push_str(&columns(&rows, 2));
+    out
+}
+
+/// The whole summary: [`table`] for a single namespace; with
+/// `--collector.netns` one table per namespace under a heading, then how
+/// discovery went.
+pub fn summary(parts: &[Part<'_>], netns: Option<&NetnsOutcome>) -> String {
+    let Some(netns) = netns else {
+        return parts
+            .iter()
+            .map(|p| table(p.stats, p.reports))
+            .collect::<Vec<_>>()
+            .join("\n");
+    };
+    let mut out = String::new();
+    for part in parts {
+        let _ = writeln!(out, "=== Network namespace {} ===\n", part.label);
+        out.push_str(&table(part.stats, part.reports));
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "Network namespaces: {} collected, {} beyond --collector.netns.max, discovery {:.3}s",
+        netns.namespaces.len(),
+        netns.skipped,
+        netns.health.duration.as_secs_f64()
+    );
+    for problem in &netns.problems {
+        let _ = writeln!(out, "  incomplete: {problem}");
+    }
     out
 }
 

@@ -1,0 +1,331 @@
+//! Collection across network namespaces (`--collector.netns`): one
+//! [`Collector`] per namespace, kept between collections, each on a netlink
+//! socket opened inside its namespace.
+//!
+//! Every collection first lists the namespaces ([`netns::discover`]), then
+//! drops the collectors of namespaces that are gone (closing their sockets,
+//! so the exporter never keeps a dead namespace alive), opens a socket in
+//! each new one (a brief visit on a short-lived thread, so the collecting
+//! thread never changes namespace), and runs every enabled collector in
+//! every namespace. Each namespace's collectors report on their own: a dump
+//! failing in one namespace blanks only that namespace's series of that
+//! collector.
+//!
+//! The `netns` collector's own health (`sockdiag_collect_success
+//! {collector="netns"}`) is 0 when the list may be incomplete or a namespace
+//! could not be entered: without CAP_SYS_PTRACE other users' namespaces
+//! cannot be seen, without CAP_SYS_ADMIN none can be entered. The own
+//! namespace is collected regardless, and each distinct problem is logged
+//! once.
+//!
+//! Cost: the kernel's socket hash tables are shared by all namespaces, so
+//! each namespace's dump walks every socket on the host and skips the
+//! foreign ones; N namespaces cost about N walks (BENCHMARKS.md).
+
+use std::io;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::collect::{Collector, Options, Report, Stats};
+use crate::log::{self, Level};
+use crate::metrics::{Health, OWN_NETNS};
+use crate::netns::{self, Namespace, NsId, PerNamespace};
+use crate::transport::{Netlink, Transport};
+
+/// A netlink socket opened inside a namespace. A reset after a failed dump
+/// reopens it there too: a socket opened on the collecting thread would
+/// silently dump the exporter's own namespace under the other's label.
+pub struct InNamespace {
+    netlink: Netlink,
+    ns: Namespace,
+    timeout: Duration,
+}
+
+impl InNamespace {
+    /// Opens a sock_diag socket inside `ns`, from a short-lived thread.
+    pub fn open(ns: &Namespace, timeout: Duration) -> io::Result<InNamespace> {
+        let netlink = netns::run_on_new_thread(ns, || Netlink::open(timeout))??;
+        Ok(InNamespace {
+            netlink,
+            ns: ns.clone(),
+            timeout,
+        })
+    }
+}
+
+impl Transport for InNamespace {
+    fn send(&mut self, request: &[u8]) -> io::Result<()> {
+        self.netlink.send(request)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.netlink.recv(buf)
+    }
+    fn set_recv_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.netlink.set_recv_timeout(timeout)
+    }
+    fn port(&self) -> u32 {
+        self.netlink.port()
+    }
+    fn reset(&mut self) -> io::Result<()> {
+        *self = InNamespace::open(&self.ns, self.timeout)?;
+        Ok(())
+    }
+}
+
+/// One namespace's part of the latest collection.
+pub struct Part<'a> {
+    /// The `netns` label ([`OWN_NETNS`] for the exporter's own namespace).
+    pub label: &'a str,
+    pub stats: Stats<'a>,
+    /// One per enabled collector.
+    pub reports: &'a [Report],
+}
+
+/// What the last namespace discovery found, for the netns meta series.
+#[derive(Debug, Clone)]
+pub struct NetnsOutcome {
+    pub health: Health,
+    /// Why the list may be incomplete or a namespace was not collected.
+    pub problems: Vec<String>,
+    /// The namespaces collected, the own one first.
+    pub namespaces: Vec<NamespaceInfo>,
+    /// Found beyond `--collector.netns.max`.
+    pub skipped: usize,
+    /// Processes whose namespace could not be read.
+    pub unreadable: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub label: String,
+    pub inode: u64,
+    pub lowest_pid: Option<u32>,
+}
+
+struct Member {
+    label: String,
+    collector: Collector<InNamespace>,
+    reports: Vec<Report>,
+}
+
+/// `--collector.netns` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct NetnsConfig {
+    /// `--collector.netns.max`.
+    pub limit: usize,
+    /// `--collector.timeout`, for the sockets opened in other namespaces.
+    pub timeout: Duration,
+}
+
+struct Netns {
+    config: NetnsConfig,
+    options: Options,
+    members: PerNamespace<Member>,
+    /// The other namespaces collected last time, in discovery order.
+    order: Vec<NsId>,
+    outcome: NetnsOutcome,
+    /// Problems already logged, so each is logged once.
+    logged: Vec<String>,
+}
+
+/// The own namespace's collector, plus, with `--collector.netns`, one per
+/// other namespace.
+pub struct Fleet<T> {
+    own: Collector<T>,
+    own_reports: Vec<Report>,
+    netns: Option<Netns>,
+}
+
+impl<T: Transport> Fleet<T> {
+    /// `own` collects the exporter's own namespace (the kernel or a
+    /// fixture); with `netns`, the others are collected too.
+    pub fn new(own: Collector<T>, netns: Option<NetnsConfig>) -> Fleet<T> {
+        let options = own.options().clone();
+        Fleet {
+            own,
+            own_reports: Vec::new(),
+            netns: netns.map(|config| Netns {
+                config,
+                options,
+                members: PerNamespace::new(),
+                order: Vec::new(),
+                outcome: NetnsOutcome {
+                    health: Health {
+                        started: SystemTime::UNIX_EPOCH,
+                        duration: Duration::ZERO,
+                        ok: true,
+                    },
+                    problems: Vec::new(),
+                    namespaces: Vec::new(),
+                    skipped: 0,
+                    unreadable: 0,
+                },
+                logged: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn own(&self) -> &Collector<T> {
+        &self.own
+    }
+
+    /// Runs one collection: the own namespace, then (with netns) discovery
+    /// and every other namespace.
+    pub fn collect(&mut self) {
+        self.own_reports = self.own.collect();
+        if let Some(netns) = &mut self.netns {
+            netns.collect();
+        }
+    }
+
+    /// Every namespace's part of the last collection, the own one first.
+    pub fn parts(&self) -> Vec<Part<'_>> {
+        let mut parts = vec![Part {
+            label: OWN_NETNS,
+            stats: self.own.stats(),
+            reports: &self.own_reports,
+        }];
+        if let Some(netns) = &self.netns {
+            for id in &netns.order {
+                if let Some(member) = netns.members.get(*id) {
+                    parts.push(Part {
+                        label: &member.label,
+                        stats: member.collector.stats(),
+                        reports: &member.reports,
+                    });
+                }
+            }
+        }
+        parts
+    }
+
+    /// Whether a socket is held open in namespace `id` (the own one is not
+    /// counted).
+    pub fn holds(&self, id: NsId) -> bool {
+        self.netns.as_ref().is_some_and(|n| n.members.contains(id))
+    }
+
+    /// The last discovery's outcome; None without `--collector.netns`.
+    pub fn netns(&self) -> Option<&NetnsOutcome> {
+        self.netns.as_ref().map(|n| &n.outcome)
+    }
+}
+
+impl Netns {
+    fn collect(&mut self) {
+        let started = SystemTime::now();
+        let clock = Instant::now();
+        let discovery = netns::discover(self.config.limit);
+        let duration = clock.elapsed();
+        let dropped = self.members.retain_live(&discovery.namespaces);
+        if dropped > 0 {
+            log::log(
+                Level::Debug,
+                "network namespaces gone; their sockets closed",
+                &[("count", &dropped)],
+            );
+        }
+        let mut problems = discovery.problems.clone();
+        let mut namespaces = Vec::with_capacity(discovery.namespaces.len());
+        self.order.clear();
+        for ns in &discovery.namespaces {
+            let info = NamespaceInfo {
+                label: ns.label.clone(),
+                inode: ns.id.ino,
+                lowest_pid: ns.lowest_pid,
+            };
+            if ns.own {
+                namespaces.push(info);
+                continue;
+            }
+            let (options, timeout) = (&self.options, self.config.timeout);
+            let member = self.members.get_or_try_insert_with(ns.id, || {
+                InNamespace::open(ns, timeout).map(|transport| Member {
+                    label: ns.label.clone(),
+                    collector: Collector::new(transport, options.clone()),
+                    reports: Vec::new(),
+                })
+            });
+            match member {
+                Ok(member) => {
+                    // A namespace named after it was first seen changes label.
+                    member.label.clone_from(&ns.label);
+                    member.reports = member.collector.collect();
+                    self.order.push(ns.id);
+                    namespaces.push(info);
+                }
+                // Gone between discovery and now: nothing to collect.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => problems.push(format!(
+                    "cannot collect network namespace {}: {e}",
+                    ns.label
+                )),
+            }
+        }
+        if discovery.skipped > 0 {
+            problems.push(format!(
+                "{} network namespaces beyond --collector.netns.max={} are not collected",
+                discovery.skipped, self.config.limit
+            ));
+        }
+        self.log_changes(&problems);
+        self.outcome = NetnsOutcome {
+            health: Health {
+                started,
+                duration,
+                ok: problems.is_empty(),
+            },
+            problems,
+            namespaces,
+            skipped: discovery.skipped,
+            unreadable: discovery.denied_processes,
+        };
+    }
+
+    /// Logs each new problem once, and the recovery when none is left.
+    fn log_changes(&mut self, problems: &[String]) {
+        for problem in new_problems(&self.logged, problems) {
+            log::log(
+                Level::Warn,
+                "network namespace collection incomplete",
+                &[("problem", problem)],
+            );
+        }
+        if problems.is_empty() && !self.logged.is_empty() {
+            log::log(
+                Level::Info,
+                "network namespace collection complete again",
+                &[],
+            );
+        }
+        self.logged = problems.to_vec();
+    }
+}
+
+/// The problems not logged yet. A problem is new when it differs from the
+/// logged ones in more than its numbers: process counts change with every
+/// collection, and a persistent problem must be logged once, not per scrape.
+fn new_problems<'a>(logged: &[String], problems: &'a [String]) -> Vec<&'a String> {
+    let shape = |p: &str| -> String { p.chars().filter(|c| !c.is_ascii_digit()).collect() };
+    let logged: Vec<String> = logged.iter().map(|p| shape(p)).collect();
+    problems
+        .iter()
+        .filter(|p| !logged.contains(&shape(p)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_is_logged_once_whatever_its_numbers() {
+        let first = vec!["permission denied for 3 of 70 processes".to_string()];
+        assert_eq!(new_problems(&[], &first), [&first[0]]);
+        let again = vec![
+            "permission denied for 4 of 71 processes".to_string(),
+            "cannot collect network namespace ino:5: Operation not permitted".to_string(),
+        ];
+        assert_eq!(new_problems(&first, &again), [&again[1]]);
+        assert!(new_problems(&again, &again).is_empty());
+    }
+}

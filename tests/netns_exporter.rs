@@ -1,0 +1,334 @@
+//! `--collector.netns` end to end, through the binary: exact per-namespace
+//! counts under each namespace's `netns` label, a deleted namespace leaving
+//! the output (and, through the library, its socket closed), and an
+//! unprivileged run that still serves its own namespace with
+//! `sockdiag_collect_success{collector="netns"} 0`.
+//!
+//! Root tests make their namespaces with `ip netns add` (test-unique names,
+//! deleted by a guard) and helper processes in private namespaces (killed by
+//! PID); they skip with a printed reason when not root.
+
+mod common;
+
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::ns::*;
+use common::{parse_prometheus, poll_until, run_exporter, Exposition, Server, BIN};
+use sockdiag_exporter::collect::{Collector, Options};
+use sockdiag_exporter::namespaces::{Fleet, NetnsConfig};
+use sockdiag_exporter::netns;
+use sockdiag_exporter::transport::Netlink;
+
+const ENTRY: &str = "helper_process_entry";
+
+/// Not a test: the body of helper processes (see tests/common/ns.rs).
+#[test]
+fn helper_process_entry() {
+    run_helper_if_asked();
+}
+
+fn skip(reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn ip_works() -> bool {
+    Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `listeners` IPv4 loopback listeners and `pairs` accepted connections to
+/// the first, opened in the calling thread's namespace.
+fn open_sockets(listeners: u32, pairs: u32) -> (Vec<TcpListener>, Vec<TcpStream>) {
+    let ls: Vec<TcpListener> = (0..listeners)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut streams = Vec::new();
+    for _ in 0..pairs {
+        streams.push(TcpStream::connect(ls[0].local_addr().unwrap()).unwrap());
+        streams.push(ls[0].accept().unwrap().0);
+    }
+    (ls, streams)
+}
+
+const TCP_STATES: [&str; 11] = [
+    "established",
+    "syn_sent",
+    "syn_recv",
+    "fin_wait1",
+    "fin_wait2",
+    "time_wait",
+    "close",
+    "close_wait",
+    "last_ack",
+    "listen",
+    "closing",
+];
+
+/// Asserts the namespace's TCP series: every state present, `listen` and
+/// `established` as given, the rest 0.
+fn assert_tcp(exp: &Exposition, netns: &str, listen: f64, established: f64) {
+    for family in ["ipv4", "ipv6"] {
+        for state in TCP_STATES {
+            let want = match (family, state) {
+                ("ipv4", "listen") => listen,
+                ("ipv4", "established") => established,
+                _ => 0.0,
+            };
+            let labels = [
+                ("protocol", "tcp"),
+                ("family", family),
+                ("state", state),
+                ("netns", netns),
+            ];
+            assert_eq!(
+                exp.value("sockdiag_sockets", &labels),
+                want,
+                "netns {netns} {family} {state}"
+            );
+        }
+    }
+    assert_eq!(
+        exp.value(
+            "sockdiag_collect_success",
+            &[("collector", "tcp"), ("netns", netns)]
+        ),
+        1.0
+    );
+}
+
+fn labels_of(exp: &Exposition) -> Vec<String> {
+    let mut labels: Vec<String> = exp
+        .samples
+        .keys()
+        .filter(|(name, _)| name == "sockdiag_sockets")
+        .filter_map(|(_, l)| l.iter().find(|(k, _)| k == "netns").map(|(_, v)| v.clone()))
+        .collect();
+    labels.sort();
+    labels.dedup();
+    labels
+}
+
+#[test]
+fn every_namespace_is_collected_under_its_label() {
+    if !is_root() {
+        skip("needs root to create and enter network namespaces");
+        return;
+    }
+    if !ip_works() {
+        skip("needs `ip` (iproute2) for named namespaces");
+        return;
+    }
+    let prefix = format!("sdtest-{}-x", std::process::id());
+    let mut named = NamedNs::add(&format!("{prefix}-a")).expect("ip netns add");
+    let found = netns::discover(usize::MAX);
+    let ns_a = found
+        .namespaces
+        .iter()
+        .find(|ns| ns.label == named.name)
+        .expect("the named namespace is found")
+        .clone();
+    let held = netns::with_netns(&ns_a, || {
+        netns::set_link_up("lo").unwrap();
+        open_sockets(3, 2)
+    })
+    .expect("enter the named namespace");
+    let mut helper = Helper::spawn(
+        ENTRY,
+        &HelperSpec {
+            listeners: 2,
+            pairs: 1,
+            private_netns: true,
+            ..Default::default()
+        },
+    );
+    let ino = std::fs::metadata(format!("/proc/{}/ns/net", helper.pid))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("helper namespace");
+    let helper_label = format!("ino:{ino}");
+
+    // One-shot dump: exact counts per namespace.
+    let exp = common::dump_metrics(&["--collector.netns"]);
+    assert_tcp(&exp, &named.name, 3.0, 4.0);
+    assert_tcp(&exp, &helper_label, 2.0, 2.0);
+    assert_eq!(
+        exp.value(
+            "sockdiag_netns_info",
+            &[
+                ("netns", &helper_label),
+                ("inode", &ino.to_string()),
+                ("pid", &helper.pid.to_string())
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(exp.value("sockdiag_netns_skipped", &[]), 0.0);
+    // The host's own series are there too, under `host`.
+    assert!(exp
+        .get(
+            "sockdiag_collect_success",
+            &[("collector", "unix"), ("netns", "host")]
+        )
+        .is_some());
+    // Healthy unless some process's namespace could not be read (this
+    // machine's sandbox denies even root /proc/1/ns/net).
+    let unreadable = exp.value("sockdiag_netns_unreadable_processes", &[]);
+    let netns_ok = exp.value(
+        "sockdiag_collect_success",
+        &[("collector", "netns"), ("netns", "")],
+    );
+    assert_eq!(netns_ok, if unreadable == 0.0 { 1.0 } else { 0.0 });
+
+    // The limit keeps the own namespace and counts the rest.
+    let limited = common::dump_metrics(&["--collector.netns", "--collector.netns.max=1"]);
+    assert_eq!(labels_of(&limited), ["host"]);
+    assert!(limited.value("sockdiag_netns_skipped", &[]) >= 2.0);
+    assert_eq!(
+        limited.value(
+            "sockdiag_collect_success",
+            &[("collector", "netns"), ("netns", "")]
+        ),
+        0.0
+    );
+
+    // A server: the namespaces disappear from the output once deleted, and
+    // the exporter closes its socket in each.
+    let server = Server::start(&["--collector.netns", "--cache.ttl", "1ms"]);
+    let first = server.scrape();
+    let labels = labels_of(&first);
+    assert!(labels.contains(&named.name), "{labels:?}");
+    assert!(labels.contains(&helper_label), "{labels:?}");
+    assert_tcp(&first, &named.name, 3.0, 4.0);
+
+    // The same through the library, to see the sockets held per namespace.
+    let own = Collector::new(
+        Netlink::open(Duration::from_secs(10)).unwrap(),
+        Options::default(),
+    );
+    let mut fleet = Fleet::new(
+        own,
+        Some(NetnsConfig {
+            limit: 10_000,
+            timeout: Duration::from_secs(10),
+        }),
+    );
+    fleet.collect();
+    let helper_ns = netns::NsId {
+        dev: ns_a.id.dev,
+        ino,
+    };
+    assert!(fleet.holds(ns_a.id) && fleet.holds(helper_ns));
+
+    // Deleted while this process still holds sockets in it: the namespace
+    // lives on, but nothing names it or runs in it any more.
+    named.delete();
+    helper.kill();
+    let gone = poll_until(Duration::from_secs(10), || {
+        let exp = server.scrape();
+        let labels = labels_of(&exp);
+        if labels.contains(&named.name) || labels.contains(&helper_label) {
+            Err(format!("still there: {labels:?}"))
+        } else {
+            Ok(labels)
+        }
+    })
+    .expect("deleted namespaces leave the output");
+    assert!(gone.contains(&"host".to_string()), "{gone:?}");
+    fleet.collect();
+    assert!(
+        !fleet.holds(ns_a.id) && !fleet.holds(helper_ns),
+        "the sockets in vanished namespaces are closed"
+    );
+    let parts: Vec<&str> = fleet.parts().iter().map(|p| p.label).collect();
+    assert!(!parts.contains(&named.name.as_str()), "{parts:?}");
+    drop(held);
+}
+
+#[test]
+fn unprivileged_run_serves_the_own_namespace() {
+    if !is_root() {
+        skip("needs root to drop to uid 65534");
+        return;
+    }
+    let _named = if ip_works() {
+        NamedNs::add(&format!("sdtest-{}-xu", std::process::id())).ok()
+    } else {
+        None
+    };
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dump", "--collector.netns"])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null());
+    let out = cmd.output().expect("run the exporter as uid 65534");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    let exp = parse_prometheus(&stdout).expect("exposition parses");
+    assert_eq!(labels_of(&exp), ["host"], "{stderr}");
+    for collector in ["tcp", "listeners", "udp", "unix"] {
+        assert_eq!(
+            exp.value(
+                "sockdiag_collect_success",
+                &[("collector", collector), ("netns", "host")]
+            ),
+            1.0,
+            "{collector}"
+        );
+    }
+    assert_eq!(
+        exp.value(
+            "sockdiag_collect_success",
+            &[("collector", "netns"), ("netns", "")]
+        ),
+        0.0
+    );
+    assert!(exp.value("sockdiag_netns_unreadable_processes", &[]) > 0.0);
+    // Said once in the log, with the reason.
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("network namespace collection incomplete"))
+        .collect();
+    assert!(
+        warnings.iter().any(|l| l.contains("permission denied")),
+        "{stderr}"
+    );
+    if let Some(named) = &_named {
+        assert!(
+            warnings
+                .iter()
+                .any(|l| l.contains(&named.name) && l.contains("Operation not permitted")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn netns_cannot_be_combined_with_a_fixture() {
+    let out = run_exporter(
+        &[
+            "dump",
+            "--collector.netns",
+            "--source.fixture",
+            "tests/fixtures/all_legacy.fixture",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_ne!(out.code(), Some(0));
+    assert!(
+        out.stderr.contains("--collector.netns") && out.stderr.contains("--source.fixture"),
+        "{}",
+        out.describe()
+    );
+}
