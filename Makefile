@@ -7,7 +7,7 @@ ARGS    ?=
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: all build run dump test deps lint bench soak golden fixtures fuzz clean \
+.PHONY: all build run dump test deps lint bench bench-netns soak golden fixtures fuzz clean \
 	pkg-deps baseline deb rpm package-test
 
 all: build
@@ -45,6 +45,10 @@ test: deps lint
 bench:
 	$(CARGO) build --release --locked
 	$(CARGO) bench --locked --bench collect
+
+## bench-netns: --collector.netns over 100 namespaces x 1k sockets vs `ss -N` per namespace (root); NETNS_COUNT, NETNS_CONNECTIONS, NETNS_RUNS
+bench-netns:
+	$(CARGO) bench --locked --bench netns
 
 ## soak: 1M scrapes at full speed against 100k sockets with churn, RSS/fds/threads must stay flat (root; not in make test; see benches/soak.rs for SOAK_* settings)
 soak:
