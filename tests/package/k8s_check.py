@@ -168,9 +168,6 @@ def main():
     for label, args in (("base", c["args"]), ("netns", nc["args"])):
         for a in args:
             flag = a.split("=", 1)[0]
-            if flag == "--collector.netns" and flag not in known:
-                print(f"PENDING: {flag} is not a flag of the binary yet (issue 4)")
-                continue
             check(flag in known, f"{label}: {flag} is not a flag of sockdiag_exporter --help")
 
     for f in failures:
