@@ -561,12 +561,7 @@ impl Attribution {
                 }
             }
         }
-        let mut capped = cap_series(
-            by_path,
-            self.max_series,
-            |v| v.iter().sum(),
-            |a, b| add(a, b),
-        );
+        let mut capped = cap_series(by_path, self.max_series, |v| v.iter().sum(), add);
         let at = capped.rows.len() - usize::from(capped.dropped > 0);
         let buckets = [(NONE, none), (UNKNOWN, unknown)]
             .into_iter()
