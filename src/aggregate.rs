@@ -16,7 +16,6 @@
 //! collection.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::diag::{
     self, meminfo, Attributes, Family, InetDiagMsg, TcpState, UdpState, UnixDiagMsg, UnixState,
@@ -67,38 +66,11 @@ fn cgroup_id(attributes: &[u8]) -> Result<Option<u64>, ParseError> {
     diag::cgroup_id(attributes).map_err(ParseError::Attribute)
 }
 
-/// Hashes the u64 cgroup ids of [`CgroupCounts`] with one folded multiply
-/// instead of SipHash: the keys come from the kernel, not from a peer, and
-/// this runs once per socket.
-#[derive(Debug, Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        // 128-bit product folded: every input bit reaches both the low bits
-        // (bucket index) and the high bits (control byte) of the hash.
-        let product =
-            u128::from(self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
 /// Per-cgroup TCP socket counts of one collection.
 #[derive(Debug, Default, Clone)]
 struct CgroupCounts {
     /// By cgroup id, states summed over both families.
-    by_id: HashMap<u64, [u64; TcpState::COUNT], BuildHasherDefault<IdHasher>>,
+    by_id: HashMap<u64, [u64; TcpState::COUNT]>,
     /// Sockets that carried no cgroup id.
     none: [u64; TcpState::COUNT],
     /// Of those, sockets that should have had one: neither TIME_WAIT nor a
@@ -885,18 +857,6 @@ mod tests {
         assert!(matches!(stats.add(&zero), Err(ParseError::Attribute(_))));
         assert_eq!(stats.sockets, ByState::default());
         assert_eq!(cgroup_rows(&stats), vec![(None, [0; TcpState::COUNT])]);
-    }
-
-    #[test]
-    fn ids_hash_apart() {
-        use std::hash::BuildHasher;
-        let build = BuildHasherDefault::<IdHasher>::default();
-        // Consecutive inode numbers land in different buckets and control
-        // bytes: both ends of the hash vary.
-        let hashes: Vec<u64> = (1000..1064u64).map(|id| build.hash_one(id)).collect();
-        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 63).collect();
-        let high: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
-        assert!(low.len() > 32 && high.len() > 32, "{low:?} {high:?}");
     }
 
     #[test]
