@@ -7,12 +7,20 @@
 //! port, which keep their capacity across collections: after the first
 //! collection, counting a socket allocates nothing, so memory stays flat
 //! from 10 sockets to millions.
+//!
+//! [`TcpStats`] can also count sockets per cgroup id
+//! ([`TcpStats::count_cgroups`], off by default): the INET_DIAG_CGROUP_ID
+//! attribute the kernel sends unasked on every full socket is read and the
+//! socket counted under (id, state), keyed by the raw u64, so no string work
+//! happens per socket; `cgroup::Attribution` turns ids into paths once per
+//! collection.
 
 use std::collections::HashMap;
 
 use crate::diag::{
-    meminfo, Attributes, Family, InetDiagMsg, TcpState, UdpState, UnixDiagMsg, UnixState, UnixType,
-    INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS, UNIX_DIAG_NAME, UNIX_DIAG_RQLEN,
+    self, meminfo, Attributes, Family, InetDiagMsg, TcpState, UdpState, UnixDiagMsg, UnixState,
+    UnixType, INET_DIAG_MSG_LEN, INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS, UNIX_DIAG_NAME,
+    UNIX_DIAG_RQLEN,
 };
 use crate::parse::ParseError;
 
@@ -50,6 +58,55 @@ fn drops(attributes: &[u8]) -> Result<u64, ParseError> {
     Err(ParseError::MissingAttribute {
         name: "INET_DIAG_SKMEMINFO",
     })
+}
+
+/// The INET_DIAG_CGROUP_ID from the attributes after a socket message:
+/// None when the kernel sent none.
+fn cgroup_id(attributes: &[u8]) -> Result<Option<u64>, ParseError> {
+    diag::cgroup_id(attributes).map_err(ParseError::Attribute)
+}
+
+/// Per-cgroup TCP socket counts of one collection.
+#[derive(Debug, Default, Clone)]
+struct CgroupCounts {
+    /// By cgroup id, states summed over both families.
+    by_id: HashMap<u64, [u64; TcpState::COUNT]>,
+    /// Sockets that carried no cgroup id.
+    none: [u64; TcpState::COUNT],
+    /// Of those, sockets that should have had one: neither TIME_WAIT nor a
+    /// request socket (SYN_RECV).
+    full_without_id: u64,
+}
+
+impl CgroupCounts {
+    fn clear(&mut self) {
+        self.by_id.clear();
+        self.none = [0; TcpState::COUNT];
+        self.full_without_id = 0;
+    }
+
+    #[inline]
+    fn add(
+        &mut self,
+        msg: &InetDiagMsg<'_>,
+        state: TcpState,
+        attributes: &[u8],
+    ) -> Result<(), ParseError> {
+        let s = state as usize;
+        match cgroup_id(attributes)? {
+            Some(id) => self.by_id.entry(id).or_insert([0; TcpState::COUNT])[s] += 1,
+            None => {
+                self.none[s] += 1;
+                // TIME_WAIT sockets are dumped with their substate (maybe
+                // FIN_WAIT2) but always with idiag_timer 3.
+                let time_wait = state == TcpState::TimeWait || msg.timer() == 3;
+                if !time_wait && state != TcpState::SynRecv {
+                    self.full_without_id += 1;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A set of ports (`--collector.tcp.ports 22,80,8000-8100`), as a bitmap so
@@ -233,6 +290,8 @@ pub struct TcpStats {
     /// the client's ACK) by family and local port.
     syn_queue: HashMap<(Family, u16), u64>,
     pub ports: PortCounts<{ TcpState::COUNT }>,
+    /// Per-cgroup counts, when [`count_cgroups`](Self::count_cgroups) is on.
+    cgroups: Option<Box<CgroupCounts>>,
 }
 
 impl TcpStats {
@@ -243,6 +302,30 @@ impl TcpStats {
         }
     }
 
+    /// The same, counting sockets per cgroup id when `on`.
+    pub fn with_cgroups(mut self, on: bool) -> TcpStats {
+        self.count_cgroups(on);
+        self
+    }
+
+    /// Turns per-cgroup counting on or off (off by default). When on, each
+    /// socket's INET_DIAG_CGROUP_ID is read from the attributes after its
+    /// `struct inet_diag_msg`, and a malformed attribute area fails the
+    /// collection like any other malformed message. When off, attributes are
+    /// never looked at.
+    pub fn count_cgroups(&mut self, on: bool) {
+        match (on, self.cgroups.is_some()) {
+            (true, false) => self.cgroups = Some(Box::default()),
+            (false, true) => self.cgroups = None,
+            _ => {}
+        }
+    }
+
+    /// Whether per-cgroup counting is on.
+    pub fn counts_cgroups(&self) -> bool {
+        self.cgroups.is_some()
+    }
+
     /// Forgets all sockets but keeps the maps' capacity.
     pub fn clear(&mut self) {
         self.sockets = ByState::default();
@@ -250,6 +333,9 @@ impl TcpStats {
         self.send_queue_bytes = ByState::default();
         self.syn_queue.clear();
         self.ports.clear();
+        if let Some(cgroups) = &mut self.cgroups {
+            cgroups.clear();
+        }
     }
 
     /// Folds one socket message in. For LISTEN sockets the kernel's queue
@@ -259,6 +345,10 @@ impl TcpStats {
         let (msg, family) = inet(payload)?;
         let state = TcpState::from_kernel(msg.state())
             .ok_or(ParseError::UnknownState { state: msg.state() })?;
+        // First, so that a malformed attribute leaves no partial counts.
+        if let Some(cgroups) = &mut self.cgroups {
+            cgroups.add(&msg, state, &payload[INET_DIAG_MSG_LEN..])?;
+        }
         let (f, s) = (family as usize, state as usize);
         self.sockets[f][s] += 1;
         match state {
@@ -292,6 +382,34 @@ impl TcpStats {
             .map(|f| self.sockets[*f as usize][state as usize])
             .sum()
     }
+
+    /// Socket counts by cgroup id and state (indexed `[TcpState as usize]`,
+    /// both families summed), in no particular order. `None` holds the
+    /// sockets that carried no cgroup id (TIME_WAIT and request sockets,
+    /// and every socket on kernels that send no INET_DIAG_CGROUP_ID); it
+    /// comes first and always, zeros included. Listeners are counted too.
+    /// Empty when per-cgroup counting is off.
+    pub fn by_cgroup(&self) -> impl Iterator<Item = (Option<u64>, &[u64; TcpState::COUNT])> + '_ {
+        self.cgroups.iter().flat_map(|c| {
+            std::iter::once((None, &c.none)).chain(c.by_id.iter().map(|(id, v)| (Some(*id), v)))
+        })
+    }
+
+    /// Sockets without a cgroup id that should have had one: neither
+    /// TIME_WAIT nor request (SYN_RECV) sockets. Non-zero while no socket
+    /// has an id means the kernel sends no INET_DIAG_CGROUP_ID at all
+    /// (before 5.7, or without CONFIG_SOCK_CGROUP_DATA). 0 when counting is
+    /// off.
+    pub fn full_sockets_without_cgroup_id(&self) -> u64 {
+        self.cgroups.as_ref().map_or(0, |c| c.full_without_id)
+    }
+
+    /// Sockets that carried a cgroup id (0 when counting is off).
+    pub fn sockets_with_cgroup_id(&self) -> u64 {
+        self.cgroups
+            .as_ref()
+            .map_or(0, |c| c.by_id.values().flatten().sum())
+    }
 }
 
 /// TCP listeners from the LISTEN-only dump, with their drop counters.
@@ -311,7 +429,7 @@ impl ListenStats {
         if TcpState::from_kernel(msg.state()) != Some(TcpState::Listen) {
             return Err(ParseError::UnknownState { state: msg.state() });
         }
-        let drops = drops(&payload[crate::diag::INET_DIAG_MSG_LEN..])?;
+        let drops = drops(&payload[INET_DIAG_MSG_LEN..])?;
         let mut address = msg.local_address();
         if family == Family::Ipv4 {
             address[4..].fill(0);
@@ -375,7 +493,7 @@ impl UdpStats {
         let (msg, family) = inet(payload)?;
         let state = UdpState::from_kernel(msg.state())
             .ok_or(ParseError::UnknownUdpState { state: msg.state() })?;
-        let drops = drops(&payload[crate::diag::INET_DIAG_MSG_LEN..])?;
+        let drops = drops(&payload[INET_DIAG_MSG_LEN..])?;
         let (f, s) = (family as usize, state as usize);
         self.sockets[f][s] += 1;
         self.receive_queue_bytes[f][s] += u64::from(msg.rqueue());
@@ -598,6 +716,147 @@ mod tests {
             Err(ParseError::UnknownFamily { family: 1 })
         );
         assert_eq!(stats.sockets, ByState::default());
+    }
+
+    /// What a 6.x kernel appends to a full TCP socket of a dump that asked
+    /// for no extension (no MARK: that needs CAP_NET_ADMIN), for cgroup `id`.
+    fn full_socket_attributes(id: u64) -> Vec<u8> {
+        let mut a = rtattr(diag::INET_DIAG_SHUTDOWN, &[0]); // rta_len 5, type 8, 0, pad 3
+        a.extend(rtattr(diag::INET_DIAG_CGROUP_ID, &id.to_ne_bytes())); // rta_len 12, type 21, u64
+        a.extend(rtattr(diag::INET_DIAG_SOCKOPT, &[0, 0])); // rta_len 6, type 22, u16, pad 2
+        a
+    }
+
+    /// A socket in kernel state `state` carrying cgroup `id`.
+    fn in_cgroup(family: u8, state: u8, id: u64) -> Vec<u8> {
+        let mut m = inet_diag_msg(family, state, v4([127, 0, 0, 1]), 80, 4000, 1, 2, 77);
+        m.extend(full_socket_attributes(id));
+        m
+    }
+
+    /// A TIME_WAIT socket as inet_twsk_diag_fill sends it: `state` is the
+    /// tw_substate (TIME_WAIT or FIN_WAIT2), idiag_timer 3, no attributes.
+    fn time_wait(state: u8) -> Vec<u8> {
+        let mut m = inet_diag_msg(AF_INET, state, v4([127, 0, 0, 1]), 4000, 80, 0, 0, 0);
+        m[2] = 3; // idiag_timer: 3, the TIME_WAIT timer
+        m
+    }
+
+    fn cgroup_rows(stats: &TcpStats) -> Vec<(Option<u64>, [u64; TcpState::COUNT])> {
+        let mut rows: Vec<_> = stats.by_cgroup().map(|(id, v)| (id, *v)).collect();
+        rows.sort();
+        rows
+    }
+
+    fn one(state: TcpState, n: u64) -> [u64; TcpState::COUNT] {
+        let mut v = [0; TcpState::COUNT];
+        v[state as usize] = n;
+        v
+    }
+
+    #[test]
+    fn cgroup_counting_is_off_by_default_and_never_reads_attributes() {
+        let mut stats = TcpStats::default();
+        assert!(!stats.counts_cgroups());
+        // rta_len 40 with 4 bytes left: malformed, but nobody looks.
+        let mut m = inet_diag_msg(AF_INET, 1, v4([127, 0, 0, 1]), 1, 2, 0, 0, 1);
+        m.extend_from_slice(&[40, 0, 21, 0]);
+        stats.add(&m).unwrap();
+        stats.add(&in_cgroup(AF_INET, 1, 5)).unwrap();
+        assert_eq!(stats.by_cgroup().count(), 0);
+        assert_eq!(stats.full_sockets_without_cgroup_id(), 0);
+        assert_eq!(stats.sockets_with_cgroup_id(), 0);
+        assert_eq!(stats.total(TcpState::Established), 2);
+    }
+
+    #[test]
+    fn counts_by_cgroup_id_and_state_over_both_families() {
+        let mut stats = TcpStats::new(PortSet::default()).with_cgroups(true);
+        assert!(stats.counts_cgroups());
+        assert_eq!(cgroup_rows(&stats), vec![(None, [0; TcpState::COUNT])]);
+        for (family, state, id) in [
+            (AF_INET, 1, 100),  // established
+            (AF_INET6, 1, 100), // established, the other family
+            (AF_INET, 10, 100), // listen
+            (AF_INET6, 10, 200),
+            (AF_INET, 8, 200), // close_wait
+        ] {
+            stats.add(&in_cgroup(family, state, id)).unwrap();
+        }
+        stats.add(&time_wait(6)).unwrap();
+        stats.add(&time_wait(5)).unwrap(); // TIME_WAIT in substate FIN_WAIT2
+                                           // A request socket: SYN_RECV with MARK only (rta_len 8, type 15).
+        let mut request = inet_diag_msg(AF_INET, 3, v4([127, 0, 0, 1]), 80, 5000, 0, 0, 0);
+        request[2] = 1; // idiag_timer: 1, the SYN-ACK retransmit timer
+        request.extend(rtattr(diag::INET_DIAG_MARK, &0u32.to_ne_bytes()));
+        stats.add(&request).unwrap();
+        // A full socket without the attribute (an old kernel): SHUTDOWN only.
+        let mut old = inet_diag_msg(AF_INET, 1, v4([127, 0, 0, 1]), 80, 6000, 0, 0, 9);
+        old.extend(rtattr(diag::INET_DIAG_SHUTDOWN, &[0]));
+        stats.add(&old).unwrap();
+
+        let mut none = one(TcpState::TimeWait, 1);
+        none[TcpState::FinWait2 as usize] = 1;
+        none[TcpState::SynRecv as usize] = 1;
+        none[TcpState::Established as usize] = 1;
+        let mut a = one(TcpState::Established, 2);
+        a[TcpState::Listen as usize] = 1;
+        let mut b = one(TcpState::Listen, 1);
+        b[TcpState::CloseWait as usize] = 1;
+        assert_eq!(
+            cgroup_rows(&stats),
+            vec![(None, none), (Some(100), a), (Some(200), b)]
+        );
+        assert_eq!(
+            stats.full_sockets_without_cgroup_id(),
+            1,
+            "only the old one"
+        );
+        assert_eq!(stats.sockets_with_cgroup_id(), 5);
+        // The per-family counts are unchanged by cgroup counting.
+        assert_eq!(stats.total(TcpState::Established), 3);
+        assert_eq!(
+            stats.sockets[Family::Ipv6 as usize][TcpState::Listen as usize],
+            1
+        );
+
+        // A new collection starts from zero and keeps the map's capacity.
+        let capacity = stats.cgroups.as_ref().unwrap().by_id.capacity();
+        stats.clear();
+        assert_eq!(cgroup_rows(&stats), vec![(None, [0; TcpState::COUNT])]);
+        assert_eq!(stats.full_sockets_without_cgroup_id(), 0);
+        assert_eq!(stats.cgroups.as_ref().unwrap().by_id.capacity(), capacity);
+        stats.add(&in_cgroup(AF_INET, 1, 300)).unwrap();
+        assert_eq!(
+            cgroup_rows(&stats)[1],
+            (Some(300), one(TcpState::Established, 1))
+        );
+        stats.count_cgroups(false);
+        assert_eq!(stats.by_cgroup().count(), 0);
+    }
+
+    #[test]
+    fn a_malformed_cgroup_attribute_fails_without_partial_counts() {
+        let mut stats = TcpStats::default().with_cgroups(true);
+        let lo = v4([127, 0, 0, 1]);
+        // CGROUP_ID with a 4-byte payload (rta_len 8) after SHUTDOWN.
+        let mut short = inet_diag_msg(AF_INET, 1, lo, 80, 4000, 0, 0, 1);
+        short.extend(rtattr(diag::INET_DIAG_SHUTDOWN, &[0]));
+        short.extend(rtattr(diag::INET_DIAG_CGROUP_ID, &[1, 2, 3, 4]));
+        assert_eq!(
+            stats.add(&short),
+            Err(ParseError::Attribute(diag::BadAttribute {
+                offset: 8,
+                len: 8,
+                left: 8
+            }))
+        );
+        // rta_len 0: would loop forever if accepted.
+        let mut zero = inet_diag_msg(AF_INET, 10, lo, 80, 0, 0, 0, 1);
+        zero.extend_from_slice(&[0, 0, 21, 0]);
+        assert!(matches!(stats.add(&zero), Err(ParseError::Attribute(_))));
+        assert_eq!(stats.sockets, ByState::default());
+        assert_eq!(cgroup_rows(&stats), vec![(None, [0; TcpState::COUNT])]);
     }
 
     #[test]

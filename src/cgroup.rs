@@ -9,9 +9,21 @@
 //!   depth and entries, using the inode numbers readdir already returns, so
 //!   no stat per cgroup) into an id -> path map, and rebuilds it when an
 //!   unknown id appears, at most once per collection.
+//!   The walk is also redone when the mount root's `cgroup.stat` changed
+//!   (a cgroup was created or removed), so a removed cgroup's id stops
+//!   mapping to its old path at the next collection.
 //! * [`truncate_path`] aggregates to a path prefix (`--collector.cgroup.depth`)
 //!   and [`cap_series`] keeps the heaviest keys under a series cap, summing
 //!   the rest into [`OTHER`].
+//! * [`Attribution`] puts these together for the exporter: once per
+//!   collection it turns the per-id counts of `TcpStats::by_cgroup` into
+//!   capped rows keyed by label.
+//!
+//! Depth (`--collector.cgroup.depth N`): 0, the default, keeps every path
+//! whole; N >= 1 keeps the first N components, so depth 1 folds
+//! `/system.slice/nginx.service` into `/system.slice` and depth 3 of a
+//! kubepods path stops at the pod's slice. Sockets whose paths become equal
+//! are summed. The root cgroup is `/` at any depth.
 //!
 //! Label values that are not paths never start with `/`, so they cannot
 //! collide with a real cgroup:
@@ -22,6 +34,9 @@
 //! | [`NONE`]   | the socket carried no cgroup id: TIME_WAIT and request (SYN_RECV) sockets never do, and neither does any socket on kernels that do not send INET_DIAG_CGROUP_ID |
 //! | [`UNKNOWN`]| the id is not in the cgroup2 tree even after a fresh walk: the cgroup was removed while the socket lived on, it lies outside the part of the hierarchy this mount shows (a cgroup namespace or subtree mount), or the walk hit its bounds |
 //! | [`OTHER`]  | beyond the series cap: the sum of every cgroup that was cut |
+//!
+//! The cap counts path rows, [`OTHER`] included; [`NONE`] and [`UNKNOWN`]
+//! are never cut, so they always tell how much could not be attributed.
 //!
 //! A wrong path is never emitted: an id is only ever mapped to the path the
 //! walk found for exactly that inode.
@@ -266,6 +281,11 @@ pub struct CgroupPaths {
     walk_failed: bool,
     last: WalkReport,
     problem: Option<String>,
+    /// The mount root's `cgroup.stat` when the map was walked (None where
+    /// the file is missing: kernels before 4.14, or a plain directory).
+    stat: Option<Vec<u8>>,
+    /// `cgroup.stat` changed since the walk: walk again before answering.
+    stale: bool,
 }
 
 /// Remembered unknown ids at most; beyond it the set starts over.
@@ -285,22 +305,38 @@ impl CgroupPaths {
             walk_failed: false,
             last: WalkReport::default(),
             problem: None,
+            stat: None,
+            stale: false,
         }
+    }
+
+    fn read_stat(&self) -> Option<Vec<u8>> {
+        fs::read(self.mount.mount_point.join("cgroup.stat")).ok()
     }
 
     pub fn mount(&self) -> &Cgroup2Mount {
         &self.mount
     }
 
-    /// Call once at the start of every collection: allows one more walk.
+    /// Call once at the start of every collection: allows one more walk,
+    /// and notes (one small read of the mount root's `cgroup.stat`:
+    /// `nr_descendants`, `nr_dying_descendants`, ...) whether cgroups were
+    /// created or removed since the last walk; if so, the next lookup walks
+    /// again.
     pub fn start_collection(&mut self) {
         self.generation += 1;
+        if self.walks > 0 && !self.stale && self.read_stat() != self.stat {
+            self.stale = true;
+        }
     }
 
     /// The label for a socket's cgroup id: its path, [`NONE`] without an id,
     /// or [`UNKNOWN`]. May walk the tree once per collection.
     pub fn resolve(&mut self, id: Option<u64>) -> &str {
         let Some(id) = id else { return NONE };
+        if self.stale && self.walked_in != Some(self.generation) {
+            self.refresh();
+        }
         if self.paths.contains_key(&id) {
             return &self.paths[&id];
         }
@@ -328,6 +364,9 @@ impl CgroupPaths {
     pub fn refresh(&mut self) {
         self.walked_in = Some(self.generation);
         self.walks += 1;
+        self.stale = false;
+        // Read before walking: a change during the walk shows next time.
+        self.stat = self.read_stat();
         let result = walk(&self.mount, self.limits);
         self.walk_failed = result.is_err();
         match result {
@@ -415,7 +454,7 @@ pub struct Capped<V> {
 /// keys, the `max - 1` heaviest (by `weight`, ties by key, so the choice is
 /// stable across scrapes) are kept and the rest are merged into one
 /// [`OTHER`] row with `merge`.
-pub fn cap_series<V: Default>(
+pub fn cap_series<V>(
     rows: impl IntoIterator<Item = (String, V)>,
     max: usize,
     weight: impl Fn(&V) -> u64,
@@ -428,15 +467,114 @@ pub fn cap_series<V: Default>(
         return Capped { rows, dropped: 0 };
     }
     rows.sort_by(|a, b| weight(&b.1).cmp(&weight(&a.1)).then_with(|| a.0.cmp(&b.0)));
-    let cut = rows.split_off(max - 1);
+    let mut cut = rows.split_off(max - 1).into_iter();
     let dropped = cut.len();
-    let mut other = V::default();
-    for (_, v) in cut {
-        merge(&mut other, v);
-    }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    rows.push((OTHER.to_string(), other));
+    // More rows than `max` and `max - 1` kept: at least 2 were cut.
+    if let Some((_, mut other)) = cut.next() {
+        for (_, v) in cut {
+            merge(&mut other, v);
+        }
+        rows.push((OTHER.to_string(), other));
+    }
     Capped { rows, dropped }
+}
+
+// ---------------------------------------------------------------------------
+// Attribution: per-id counts to capped rows
+// ---------------------------------------------------------------------------
+
+/// Turns one collection's socket counts per cgroup id into rows keyed by
+/// label (path, [`NONE`], [`UNKNOWN`], [`OTHER`]): resolves ids through a
+/// cached [`CgroupPaths`], truncates paths to the configured depth, sums
+/// equal labels and applies the series cap.
+pub struct Attribution {
+    paths: CgroupPaths,
+    depth: usize,
+    max_series: usize,
+}
+
+impl Attribution {
+    /// `depth`: path components kept, 0 for whole paths (see the module
+    /// doc). `max_series`: path rows at most, [`OTHER`] included (at least
+    /// 1; 0 counts as 1).
+    pub fn new(mount: Cgroup2Mount, depth: usize, max_series: usize) -> Attribution {
+        Attribution {
+            paths: CgroupPaths::new(mount, WalkLimits::default()),
+            depth,
+            max_series: max_series.max(1),
+        }
+    }
+
+    /// [`Attribution::new`] on this host's cgroup2 mount ([`detect`]); Err
+    /// says why there is none.
+    pub fn detect(depth: usize, max_series: usize) -> Result<Attribution, String> {
+        Ok(Attribution::new(detect()?, depth, max_series))
+    }
+
+    /// The id -> path cache (walk counts and mount, for logs and tests).
+    pub fn paths(&self) -> &CgroupPaths {
+        &self.paths
+    }
+
+    /// Call once per collection, before [`rows`](Self::rows) (which may be
+    /// called several times per collection, e.g. once per namespace).
+    pub fn start_collection(&mut self) {
+        self.paths.start_collection();
+    }
+
+    /// The rows for one set of per-id counts (`N` states each): paths
+    /// sorted, then [`NONE`] (whenever the input has a `None` item, zeros
+    /// included), [`UNKNOWN`] (when some id resolved to it), then
+    /// [`OTHER`] (when the cap cut paths; `dropped` says how many).
+    /// Weight for the cap: the row's total sockets.
+    pub fn rows<const N: usize>(
+        &mut self,
+        per_id: impl IntoIterator<Item = (Option<u64>, [u64; N])>,
+    ) -> Capped<[u64; N]> {
+        fn add<const N: usize>(into: &mut [u64; N], from: [u64; N]) {
+            into.iter_mut().zip(from).for_each(|(a, b)| *a += b);
+        }
+        let depth = if self.depth == 0 {
+            usize::MAX
+        } else {
+            self.depth
+        };
+        let mut by_path: HashMap<String, [u64; N]> = HashMap::new();
+        let mut none: Option<[u64; N]> = None;
+        let mut unknown: Option<[u64; N]> = None;
+        for (id, counts) in per_id {
+            if id.is_none() {
+                add(none.get_or_insert([0; N]), counts);
+                continue;
+            }
+            let label = self.paths.resolve(id);
+            if label == UNKNOWN {
+                add(unknown.get_or_insert([0; N]), counts);
+                continue;
+            }
+            let key = truncate_path(label, depth);
+            match by_path.get_mut(key) {
+                Some(row) => add(row, counts),
+                None => {
+                    by_path.insert(key.to_string(), counts);
+                }
+            }
+        }
+        let mut capped = cap_series(by_path, self.max_series, |v| v.iter().sum(), add);
+        let at = capped.rows.len() - usize::from(capped.dropped > 0);
+        let buckets = [(NONE, none), (UNKNOWN, unknown)]
+            .into_iter()
+            .filter_map(|(label, v)| Some((label.to_string(), v?)));
+        capped.rows.splice(at..at, buckets);
+        capped
+    }
+
+    /// Why attribution is incomplete: the last walk failed or hit its
+    /// bounds. None when it was whole.
+    pub fn problem(&self) -> Option<&str> {
+        self.paths.problem()
+    }
 }
 
 /// Reads the cgroup v2 path of a process from /proc/PID/cgroup (the `0::`
@@ -666,6 +804,152 @@ mod tests {
         cache.start_collection();
         cache.resolve(Some(gone));
         assert_eq!(cache.walks(), 5);
+    }
+
+    /// A directory tree standing in for a cgroup2 mount (the walk only
+    /// reads names and d_ino), removed on drop.
+    struct Tree(PathBuf);
+
+    impl Tree {
+        fn new(tag: &str, dirs: &[&str]) -> Tree {
+            let dir = std::env::temp_dir().join(format!("sockdiag-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            for d in dirs {
+                fs::create_dir_all(dir.join(d)).unwrap();
+            }
+            Tree(dir)
+        }
+        fn mount(&self) -> Cgroup2Mount {
+            Cgroup2Mount {
+                mount_point: self.0.clone(),
+                root: "/".into(),
+            }
+        }
+        fn id(&self, p: &str) -> Option<u64> {
+            Some(fs::metadata(self.0.join(p)).unwrap().ino())
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn attribution_resolves_truncates_merges_and_caps() {
+        let tree = Tree::new("attr", &["a/x", "a/y", "b"]);
+        let missing = Some(u64::MAX - 3);
+        let per_id = || {
+            vec![
+                (tree.id("a/x"), [1, 2, 0]),
+                (tree.id("a/y"), [0, 1, 0]),
+                (tree.id("b"), [5, 0, 0]),
+                (tree.id(""), [0, 0, 1]), // the root cgroup
+                (missing, [0, 0, 4]),
+                (None, [2, 0, 0]),
+            ]
+        };
+        let row = |k: &str, v: [u64; 3]| (k.to_string(), v);
+
+        // Depth 0: whole paths.
+        let mut whole = Attribution::new(tree.mount(), 0, 100);
+        whole.start_collection();
+        let got = whole.rows(per_id());
+        assert_eq!(
+            got.rows,
+            vec![
+                row("/", [0, 0, 1]),
+                row("/a/x", [1, 2, 0]),
+                row("/a/y", [0, 1, 0]),
+                row("/b", [5, 0, 0]),
+                row(NONE, [2, 0, 0]),
+                row(UNKNOWN, [0, 0, 4]),
+            ]
+        );
+        assert_eq!(got.dropped, 0);
+        assert_eq!(
+            whole.paths().walks(),
+            1,
+            "one walk for the whole collection"
+        );
+        assert_eq!(whole.problem(), None);
+
+        // Depth 1: /a/x and /a/y are summed into /a.
+        let mut top = Attribution::new(tree.mount(), 1, 100);
+        top.start_collection();
+        let got = top.rows(per_id());
+        assert_eq!(
+            got.rows,
+            vec![
+                row("/", [0, 0, 1]),
+                row("/a", [1, 3, 0]),
+                row("/b", [5, 0, 0]),
+                row(NONE, [2, 0, 0]),
+                row(UNKNOWN, [0, 0, 4]),
+            ]
+        );
+
+        // A cap of 2 path rows: the heaviest (/b, 5 sockets) and `other`
+        // (3 paths, 5 sockets); none and unknown are never cut.
+        let mut capped = Attribution::new(tree.mount(), 0, 2);
+        capped.start_collection();
+        let got = capped.rows(per_id());
+        assert_eq!(
+            got.rows,
+            vec![
+                row("/b", [5, 0, 0]),
+                row(NONE, [2, 0, 0]),
+                row(UNKNOWN, [0, 0, 4]),
+                row(OTHER, [1, 3, 1]),
+            ]
+        );
+        assert_eq!(got.dropped, 3);
+
+        // No `None` item: no `none` row; no input: no rows.
+        capped.start_collection();
+        let got = capped.rows([(tree.id("b"), [1, 1, 1])]);
+        assert_eq!(got.rows, vec![row("/b", [1, 1, 1])]);
+        assert_eq!(capped.rows::<3>([]).rows, vec![]);
+        // Max 0 counts as 1: everything in `other`.
+        let mut one = Attribution::new(tree.mount(), 0, 0);
+        one.start_collection();
+        let got = one.rows([(tree.id("b"), [1]), (tree.id("a"), [2])]);
+        assert_eq!((got.rows, got.dropped), (vec![(OTHER.to_string(), [3])], 2));
+    }
+
+    #[test]
+    fn a_changed_cgroup_stat_makes_removed_cgroups_unknown() {
+        let tree = Tree::new("stat", &["keep", "gone"]);
+        let stat = tree.0.join("cgroup.stat");
+        fs::write(&stat, "nr_descendants 2\nnr_dying_descendants 0\n").unwrap();
+        let (keep, gone) = (tree.id("keep"), tree.id("gone"));
+        let mut attribution = Attribution::new(tree.mount(), 0, 100);
+        let collect = |a: &mut Attribution| {
+            a.start_collection();
+            a.rows([(keep, [1]), (gone, [1])]).rows
+        };
+        let labels = |rows: Vec<(String, [u64; 1])>| -> Vec<String> {
+            rows.into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(labels(collect(&mut attribution)), ["/gone", "/keep"]);
+        assert_eq!(attribution.paths().walks(), 1);
+
+        // Removed, but cgroup.stat unchanged (impossible on cgroupfs, where
+        // rmdir moves the cgroup to nr_dying_descendants): the cache answers.
+        fs::remove_dir(tree.0.join("gone")).unwrap();
+        assert_eq!(labels(collect(&mut attribution)), ["/gone", "/keep"]);
+        assert_eq!(attribution.paths().walks(), 1);
+
+        // cgroup.stat changed: one walk, and the removed id is unknown.
+        fs::write(&stat, "nr_descendants 1\nnr_dying_descendants 1\n").unwrap();
+        assert_eq!(labels(collect(&mut attribution)), ["/keep", UNKNOWN]);
+        assert_eq!(attribution.paths().walks(), 2);
+        // One more walk, made for the id itself, proves it gone for good.
+        assert_eq!(labels(collect(&mut attribution)), ["/keep", UNKNOWN]);
+        assert_eq!(attribution.paths().walks(), 3);
+        assert_eq!(labels(collect(&mut attribution)), ["/keep", UNKNOWN]);
+        assert_eq!(attribution.paths().walks(), 3, "steady state: no walks");
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct Options {
     pub tcp_ports: PortSet,
     /// `--collector.udp.ports`.
     pub udp_ports: PortSet,
+    /// `--collector.cgroup`: TCP counts per cgroup id ([`TcpStats::by_cgroup`]).
+    pub cgroup: bool,
     /// A dump not finished after this long fails (`--collector.timeout`).
     pub deadline: Duration,
 }
@@ -118,6 +120,7 @@ impl Default for Options {
             tcp_dump: DumpMode::Auto,
             tcp_ports: PortSet::default(),
             udp_ports: PortSet::default(),
+            cgroup: false,
             deadline: Duration::from_secs(10),
         }
     }
@@ -421,7 +424,7 @@ impl<T: Transport> Collector<T> {
     pub fn new(transport: T, options: Options) -> Collector<T> {
         Collector {
             dumper: Dumper::new(transport, options.deadline),
-            tcp: TcpStats::new(options.tcp_ports.clone()),
+            tcp: TcpStats::new(options.tcp_ports.clone()).with_cgroups(options.cgroup),
             udp: UdpStats::new(options.udp_ports.clone()),
             listen: ListenStats::default(),
             unix: UnixStats::default(),

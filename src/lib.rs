@@ -8,7 +8,6 @@
 //! once; `cli` and `log` sit around it.
 
 pub mod aggregate;
-pub mod attr;
 pub mod auth;
 pub mod cache;
 pub mod cgroup;

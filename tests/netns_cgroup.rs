@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::ns::*;
 use common::poll_until;
-use sockdiag_exporter::cgroup::{self, CgroupPaths, WalkLimits};
+use sockdiag_exporter::cgroup::{self, Attribution};
 use sockdiag_exporter::collect::{Collector, DumpMode, Options};
 use sockdiag_exporter::diag::TcpState;
 use sockdiag_exporter::netns::{self, Namespace, PerNamespace};
@@ -234,6 +234,38 @@ fn discovers_labels_and_counts_every_namespace() {
     drop((held_a, held_b));
 }
 
+/// One TCP collection through `c`, as rows of `attribution`, keyed by
+/// (label, state) with zeros left out.
+fn attributed(
+    c: &mut Collector<Netlink>,
+    attribution: &mut Attribution,
+) -> BTreeMap<(String, &'static str), u64> {
+    let stats = c.collect_tcp().expect("collect");
+    assert_eq!(
+        stats.full_sockets_without_cgroup_id(),
+        0,
+        "every full socket carries INET_DIAG_CGROUP_ID"
+    );
+    attribution.start_collection();
+    let rows = attribution.rows(stats.by_cgroup().map(|(id, v)| (id, *v)));
+    assert_eq!(rows.dropped, 0);
+    let mut out = BTreeMap::new();
+    for (label, counts) in rows.rows {
+        for state in TcpState::ALL {
+            if counts[state as usize] > 0 {
+                out.insert((label.clone(), state.label()), counts[state as usize]);
+            }
+        }
+    }
+    out
+}
+
+/// Per-cgroup counts through the real path: a `Collector` with
+/// `options.cgroup` over a netlink socket in the test's private namespace,
+/// then `cgroup::Attribution`, for sockets of helper processes moved into
+/// test-owned cgroups. Also checks what the kernel sends (the raw
+/// attributes of full, TIME_WAIT and request sockets) and what it does when
+/// a cgroup is removed while one of its sockets lives on.
 #[test]
 fn cgroup_ids_map_to_the_test_cgroups() {
     if !is_root() {
@@ -268,11 +300,15 @@ fn cgroup_ids_map_to_the_test_cgroups() {
     let cg_a = TestCgroup::create(&top.path, "a").unwrap();
     let cg_b = TestCgroup::create(&top.path, "b").unwrap();
     let cg_c = TestCgroup::create(&top.path, "c").unwrap();
+    // a: 1 listener with 2 accepted pairs, 2 connections closed client
+    // first (2 TIME_WAIT, no cgroup), and 2 connections to a
+    // TCP_DEFER_ACCEPT listener (2 ESTABLISHED clients in a, 2 request
+    // sockets without a cgroup, and that listener).
     let ha = Helper::spawn(
         ENTRY,
         &HelperSpec {
-            listeners: 2,
-            pairs: 3,
+            listeners: 1,
+            pairs: 2,
             time_wait: 2,
             syn_recv: 2,
             cgroup: Some(cg_a.path.clone()),
@@ -280,20 +316,19 @@ fn cgroup_ids_map_to_the_test_cgroups() {
         },
     );
     let a_port: u16 = ha.field("port").parse().unwrap();
-    // b also connects once to a's listener, unaccepted: the server side is a
-    // child of a's listener.
+    // b: 3 listeners, and one connection to a's listener, never accepted:
+    // the client is b's, the server side is a child of a's listener and so
+    // a's.
     let hb = Helper::spawn(
         ENTRY,
         &HelperSpec {
-            listeners: 1,
-            pairs: 1,
+            listeners: 3,
             connect_to: Some(a_port),
             cgroup: Some(cg_b.path.clone()),
             ..Default::default()
         },
     );
-    // c's listener outlives c: taken over by this process, then c's process
-    // ends and the cgroup is removed.
+    // c: 1 listener, taken over by this process before c is removed.
     let mut hc = Helper::spawn(
         ENTRY,
         &HelperSpec {
@@ -306,30 +341,93 @@ fn cgroup_ids_map_to_the_test_cgroups() {
         cgroup::process_cgroup(ha.pid).unwrap().as_deref(),
         Some(format!("/{top_name}/a").as_str())
     );
-    let stolen = common::steal_socket_fd(
-        hc.pid as libc::pid_t,
-        hc.field("listener_inode").parse().unwrap(),
-    )
-    .expect("take over c's listener");
-    hc.kill();
-    cg_c.remove().expect("rmdir c");
+    let c_id = std::fs::metadata(&cg_c.path).unwrap().ino();
+
+    let open = || Netlink::open(Duration::from_secs(10)).expect("open NETLINK_SOCK_DIAG");
+    let options = |mode| Options {
+        cgroup: true,
+        ..Options::tcp_only(mode, Duration::from_secs(10))
+    };
+    // Auto sends the legacy AF_UNSPEC request; by-family the v2 one.
+    let mut legacy = Collector::new(open(), options(DumpMode::Auto));
+    let mut by_family = Collector::new(open(), options(DumpMode::ByFamily));
+    assert!(legacy.tcp.counts_cgroups());
 
     // Wait (bounded) for the closes to settle into exactly 2 TIME_WAIT.
-    let sockets = poll_until(Duration::from_secs(10), || {
-        let s = dump_ipv4_tcp();
-        let tw = s.iter().filter(|s| s.state == 6).count();
-        let req = s.iter().filter(|s| s.state == 3 || s.state == 12).count();
-        let transient = s.iter().filter(|s| [4, 5, 9].contains(&s.state)).count();
+    poll_until(Duration::from_secs(10), || {
+        let s = legacy.collect_tcp().map_err(|e| e.to_string())?;
+        let (tw, req) = (s.total(TcpState::TimeWait), s.total(TcpState::SynRecv));
+        let transient: u64 = [TcpState::FinWait1, TcpState::FinWait2, TcpState::LastAck]
+            .iter()
+            .map(|st| s.total(*st))
+            .sum();
         if tw == 2 && req == 2 && transient == 0 {
-            Ok(s)
+            Ok(())
         } else {
             Err(format!(
-                "{tw} TIME_WAIT, {req} SYN_RECV, {transient} closing: {s:?}"
+                "{tw} TIME_WAIT, {req} SYN_RECV, {transient} closing"
             ))
         }
     })
     .expect("settled dump");
 
+    let a = format!("/{top_name}/a");
+    let b = format!("/{top_name}/b");
+    let c = format!("/{top_name}/c");
+    let none = cgroup::NONE.to_string();
+    let mut want: BTreeMap<(String, &str), u64> = [
+        ((a.clone(), "listen"), 1 + 1),
+        ((a.clone(), "established"), 2 * 2 + 2 + 1),
+        ((b.clone(), "listen"), 3),
+        ((b.clone(), "established"), 1),
+        ((c.clone(), "listen"), 1),
+        ((none.clone(), "time_wait"), 2),
+        ((none.clone(), "syn_recv"), 2),
+    ]
+    .into_iter()
+    .collect();
+    let mut attribution = Attribution::new(mount.clone(), 0, 100);
+    assert_eq!(
+        attributed(&mut legacy, &mut attribution),
+        want,
+        "legacy dump"
+    );
+    assert_eq!(
+        attribution.paths().walks(),
+        1,
+        "one walk for the collection"
+    );
+    assert_eq!(attribution.problem(), None);
+    assert_eq!(
+        attributed(&mut by_family, &mut attribution),
+        want,
+        "by-family dumps"
+    );
+    // Depth 1 folds a, b and c into the test's top cgroup.
+    let mut top_only = Attribution::new(mount.clone(), 1, 100);
+    let top_label = format!("/{top_name}");
+    let folded: BTreeMap<(String, &str), u64> = [
+        ((top_label.clone(), "listen"), 2 + 3 + 1),
+        ((top_label.clone(), "established"), 7 + 1),
+        ((none.clone(), "time_wait"), 2),
+        ((none.clone(), "syn_recv"), 2),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(attributed(&mut legacy, &mut top_only), folded);
+    // A cap of 2 path rows keeps a (9 sockets) and sums b and c as other.
+    let mut capped = Attribution::new(mount.clone(), 0, 2);
+    capped.start_collection();
+    let stats = legacy.collect_tcp().unwrap();
+    let rows = capped.rows(stats.by_cgroup().map(|(id, v)| (id, *v)));
+    let labels: Vec<&str> = rows.rows.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, [a.as_str(), cgroup::NONE, cgroup::OTHER]);
+    assert_eq!(rows.dropped, 2);
+    assert_eq!(rows.rows[2].1[TcpState::Listen as usize], 3 + 1);
+
+    // What the kernel sends, from a raw dump: the attribute types of each
+    // kind of socket.
+    let sockets = dump_ipv4_tcp();
     let mut full_attrs = None;
     let mut tw_attrs = None;
     let mut req_attrs = None;
@@ -345,38 +443,38 @@ fn cgroup_ids_map_to_the_test_cgroups() {
             full_attrs.get_or_insert(s.attrs.clone());
         }
     }
+    assert!(sockets.iter().any(|s| s.cgroup_id == Some(c_id)));
 
-    let mut paths = CgroupPaths::new(mount.clone(), WalkLimits::default());
-    paths.start_collection();
-    let mut got: BTreeMap<(String, &str), u64> = BTreeMap::new();
-    for s in &sockets {
-        let label = paths.resolve(s.cgroup_id).to_string();
-        let state = common::state_label(s.state).unwrap();
-        *got.entry((label, state)).or_default() += 1;
-    }
-    let a = format!("/{top_name}/a");
-    let b = format!("/{top_name}/b");
-    let want: BTreeMap<(String, &str), u64> = [
-        ((a.clone(), "listen"), 2 + 1),
-        ((a.clone(), "established"), 2 * 3 + 1 + 2),
-        ((b.clone(), "listen"), 1),
-        ((b.clone(), "established"), 2 + 1),
-        ((cgroup::UNKNOWN.to_string(), "listen"), 1),
-        ((cgroup::NONE.to_string(), "time_wait"), 2),
-        ((cgroup::NONE.to_string(), "syn_recv"), 2),
-    ]
-    .into_iter()
-    .collect();
-    assert_eq!(got, want, "sockets: {sockets:#?}");
-    assert_eq!(paths.walks(), 1, "one walk for the whole collection");
-    assert_eq!(paths.problem(), None);
-
-    // Depth 1 folds a and b into the test's top cgroup.
-    let mut by_top: BTreeMap<&str, u64> = BTreeMap::new();
-    for ((label, _), n) in &got {
-        *by_top.entry(cgroup::truncate_path(label, 1)).or_default() += n;
-    }
-    assert_eq!(by_top[format!("/{top_name}").as_str()], 3 + 9 + 1 + 3);
+    // c's listener outlives c: this process takes it over, c's process
+    // ends and the cgroup is removed. The kernel keeps sending c's id (the
+    // socket pins the dying cgroup); the id is gone from the tree, so the
+    // next collection counts the listener as unknown.
+    let stolen = common::steal_socket_fd(
+        hc.pid as libc::pid_t,
+        hc.field("listener_inode").parse().unwrap(),
+    )
+    .expect("take over c's listener");
+    hc.kill();
+    cg_c.remove().expect("rmdir c");
+    assert!(!cg_c.path.exists());
+    let walks = attribution.paths().walks();
+    let stats = legacy.collect_tcp().unwrap();
+    let by_id: BTreeMap<Option<u64>, [u64; TcpState::COUNT]> =
+        stats.by_cgroup().map(|(id, v)| (id, *v)).collect();
+    assert_eq!(
+        by_id.get(&Some(c_id)).map(|v| v[TcpState::Listen as usize]),
+        Some(1),
+        "the kernel still sends the removed cgroup's id {c_id}: {by_id:?}"
+    );
+    want.remove(&(c.clone(), "listen"));
+    want.insert((cgroup::UNKNOWN.to_string(), "listen"), 1);
+    assert_eq!(attributed(&mut legacy, &mut attribution), want);
+    // cgroup.stat changed with the rmdir: one walk noticed it.
+    assert!(
+        attribution.paths().walks() > walks,
+        "no walk after the removal"
+    );
+    assert_eq!(attribution.problem(), None);
 
     let _ = writeln!(
         std::io::stderr(),

@@ -25,8 +25,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use sockdiag_exporter::attr::Attrs;
-use sockdiag_exporter::diag::{DumpRequest, Family, INET_DIAG_MSG_LEN, SOCK_DIAG_BY_FAMILY};
+use sockdiag_exporter::diag::{
+    self, Attributes, DumpRequest, Family, INET_DIAG_MSG_LEN, SOCK_DIAG_BY_FAMILY,
+};
 use sockdiag_exporter::netns;
 use sockdiag_exporter::transport::{Netlink, Transport};
 
@@ -478,9 +479,9 @@ pub fn dump_ipv4_tcp() -> Vec<RawSocket> {
                 2 => panic!("NLMSG_ERROR {:?}", &payload[..4.min(payload.len())]),
                 SOCK_DIAG_BY_FAMILY => {
                     assert!(payload.len() >= INET_DIAG_MSG_LEN);
-                    let attrs: Vec<u16> = Attrs::after_inet_diag_msg(payload)
-                        .unwrap()
-                        .map(|a| a.expect("well-formed attributes").kind)
+                    let attributes = &payload[INET_DIAG_MSG_LEN..];
+                    let attrs: Vec<u16> = Attributes::new(attributes)
+                        .map(|a| a.expect("well-formed attributes").0)
                         .collect();
                     out.push(RawSocket {
                         state: payload[1],
@@ -488,8 +489,7 @@ pub fn dump_ipv4_tcp() -> Vec<RawSocket> {
                         remote_port: u16::from_be_bytes([payload[6], payload[7]]),
                         inode: u32::from_ne_bytes(payload[68..72].try_into().unwrap()),
                         attrs,
-                        cgroup_id: sockdiag_exporter::attr::inet_diag_cgroup_id(payload)
-                            .expect("CGROUP_ID well-formed"),
+                        cgroup_id: diag::cgroup_id(attributes).expect("CGROUP_ID well-formed"),
                     });
                 }
                 other => panic!("unexpected message type {other}"),
