@@ -293,7 +293,7 @@ impl Args {
             tcp_dump: self.collector_tcp_dump,
             tcp_ports: self.collector_tcp_ports.clone(),
             udp_ports: self.collector_udp_ports.clone(),
-            cgroup: false,
+            cgroup: self.cgroup(),
             deadline: self.collector_timeout,
         }
     }

@@ -2,12 +2,14 @@
 //! metric catalogue, render the text and the summary. Failures become
 //! metrics and one log line per distinct error, never a crash.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::cgroup::{Attribution, Capped};
 use crate::collect::Kind;
+use crate::diag::TcpState;
 use crate::log::{self, Level};
-use crate::metrics::{Metrics, NetnsInfo};
-use crate::namespaces::Fleet;
+use crate::metrics::{Health, Metrics, NetnsInfo};
+use crate::namespaces::{Fleet, Part};
 use crate::render;
 use crate::transport::Transport;
 
@@ -33,6 +35,92 @@ pub struct Exporter<T> {
     last_errors: Vec<(String, Kind, String)>,
     /// Log failures (the server) or leave them to the caller (`dump`).
     log_failures: bool,
+    /// `--collector.cgroup`.
+    cgroups: Option<Cgroups>,
+}
+
+/// Per-cgroup TCP counts of one namespace, after depth and cap.
+pub type CgroupRows = Capped<[u64; TcpState::COUNT]>;
+
+/// `--collector.cgroup`: turns each namespace's per-cgroup-id TCP counts
+/// (from the tcp collector's dump) into capped rows by cgroup path.
+pub struct Cgroups {
+    /// Err: why there is no attribution at all (no cgroup2 mount).
+    attribution: Result<Attribution, String>,
+    /// The problem logged last, so each is logged once.
+    logged: Option<String>,
+}
+
+impl Cgroups {
+    /// On this host's cgroup2 mount; see [`Attribution::new`] for `depth`
+    /// (0: whole paths) and `max_series`.
+    pub fn detect(depth: usize, max_series: usize) -> Cgroups {
+        Cgroups {
+            attribution: Attribution::detect(depth, max_series),
+            logged: None,
+        }
+    }
+
+    /// The rows of every namespace whose tcp collection succeeded, and the
+    /// cgroup collector's health. No rows when the ids cannot be mapped at
+    /// all (no cgroup2 mount, or a kernel that sends no ids); rows with
+    /// `unknown` sockets and health 0 when the last walk was incomplete.
+    fn attribute<'a>(&mut self, parts: &[Part<'a>]) -> (Vec<(&'a str, CgroupRows)>, Health) {
+        let started = SystemTime::now();
+        let clock = Instant::now();
+        let counted: Vec<&Part<'a>> = parts
+            .iter()
+            .filter(|p| {
+                p.reports
+                    .iter()
+                    .any(|r| r.kind == Kind::Tcp && r.error.is_none())
+            })
+            .collect();
+        let mut rows = Vec::new();
+        let problem = match &mut self.attribution {
+            Err(why) => Some(why.clone()),
+            Ok(attribution) => {
+                let with_id: u64 = counted
+                    .iter()
+                    .map(|p| p.stats.tcp.sockets_with_cgroup_id())
+                    .sum();
+                let without: u64 = counted
+                    .iter()
+                    .map(|p| p.stats.tcp.full_sockets_without_cgroup_id())
+                    .sum();
+                if with_id == 0 && without > 0 {
+                    Some(format!(
+                        "the kernel sent no INET_DIAG_CGROUP_ID for any of {without} sockets \
+                         (it needs Linux 5.9 or later with cgroup v2); no per-cgroup series"
+                    ))
+                } else {
+                    attribution.start_collection();
+                    for part in &counted {
+                        let per_id = part.stats.tcp.by_cgroup().map(|(id, v)| (id, *v));
+                        rows.push((part.label, attribution.rows(per_id)));
+                    }
+                    attribution.problem().map(str::to_string)
+                }
+            }
+        };
+        if problem != self.logged {
+            match &problem {
+                Some(problem) => log::log(
+                    Level::Warn,
+                    "cgroup attribution incomplete",
+                    &[("problem", problem)],
+                ),
+                None => log::log(Level::Info, "cgroup attribution complete again", &[]),
+            }
+            self.logged = problem.clone();
+        }
+        let health = Health {
+            started,
+            duration: clock.elapsed(),
+            ok: problem.is_none(),
+        };
+        (rows, health)
+    }
 }
 
 impl<T: Transport> Exporter<T> {
@@ -42,7 +130,15 @@ impl<T: Transport> Exporter<T> {
             metrics,
             last_errors: Vec::new(),
             log_failures: true,
+            cgroups: None,
         }
+    }
+
+    /// Counts TCP sockets by cgroup too (`--collector.cgroup`; the
+    /// collectors must have been built with `Options::cgroup`).
+    pub fn with_cgroups(mut self, cgroups: Cgroups) -> Exporter<T> {
+        self.cgroups = Some(cgroups);
+        self
     }
 
     /// For callers that report the error themselves.
@@ -120,6 +216,18 @@ impl<T: Transport> Exporter<T> {
             self.metrics
                 .record_namespace(part.label, part.stats, part.reports);
         }
+        let mut cgroup_rows = Vec::new();
+        let mut cgroups_ok = true;
+        if let Some(cgroups) = &mut self.cgroups {
+            let (rows, health) = cgroups.attribute(&parts);
+            for (label, capped) in &rows {
+                self.metrics
+                    .record_cgroups(label, &capped.rows, capped.dropped);
+            }
+            self.metrics.record_global_health("cgroup", health);
+            cgroups_ok = health.ok;
+            cgroup_rows = rows;
+        }
         if let Some(netns) = netns {
             self.metrics.record_global_health("netns", netns.health);
             let infos: Vec<NetnsInfo<'_>> = netns
@@ -134,7 +242,8 @@ impl<T: Transport> Exporter<T> {
             self.metrics
                 .record_netns(&infos, netns.skipped, netns.unreadable);
         }
-        let success = self.last_errors.is_empty() && netns.map_or(true, |n| n.health.ok);
+        let success =
+            self.last_errors.is_empty() && netns.map_or(true, |n| n.health.ok) && cgroups_ok;
         log::log(
             Level::Debug,
             "collected",
@@ -145,10 +254,78 @@ impl<T: Transport> Exporter<T> {
         );
         Snapshot {
             text: self.metrics.encode(),
-            summary: render::summary(&parts, netns),
+            summary: render::summary(&parts, netns, &cgroup_rows),
             started,
             duration,
             success,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{PortSet, TcpStats};
+    use crate::cgroup::Cgroup2Mount;
+    use crate::collect::{OwnedStats, Report};
+    use crate::diag::AF_INET;
+    use crate::parse::tests::{inet_diag_msg, v4};
+
+    fn tcp_ok() -> Vec<Report> {
+        vec![Report {
+            kind: Kind::Tcp,
+            started: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            error: None,
+        }]
+    }
+
+    #[test]
+    fn a_kernel_without_cgroup_ids_gives_no_rows_and_health_0() {
+        let mut stats = OwnedStats {
+            tcp: TcpStats::new(PortSet::default()).with_cgroups(true),
+            ..OwnedStats::default()
+        };
+        // An ESTABLISHED socket with no attributes at all.
+        let m = inet_diag_msg(AF_INET, 1, v4([127, 0, 0, 1]), 80, 9, 0, 0, 1);
+        stats.tcp.add(&m).unwrap();
+        let reports = tcp_ok();
+        let parts = [Part {
+            label: "host",
+            stats: stats.stats(),
+            reports: &reports,
+        }];
+        let mount = Cgroup2Mount {
+            mount_point: "/nonexistent".into(),
+            root: "/".into(),
+        };
+        let mut cgroups = Cgroups {
+            attribution: Ok(Attribution::new(mount, 0, 10)),
+            logged: None,
+        };
+        let (rows, health) = cgroups.attribute(&parts);
+        assert!(rows.is_empty());
+        assert!(!health.ok);
+        assert!(cgroups
+            .logged
+            .as_deref()
+            .unwrap()
+            .contains("INET_DIAG_CGROUP_ID"));
+
+        let mut missing = Cgroups {
+            attribution: Err("no cgroup2 filesystem is mounted".into()),
+            logged: None,
+        };
+        let (rows, health) = missing.attribute(&parts);
+        assert!(rows.is_empty() && !health.ok);
+        // A failed tcp collection contributes nothing.
+        let failed = vec![];
+        let parts = [Part {
+            label: "host",
+            stats: stats.stats(),
+            reports: &failed,
+        }];
+        let (rows, _) = cgroups.attribute(&parts);
+        assert!(rows.is_empty());
     }
 }

@@ -30,6 +30,7 @@ use std::io::{self, Write as _};
 
 use cli::{Args, Command, DumpArgs, Format};
 use collect::Collector;
+use exporter::Cgroups;
 use exporter::Exporter;
 use metrics::Metrics;
 use namespaces::{Fleet, NetnsConfig};
@@ -70,7 +71,7 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
     })?;
     let transport = source(&args)?;
     let collector = Collector::new(transport, args.options());
-    let mut exporter = Exporter::new(fleet(&args, collector), Metrics::new(args.shape()));
+    let mut exporter = exporter(&args, collector);
     let config = serve::Config {
         telemetry_path: args.web_telemetry_path,
         cache_ttl: args.cache_ttl,
@@ -84,17 +85,27 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
 }
 
 /// The own namespace's collector, plus every other namespace's with
-/// `--collector.netns`.
-fn fleet<T: Transport>(args: &Args, own: Collector<T>) -> Fleet<T> {
+/// `--collector.netns`, and cgroup attribution with `--collector.cgroup`.
+fn exporter<T: Transport>(args: &Args, own: Collector<T>) -> Exporter<T> {
     let netns = args.netns().then_some(NetnsConfig {
         limit: args.collector_netns_max,
         timeout: args.collector_timeout,
     });
-    Fleet::new(own, netns)
+    let exporter = Exporter::new(Fleet::new(own, netns), Metrics::new(args.shape()));
+    match args.cgroup() {
+        true => exporter.with_cgroups(Cgroups::detect(
+            args.collector_cgroup_depth.unwrap_or(0),
+            args.collector_cgroup_max_series,
+        )),
+        false => exporter,
+    }
 }
 
 /// Flags that cannot be combined.
 fn check_flags(args: &Args) -> Result<(), BoxError> {
+    if args.cgroup() && args.no_collector_tcp {
+        return Err("--collector.cgroup counts the tcp collector's sockets; it cannot be combined with --no-collector.tcp".into());
+    }
     if args.netns() && args.source_fixture.is_some() {
         return Err("--collector.netns reads the kernel's namespaces; it cannot be combined with --source.fixture".into());
     }
@@ -133,7 +144,7 @@ fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
         None => source,
     };
     let collector = Collector::new(source, args.options());
-    let mut exporter = Exporter::new(fleet(args, collector), Metrics::new(args.shape())).quiet();
+    let mut exporter = exporter(args, collector).quiet();
     let snapshot = exporter.refresh();
     if let Some(error) = exporter.last_error() {
         return Err(format!("collection failed: {error}").into());

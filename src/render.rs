@@ -9,6 +9,7 @@ use crate::aggregate::{
 };
 use crate::collect::{Kind, Report, Stats};
 use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
+use crate::exporter::CgroupRows;
 use crate::namespaces::{NetnsOutcome, Part};
 
 /// How many listeners the summary shows.
@@ -86,18 +87,29 @@ pub fn table(stats: Stats<'_>, reports: &[Report]) -> String {
 /// The whole summary: [`table`] for a single namespace; with
 /// `--collector.netns` one table per namespace under a heading, then how
 /// discovery went.
-pub fn summary(parts: &[Part<'_>], netns: Option<&NetnsOutcome>) -> String {
+pub fn summary(
+    parts: &[Part<'_>],
+    netns: Option<&NetnsOutcome>,
+    cgroups: &[(&str, CgroupRows)],
+) -> String {
+    let with_cgroups = |label: &str, mut text: String| {
+        if let Some((_, rows)) = cgroups.iter().find(|(l, _)| *l == label) {
+            text.push('\n');
+            cgroup_table(&mut text, rows);
+        }
+        text
+    };
     let Some(netns) = netns else {
         return parts
             .iter()
-            .map(|p| table(p.stats, p.reports))
+            .map(|p| with_cgroups(p.label, table(p.stats, p.reports)))
             .collect::<Vec<_>>()
             .join("\n");
     };
     let mut out = String::new();
     for part in parts {
         let _ = writeln!(out, "=== Network namespace {} ===\n", part.label);
-        out.push_str(&table(part.stats, part.reports));
+        out.push_str(&with_cgroups(part.label, table(part.stats, part.reports)));
         out.push('\n');
     }
     let _ = writeln!(
@@ -111,6 +123,37 @@ pub fn summary(parts: &[Part<'_>], netns: Option<&NetnsOutcome>) -> String {
         let _ = writeln!(out, "  incomplete: {problem}");
     }
     out
+}
+
+/// How many cgroups the summary shows.
+pub const TOP_CGROUPS: usize = 10;
+
+/// The cgroups with the most TCP sockets, and the states asked about most.
+fn cgroup_table(out: &mut String, rows: &CgroupRows) {
+    let states = [
+        TcpState::Established,
+        TcpState::CloseWait,
+        TcpState::TimeWait,
+        TcpState::Listen,
+    ];
+    let mut sorted: Vec<&(String, [u64; TcpState::COUNT])> = rows.rows.iter().collect();
+    sorted.sort_by_key(|(label, v)| (std::cmp::Reverse(v.iter().sum::<u64>()), label.clone()));
+    let _ = writeln!(
+        out,
+        "TCP sockets by cgroup ({} of {}, most sockets first)",
+        sorted.len().min(TOP_CGROUPS),
+        sorted.len()
+    );
+    let mut table = vec![row(["cgroup", "total"]
+        .into_iter()
+        .map(String::from)
+        .chain(states.iter().map(|s| s.label().to_string())))];
+    for (label, counts) in sorted.into_iter().take(TOP_CGROUPS) {
+        table.push(row([label.clone(), counts.iter().sum::<u64>().to_string()]
+            .into_iter()
+            .chain(states.iter().map(|s| counts[*s as usize].to_string()))));
+    }
+    out.push_str(&columns(&table, 1));
 }
 
 fn tcp(out: &mut String, stats: &TcpStats) {

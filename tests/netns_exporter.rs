@@ -2,7 +2,8 @@
 //! counts under each namespace's `netns` label, a deleted namespace leaving
 //! the output (and, through the library, its socket closed), and an
 //! unprivileged run that still serves its own namespace with
-//! `sockdiag_collect_success{collector="netns"} 0`.
+//! `sockdiag_collect_success{collector="netns"} 0`; and `--collector.cgroup`
+//! on top, for a helper process in its own namespace and a test cgroup.
 //!
 //! Root tests make their namespaces with `ip netns add` (test-unique names,
 //! deleted by a guard) and helper processes in private namespaces (killed by
@@ -312,6 +313,127 @@ fn unprivileged_run_serves_the_own_namespace() {
             "{stderr}"
         );
     }
+}
+
+/// `--collector.netns --collector.cgroup` through the binary: a helper in
+/// its own namespace and a test-owned cgroup shows up under both labels.
+#[test]
+fn pod_like_helper_is_counted_by_netns_and_cgroup() {
+    if !is_root() {
+        skip("needs root to create cgroups and namespaces");
+        return;
+    }
+    let mount = match sockdiag_exporter::cgroup::detect() {
+        Ok(m) => m,
+        Err(e) => {
+            skip(&format!("no cgroup2 mount: {e}"));
+            return;
+        }
+    };
+    let name = format!("sockdiag-test-{}-x", std::process::id());
+    let top = match TestCgroup::create(&mount.mount_point, &name) {
+        Ok(t) => t,
+        Err(e) => {
+            skip(&format!(
+                "cgroup2 at {} not writable: {e}",
+                mount.mount_point.display()
+            ));
+            return;
+        }
+    };
+    let pod = TestCgroup::create(&top.path, "pod").unwrap();
+    let helper = Helper::spawn(
+        ENTRY,
+        &HelperSpec {
+            listeners: 2,
+            pairs: 3,
+            private_netns: true,
+            cgroup: Some(pod.path.clone()),
+            ..Default::default()
+        },
+    );
+    let ino = std::fs::metadata(format!("/proc/{}/ns/net", helper.pid))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("helper namespace");
+    let netns = format!("ino:{ino}");
+    let path = format!("/{name}/pod");
+    let exp = common::dump_metrics(&["--collector.netns", "--collector.cgroup"]);
+    for state in TCP_STATES {
+        let want = match state {
+            "listen" => 2.0,
+            "established" => 6.0,
+            _ => 0.0,
+        };
+        assert_eq!(
+            exp.value(
+                "sockdiag_cgroup_sockets",
+                &[
+                    ("cgroup", &path),
+                    ("protocol", "tcp"),
+                    ("state", state),
+                    ("netns", &netns)
+                ]
+            ),
+            want,
+            "{state}"
+        );
+    }
+    // Nothing else in that namespace: no other cgroup, nothing unknown.
+    let rows: Vec<String> = exp
+        .samples
+        .keys()
+        .filter(|(n, l)| {
+            n == "sockdiag_cgroup_sockets" && l.iter().any(|(k, v)| k == "netns" && *v == netns)
+        })
+        .filter_map(|(_, l)| {
+            l.iter()
+                .find(|(k, _)| k == "cgroup")
+                .map(|(_, v)| v.clone())
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(rows, [path.clone(), "none".to_string()]);
+    assert_eq!(
+        exp.value(
+            "sockdiag_collect_success",
+            &[("collector", "cgroup"), ("netns", "")]
+        ),
+        1.0
+    );
+    // Depth 1: summed into the test's top cgroup.
+    let exp = common::dump_metrics(&[
+        "--collector.netns",
+        "--collector.cgroup",
+        "--collector.cgroup.depth=1",
+    ]);
+    assert_eq!(
+        exp.value(
+            "sockdiag_cgroup_sockets",
+            &[
+                ("cgroup", &format!("/{name}")),
+                ("protocol", "tcp"),
+                ("state", "established"),
+                ("netns", &netns)
+            ]
+        ),
+        6.0
+    );
+    drop(helper);
+}
+
+#[test]
+fn cgroup_needs_the_tcp_collector() {
+    let out = run_exporter(
+        &["dump", "--collector.cgroup", "--no-collector.tcp"],
+        Duration::from_secs(30),
+    );
+    assert_ne!(out.code(), Some(0));
+    assert!(
+        out.stderr.contains("--no-collector.tcp"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
