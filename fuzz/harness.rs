@@ -95,6 +95,13 @@ pub const SCENARIOS: &[Scenario] = &[
             ..Options::default()
         },
     },
+    Scenario {
+        name: "tcp legacy, cgroup counts",
+        options: || Options {
+            cgroup: true,
+            ..tcp(DumpMode::Legacy)
+        },
+    },
 ];
 
 /// Frame codes in a netlink input. Each frame starts with a little-endian
@@ -329,6 +336,17 @@ pub fn check_tcp(stats: &TcpStats, delivered: usize) -> Option<String> {
             if counts[state as usize] > stats.total(state) {
                 return Some(format!(
                     "port {direction:?} {port}: more {state:?} than in all"
+                ));
+            }
+        }
+    }
+    if stats.counts_cgroups() {
+        for state in TcpState::ALL {
+            let by_cgroup: u64 = stats.by_cgroup().map(|(_, c)| c[state as usize]).sum();
+            if by_cgroup != stats.total(state) {
+                return Some(format!(
+                    "{state:?}: {by_cgroup} by cgroup but {} in all",
+                    stats.total(state)
                 ));
             }
         }
