@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::ns::*;
-use common::{parse_prometheus, poll_until, run_exporter, Exposition, Server, BIN};
+use common::{parse_prometheus, poll_until, run_exporter, Exposition, Server, BIN, STATES};
 use sockdiag_exporter::collect::{Collector, Options};
 use sockdiag_exporter::namespaces::{Fleet, NetnsConfig};
 use sockdiag_exporter::netns;
@@ -63,25 +63,11 @@ fn open_sockets(listeners: u32, pairs: u32) -> (Vec<TcpListener>, Vec<TcpStream>
     (ls, streams)
 }
 
-const TCP_STATES: [&str; 11] = [
-    "established",
-    "syn_sent",
-    "syn_recv",
-    "fin_wait1",
-    "fin_wait2",
-    "time_wait",
-    "close",
-    "close_wait",
-    "last_ack",
-    "listen",
-    "closing",
-];
-
 /// Asserts the namespace's TCP series: every state present, `listen` and
 /// `established` as given, the rest 0.
 fn assert_tcp(exp: &Exposition, netns: &str, listen: f64, established: f64) {
     for family in ["ipv4", "ipv6"] {
-        for state in TCP_STATES {
+        for state in STATES {
             let want = match (family, state) {
                 ("ipv4", "listen") => listen,
                 ("ipv4", "established") => established,
@@ -358,7 +344,7 @@ fn pod_like_helper_is_counted_by_netns_and_cgroup() {
     let netns = format!("ino:{ino}");
     let path = format!("/{name}/pod");
     let exp = common::dump_metrics(&["--collector.netns", "--collector.cgroup"]);
-    for state in TCP_STATES {
+    for state in STATES {
         let want = match state {
             "listen" => 2.0,
             "established" => 6.0,
