@@ -173,7 +173,7 @@ pub struct Args {
         option,
         arg_name = "duration",
         default = "Duration::from_secs(10)",
-        from_str_fn(duration)
+        from_str_fn(positive_duration)
     )]
     pub collector_timeout: Duration,
 
@@ -444,6 +444,14 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// A duration above zero (a zero timeout would fail every collection).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?} must be longer than 0")),
+        d => Ok(d),
+    }
+}
+
 /// A parse that ended early: help text (status 0) or an error (status 2).
 #[derive(Debug)]
 pub struct Exit {
@@ -710,6 +718,15 @@ mod tests {
                 err.output
             );
         }
+    }
+
+    #[test]
+    fn a_zero_collector_timeout_is_refused() {
+        let err = parse(&argv(&["--collector.timeout", "0s"])).unwrap_err();
+        assert_eq!(err.status, 2);
+        assert!(err.output.contains("--collector.timeout"), "{}", err.output);
+        assert!(err.output.contains("longer than 0"), "{}", err.output);
+        assert!(parse(&argv(&["--collector.timeout", "1ms"])).is_ok());
     }
 
     #[test]
