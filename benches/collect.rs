@@ -19,6 +19,10 @@
 //! - `ss -tan`, output lines counted;
 //! - node_exporter 1.5 tcpstat: scrapes of /metrics over loopback.
 //!
+//! Our "internal" figure is the collection's time from the collectors' own
+//! timers: max(tcp, listeners + udp + unix), since the side collectors run
+//! on their own socket and thread while tcp runs.
+//!
 //! Subprocess rows: wall time from spawn to wait4, peak RSS from wait4's
 //! ru_maxrss. node_exporter: the scrape's wall time, VmHWM for RSS. Needs
 //! root (it creates namespaces); without it, prints why and exits 0.
@@ -43,7 +47,10 @@ const DUMP_MODES: [&str; 3] = ["auto", "legacy", "by-family"];
 /// The collectors besides tcp, each also measured alone.
 const OTHER_COLLECTORS: [&str; 3] = ["listeners", "udp", "unix"];
 const ALL_COLLECTORS: [&str; 4] = ["tcp", "listeners", "udp", "unix"];
-/// Default flags may cost at most this much more than TCP only.
+/// Default flags may take at most this much more wall time (what a scrape
+/// waits for) than TCP only. The CPU ratio is printed next to it but not
+/// bounded: the side collectors' kernel work is real CPU, which running them
+/// on their own socket and thread overlaps with tcp's but cannot remove.
 const DEFAULT_OVER_TCP_MAX: f64 = 1.10;
 
 fn main() {
@@ -684,8 +691,21 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
         Tool::Proc => (kv(&out, "duration_seconds="), kv(&out, "sockets=")),
         Tool::Ss => (None, Some(run.lines.saturating_sub(1) as f64)),
         Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone => (
-            // The whole collection: every enabled collector's own timer.
-            (!per_collector.is_empty()).then(|| per_collector.iter().map(|(_, v)| v).sum()),
+            // The whole collection from the collectors' own timers: tcp
+            // runs while listeners, udp and unix run one after another on
+            // the side socket, so it is max(tcp, the side ones' sum).
+            (!per_collector.is_empty()).then(|| {
+                let tcp = per_collector
+                    .iter()
+                    .find(|(k, _)| k == "tcp")
+                    .map(|(_, v)| *v);
+                let side: f64 = per_collector
+                    .iter()
+                    .filter(|(k, _)| k != "tcp")
+                    .map(|(_, v)| v)
+                    .sum();
+                tcp.map_or(side, |tcp| tcp.max(side))
+            }),
             Some(
                 metric_sum(&out, "sockdiag_sockets{") + metric_sum(&out, "sockdiag_unix_sockets{"),
             ),
@@ -874,13 +894,19 @@ impl SizeReport {
         }
         o.push('\n');
         let extra_wall = paired_diff(&def.wall, &tcp.wall);
+        let extra_cpu = paired_diff(&def.cpu, &tcp.cpu);
         let extra_internal = paired_diff(&def.internal, &tcp.internal);
+        let three = |r: Option<f64>| fmt_ratio(r.map(|r| (r * 1000.0).round() / 1000.0));
         o.push_str(&format!(
-            "- default flags over tcp only, per round (median): wall {} ms, internal {} ms; internal ratio {}\n",
+            "- default flags over tcp only, per round (median): wall {} ms, CPU {} ms, internal {} ms; ratios: wall {}, CPU {}, internal {}\n",
             extra_wall.map(|v| format!("{:+.2}", v * 1e3)).unwrap_or("-".into()),
+            extra_cpu.map(|v| format!("{:+.2}", v * 1e3)).unwrap_or("-".into()),
             extra_internal.map(|v| format!("{:+.2}", v * 1e3)).unwrap_or("-".into()),
-            fmt_ratio(ratio(&def.internal, &tcp.internal).map(|r| (r * 1000.0).round() / 1000.0)),
+            three(ratio(&def.wall, &tcp.wall)),
+            three(ratio(&def.cpu, &tcp.cpu)),
+            three(ratio(&def.internal, &tcp.internal)),
         ));
+        o.push_str("- the side collectors run on their own socket and thread while tcp runs: their kernel work overlaps tcp's in wall time, and adds to the CPU time\n");
         if let Some(n) = none {
             o.push_str(&format!(
                 "- start-up floor (no collector: start, render, exit): wall {} ms, peak RSS {} MiB\n",
@@ -960,6 +986,11 @@ impl SizeReport {
                 o.push_str(&format!(
                     "- default flags: wall {r:.3}x of tcp only (auto) (<= {DEFAULT_OVER_TCP_MAX:.2}x){official}: {}\n",
                     verdict(r <= DEFAULT_OVER_TCP_MAX)
+                ));
+            }
+            if let Some(r) = ratio(&def.cpu, &tcp.cpu) {
+                o.push_str(&format!(
+                    "- default flags: CPU {r:.3}x of tcp only (auto) (information, not a target: the side sockets' kernel work, overlapped in wall time)\n"
                 ));
             }
             if let Some(r) = base.and_then(|b| ratio(&def.wall, &b.wall)) {

@@ -70,7 +70,7 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
         )
     })?;
     let transport = source(&args)?;
-    let collector = Collector::new(transport, args.options());
+    let collector = with_side(Collector::new(transport, args.options()), &args)?;
     let mut exporter = exporter(&args, collector);
     let config = serve::Config {
         telemetry_path: args.web_telemetry_path,
@@ -121,13 +121,26 @@ fn check_flags(args: &Args) -> Result<(), BoxError> {
 }
 
 /// Where dumps are answered: the kernel, or a fixture (`--source.fixture`).
-fn source(args: &Args) -> Result<Box<dyn Transport>, BoxError> {
+/// Each call opens a new one: a second netlink socket, or a second copy of
+/// the fixture, which answers only the requests sent to it.
+fn source(args: &Args) -> Result<Box<dyn Transport + Send>, BoxError> {
     Ok(match &args.source_fixture {
         Some(path) => Box::new(Fixture::load(path)?),
         None => Box::new(
             Netlink::open(args.collector_timeout)
                 .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?,
         ),
+    })
+}
+
+/// Gives the side collectors (listeners, udp, unix) a second transport from
+/// [`source`], so that they run while tcp does (see `collect`), when the
+/// flags enable tcp and at least one of them.
+fn with_side<T: Transport>(collector: Collector<T>, args: &Args) -> Result<Collector<T>, BoxError> {
+    Ok(if collector.options().wants_side() {
+        collector.with_side(source(args)?)
+    } else {
+        collector
     })
 }
 
@@ -143,7 +156,12 @@ fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
         }
         None => source,
     };
-    let collector = Collector::new(source, args.options());
+    // A recording is one socket's conversation: with --record everything
+    // runs one after another through the recorder, without a side socket.
+    let collector = match dump_args.record {
+        Some(_) => Collector::new(source, args.options()),
+        None => with_side(Collector::new(source, args.options()), args)?,
+    };
     let mut exporter = exporter(args, collector).quiet();
     let snapshot = exporter.refresh();
     if let Some(error) = exporter.last_error() {
