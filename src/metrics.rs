@@ -1162,6 +1162,41 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_in_one_namespace_leaves_the_others() {
+        let metrics = Metrics::new(Shape {
+            netns: true,
+            ..shape()
+        });
+        let mut all = All::default();
+        all.tcp
+            .add(&inet_diag_msg(AF_INET, 1, v4([0; 4]), 22, 9, 0, 0, 1))
+            .unwrap();
+        let failed: Vec<Report> = Kind::ALL
+            .into_iter()
+            .map(|k| report(k, k != Kind::Tcp))
+            .collect();
+        metrics.begin();
+        metrics.record_namespace(OWN_NETNS, all.stats(), &all_ok());
+        metrics.record_namespace("ino:7", all.stats(), &failed);
+        metrics.record_namespace("blue", all.stats(), &all_ok());
+        let text = metrics.encode();
+        let established = |ns: &str| {
+            value(
+                &text,
+                &format!(
+                    r#"sockdiag_sockets{{family="ipv4",netns="{ns}",protocol="tcp",state="established"}}"#
+                ),
+            )
+        };
+        assert_eq!(established("host"), Some(1.0));
+        assert_eq!(established("blue"), Some(1.0));
+        assert_eq!(established("ino:7"), None, "{text}");
+        assert!(text.contains(r#"sockdiag_collect_success{collector="tcp",netns="ino:7"} 0"#));
+        assert!(text.contains(r#"sockdiag_collect_success{collector="udp",netns="ino:7"} 1"#));
+        assert_eq!(count(&text, "sockdiag_unix_sockets", "netns=\"ino:7\""), 9);
+    }
+
+    #[test]
     fn netns_series_only_with_the_flag() {
         let text = Metrics::new(shape()).encode();
         assert!(!text.contains("sockdiag_netns"), "{text}");
