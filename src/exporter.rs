@@ -39,6 +39,35 @@ pub struct Exporter<T> {
     cgroups: Option<Cgroups>,
 }
 
+/// The root cgroup's id (and its directory's inode) on cgroup v2.
+const ROOT_CGROUP_ID: u64 = 1;
+
+/// Refuses a cgroup2 mount whose top is not the hierarchy's root although
+/// mountinfo says it is: inside a cgroup namespace (a container without the
+/// host's /sys/fs/cgroup) the mount shows only the container's own subtree
+/// as `/`, so every path would be wrong and every other cgroup unknown.
+fn check_root(attribution: Attribution) -> Result<Attribution, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mount = attribution.paths().mount();
+    if mount.root != "/" {
+        return Ok(attribution); // a subtree mount, with its prefix known
+    }
+    match std::fs::metadata(&mount.mount_point) {
+        Ok(meta) if meta.ino() != ROOT_CGROUP_ID => Err(format!(
+            "the cgroup2 mount at {} is not the root of the hierarchy (inode {}, not {ROOT_CGROUP_ID}): \
+             the exporter runs in a cgroup namespace, where paths cannot be told; mount the host's \
+             /sys/fs/cgroup into it",
+            mount.mount_point.display(),
+            meta.ino()
+        )),
+        Ok(_) => Ok(attribution),
+        Err(e) => Err(format!(
+            "cannot read the cgroup2 mount {}: {e}",
+            mount.mount_point.display()
+        )),
+    }
+}
+
 /// Per-cgroup TCP counts of one namespace, after depth and cap.
 pub type CgroupRows = Capped<[u64; TcpState::COUNT]>;
 
@@ -56,7 +85,7 @@ impl Cgroups {
     /// (0: whole paths) and `max_series`.
     pub fn detect(depth: usize, max_series: usize) -> Cgroups {
         Cgroups {
-            attribution: Attribution::detect(depth, max_series),
+            attribution: Attribution::detect(depth, max_series).and_then(check_root),
             logged: None,
         }
     }
@@ -91,7 +120,7 @@ impl Cgroups {
                 if with_id == 0 && without > 0 {
                     Some(format!(
                         "the kernel sent no INET_DIAG_CGROUP_ID for any of {without} sockets \
-                         (it needs Linux 5.9 or later with cgroup v2); no per-cgroup series"
+                         (it needs Linux 5.7 or later with cgroup v2); no per-cgroup series"
                     ))
                 } else {
                     attribution.start_collection();

@@ -164,15 +164,23 @@ fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
     };
     let mut exporter = exporter(args, collector).quiet();
     let snapshot = exporter.refresh();
-    if let Some(error) = exporter.last_error() {
-        return Err(format!("collection failed: {error}").into());
-    }
+    let error = exporter.last_error();
     drop(exporter); // flushes a recording
     let out = match dump_args.format {
         Format::Prometheus => snapshot.text,
         Format::Table => snapshot.summary,
     };
-    Ok(print_stdout(&out)?)
+    match error {
+        // One namespace failing must not hide the others: print what was
+        // collected (the failed collectors' series are left out, their
+        // success series say 0), then fail.
+        Some(error) if args.netns() => {
+            print_stdout(&out)?;
+            Err(format!("collection failed: {error}").into())
+        }
+        Some(error) => Err(format!("collection failed: {error}").into()),
+        None => Ok(print_stdout(&out)?),
+    }
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.

@@ -112,7 +112,7 @@ pub const PORT_DROPS: Spec = Spec {
 };
 pub const SERIES_DROPPED: Spec = Spec {
     name: "sockdiag_series_dropped",
-    help: "Series left out of the last collection by a cardinality cap, by the metric they belong to (listener metrics: listeners left out of each listener metric).",
+    help: "What a cardinality cap left out of the last collection, by the metric it belongs to: listeners for the listener metrics, unix paths, per-port series, and cgroups (summed into other) for sockdiag_cgroup_sockets.",
     labels: &["metric"],
 };
 pub const COLLECT_DURATION: Spec = Spec {
@@ -122,7 +122,7 @@ pub const COLLECT_DURATION: Spec = Spec {
 };
 pub const COLLECT_SUCCESS: Spec = Spec {
     name: "sockdiag_collect_success",
-    help: "1 if the collector's collection whose data is served succeeded, 0 if it failed (its series are then left out).",
+    help: "1 if the collector's collection whose data is served succeeded, 0 if it failed (its series are then left out). collector=\"netns\": 0 when namespaces may be missing (privileges, limit); collector=\"cgroup\": 0 when cgroups cannot be named or the last walk was incomplete (the log says why).",
     labels: BY_COLLECTOR,
 };
 pub const COLLECT_TIMESTAMP: Spec = Spec {

@@ -3,8 +3,9 @@
 //! socket opened inside its namespace.
 //!
 //! Every collection first lists the namespaces ([`netns::discover`]), then
-//! drops the collectors of namespaces that are gone (closing their sockets,
-//! so the exporter never keeps a dead namespace alive), opens a socket in
+//! drops the collectors of namespaces that are gone (closing their sockets:
+//! a dead namespace is held at most until the next collection), and of
+//! those that failed last time (reopened from this discovery), opens a socket in
 //! each new one (a brief visit on a short-lived thread, so the collecting
 //! thread never changes namespace), and runs every enabled collector in
 //! every namespace. Each namespace's collectors report on their own: a dump
@@ -105,6 +106,16 @@ struct Member {
     label: String,
     collector: Collector<InNamespace>,
     reports: Vec<Report>,
+}
+
+impl Member {
+    /// A collector failed: the member is replaced at the next collection,
+    /// opened afresh from that discovery's path (the path it was opened
+    /// from, /proc/PID/ns/net of a pid that may have exited since, can no
+    /// longer reopen it).
+    fn failed(&self) -> bool {
+        self.reports.iter().any(|r| r.error.is_some())
+    }
 }
 
 /// `--collector.netns` settings.
@@ -225,7 +236,18 @@ impl Netns {
             );
         }
         let mut problems = discovery.problems.clone();
+        problems.extend(privilege_problems());
         let mut namespaces = Vec::with_capacity(discovery.namespaces.len());
+        let failed: Vec<NsId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|id| self.members.get(*id).is_some_and(Member::failed))
+            .collect();
+        for id in failed {
+            self.members.remove(id);
+        }
+        let mut refused: Vec<(String, io::Error)> = Vec::new();
         self.order.clear();
         for ns in &discovery.namespaces {
             let info = NamespaceInfo {
@@ -255,11 +277,18 @@ impl Netns {
                 }
                 // Gone between discovery and now: nothing to collect.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => problems.push(format!(
-                    "cannot collect network namespace {}: {e}",
-                    ns.label
-                )),
+                Err(e) => refused.push((ns.label.clone(), e)),
             }
+        }
+        // One problem for all namespaces that could not be entered, so an
+        // unprivileged exporter logs it once, not once per namespace.
+        if let Some((label, e)) = refused.first() {
+            problems.push(format!(
+                "cannot enter {} of {} other network namespaces (for example {label}: {e}); \
+                 their sockets are not collected",
+                refused.len(),
+                discovery.namespaces.len().saturating_sub(1)
+            ));
         }
         if discovery.skipped > 0 {
             problems.push(format!(
@@ -299,6 +328,53 @@ impl Netns {
         }
         self.logged = problems.to_vec();
     }
+}
+
+/// Capability numbers (linux/capability.h).
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The init pid namespace's inode (PROC_PID_INIT_INO, fixed in the kernel).
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// Why discovery may miss namespaces without any error showing it: without
+/// CAP_SYS_PTRACE other users' processes may be hidden (hidepid, systemd's
+/// ProtectProc) rather than refused; without CAP_SYS_ADMIN nothing can be
+/// entered; in a pid namespace of its own (a pod without hostPID) only its
+/// own processes are visible at all.
+fn privilege_problems() -> Vec<String> {
+    let mut problems = Vec::new();
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        });
+    let has = |cap: u32| caps.is_some_and(|c| c & (1 << cap) != 0);
+    if !has(CAP_SYS_ADMIN) {
+        problems.push(
+            "no CAP_SYS_ADMIN: other network namespaces cannot be entered; only the own one is collected"
+                .to_string(),
+        );
+    }
+    if !has(CAP_SYS_PTRACE) {
+        problems.push(
+            "no CAP_SYS_PTRACE: other users' processes, and the namespaces only they hold, may be hidden or unreadable"
+                .to_string(),
+        );
+    }
+    if let Ok(meta) = std::fs::metadata("/proc/self/ns/pid") {
+        use std::os::unix::fs::MetadataExt;
+        if meta.ino() != INIT_PID_NS_INO {
+            problems.push(
+                "the exporter runs in a pid namespace of its own (a container without hostPID): only the namespaces of its own processes are visible"
+                    .to_string(),
+            );
+        }
+    }
+    problems
 }
 
 /// The problems not logged yet. A problem is new when it differs from the

@@ -19,10 +19,12 @@ use std::time::Duration;
 
 use common::ns::*;
 use common::{parse_prometheus, poll_until, run_exporter, Exposition, Server, BIN, STATES};
-use sockdiag_exporter::collect::{Collector, Options};
-use sockdiag_exporter::namespaces::{Fleet, NetnsConfig};
+use sockdiag_exporter::collect::{Collector, DumpMode, Options};
+use sockdiag_exporter::diag::TcpState;
+use sockdiag_exporter::namespaces::{Fleet, InNamespace, NetnsConfig};
 use sockdiag_exporter::netns;
 use sockdiag_exporter::transport::Netlink;
+use sockdiag_exporter::transport::Transport;
 
 const ENTRY: &str = "helper_process_entry";
 
@@ -287,15 +289,18 @@ fn unprivileged_run_serves_the_own_namespace() {
         .lines()
         .filter(|l| l.contains("network namespace collection incomplete"))
         .collect();
-    assert!(
-        warnings.iter().any(|l| l.contains("permission denied")),
-        "{stderr}"
-    );
-    if let Some(named) = &_named {
+    for reason in ["permission denied", "no CAP_SYS_ADMIN", "no CAP_SYS_PTRACE"] {
+        assert_eq!(
+            warnings.iter().filter(|l| l.contains(reason)).count(),
+            1,
+            "{reason} logged once: {stderr}"
+        );
+    }
+    if _named.is_some() {
         assert!(
             warnings
                 .iter()
-                .any(|l| l.contains(&named.name) && l.contains("Operation not permitted")),
+                .any(|l| l.contains("cannot enter") && l.contains("Operation not permitted")),
             "{stderr}"
         );
     }
@@ -406,6 +411,68 @@ fn pod_like_helper_is_counted_by_netns_and_cgroup() {
         6.0
     );
     drop(helper);
+}
+
+/// Inside a cgroup namespace with its own cgroup2 mount (a container
+/// without the host's /sys/fs/cgroup) the mount's top is the container's
+/// cgroup, shown as `/`: the exporter must refuse to name paths.
+#[test]
+fn cgroup_namespace_mount_is_refused() {
+    if !is_root() {
+        skip("needs root for cgroup and mount namespaces");
+        return;
+    }
+    let mount = match sockdiag_exporter::cgroup::detect() {
+        Ok(m) => m,
+        Err(e) => {
+            skip(&format!("no cgroup2 mount: {e}"));
+            return;
+        }
+    };
+    let name = format!("sockdiag-test-{}-cgns", std::process::id());
+    let Ok(cg) = TestCgroup::create(&mount.mount_point, &name) else {
+        skip("cgroup2 not writable");
+        return;
+    };
+    let point = mount.mount_point.display().to_string();
+    let script = format!(
+        "umount -l {point} 2>/dev/null; mount -t cgroup2 none {point} && exec {BIN} dump --collector.cgroup --no-collector.udp --no-collector.unix --no-collector.listeners"
+    );
+    let procs = std::ffi::CString::new(format!("{}/cgroup.procs", cg.path.display())).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--cgroup", "--mount", "sh", "-c", &script]);
+    // SAFETY: between fork and exec only open/write/close on data prepared
+    // before the fork: the child moves itself into the test cgroup.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stdout.is_empty() {
+        skip(&format!("cannot make a cgroup namespace here: {stderr}"));
+        return;
+    }
+    let exp = parse_prometheus(&stdout).expect("exposition parses");
+    assert_eq!(
+        exp.value("sockdiag_collect_success", &[("collector", "cgroup")]),
+        0.0,
+        "{stderr}"
+    );
+    assert!(!stdout.contains("sockdiag_cgroup_sockets{"), "{stdout}");
+    assert!(stderr.contains("not the root of the hierarchy"), "{stderr}");
+    drop(cg);
 }
 
 #[test]
