@@ -218,6 +218,17 @@ fn every_namespace_is_collected_under_its_label() {
         ino,
     };
     assert!(fleet.holds(ns_a.id) && fleet.holds(helper_ns));
+    // A socket reset after a failed dump (here: by hand, on this thread)
+    // is reopened inside its namespace, never in the caller's.
+    let mut transport = InNamespace::open(&ns_a, Duration::from_secs(10)).unwrap();
+    transport.reset().unwrap();
+    let mut reopened = Collector::new(
+        transport,
+        Options::tcp_only(DumpMode::Auto, Duration::from_secs(10)),
+    );
+    let tcp = reopened.collect_tcp().unwrap();
+    assert_eq!(tcp.total(TcpState::Listen), 3);
+    assert_eq!(tcp.total(TcpState::Established), 4);
 
     // Deleted while this process still holds sockets in it: the namespace
     // lives on, but nothing names it or runs in it any more.
