@@ -317,31 +317,39 @@ fn unprivileged_run_serves_the_own_namespace() {
     }
 }
 
-/// `--collector.netns --collector.cgroup` through the binary: a helper in
-/// its own namespace and a test-owned cgroup shows up under both labels.
-#[test]
-fn pod_like_helper_is_counted_by_netns_and_cgroup() {
+/// A test-owned cgroup directly under the cgroup2 root, and its name; None
+/// (after printing why) when not root or cgroup2 is missing or read-only.
+fn test_cgroup(suffix: &str) -> Option<(TestCgroup, String)> {
     if !is_root() {
-        skip("needs root to create cgroups and namespaces");
-        return;
+        skip("needs root to create cgroups");
+        return None;
     }
     let mount = match sockdiag_exporter::cgroup::detect() {
         Ok(m) => m,
         Err(e) => {
             skip(&format!("no cgroup2 mount: {e}"));
-            return;
+            return None;
         }
     };
-    let name = format!("sockdiag-test-{}-x", std::process::id());
-    let top = match TestCgroup::create(&mount.mount_point, &name) {
-        Ok(t) => t,
+    let name = format!("sockdiag-test-{}-{suffix}", std::process::id());
+    match TestCgroup::create(&mount.mount_point, &name) {
+        Ok(cg) => Some((cg, name)),
         Err(e) => {
             skip(&format!(
                 "cgroup2 at {} not writable: {e}",
                 mount.mount_point.display()
             ));
-            return;
+            None
         }
+    }
+}
+
+/// `--collector.netns --collector.cgroup` through the binary: a helper in
+/// its own namespace and a test-owned cgroup shows up under both labels.
+#[test]
+fn pod_like_helper_is_counted_by_netns_and_cgroup() {
+    let Some((top, name)) = test_cgroup("x") else {
+        return;
     };
     let pod = TestCgroup::create(&top.path, "pod").unwrap();
     let helper = Helper::spawn(
@@ -429,22 +437,10 @@ fn pod_like_helper_is_counted_by_netns_and_cgroup() {
 /// cgroup, shown as `/`: the exporter must refuse to name paths.
 #[test]
 fn cgroup_namespace_mount_is_refused() {
-    if !is_root() {
-        skip("needs root for cgroup and mount namespaces");
-        return;
-    }
-    let mount = match sockdiag_exporter::cgroup::detect() {
-        Ok(m) => m,
-        Err(e) => {
-            skip(&format!("no cgroup2 mount: {e}"));
-            return;
-        }
-    };
-    let name = format!("sockdiag-test-{}-cgns", std::process::id());
-    let Ok(cg) = TestCgroup::create(&mount.mount_point, &name) else {
-        skip("cgroup2 not writable");
+    let Some((cg, _)) = test_cgroup("cgns") else {
         return;
     };
+    let mount = sockdiag_exporter::cgroup::detect().expect("checked by test_cgroup");
     let point = mount.mount_point.display().to_string();
     let script = format!(
         "umount -l {point} 2>/dev/null; mount -t cgroup2 none {point} && exec {BIN} dump --collector.cgroup --no-collector.udp --no-collector.unix --no-collector.listeners"
