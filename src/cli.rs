@@ -53,23 +53,17 @@ pub const DOTTED_FLAGS: &[&str] = &[
     "--no-collector.cgroup",
 ];
 
-/// Flags that take no value (everything else in [`DOTTED_FLAGS`] takes one).
-const SWITCHES: &[&str] = &[
-    "--compat.node-exporter",
-    "--collector.tcp",
-    "--collector.udp",
-    "--collector.unix",
-    "--collector.listeners",
-    "--collector.netns",
-    "--collector.cgroup",
-    "--no-collector.tcp",
-    "--no-collector.udp",
-    "--no-collector.unix",
-    "--no-collector.listeners",
-    "--no-collector.netns",
-    "--no-collector.cgroup",
-    "--version",
-];
+/// Whether a (dashed) flag takes no value: the collector switch pairs,
+/// `--compat.node-exporter` and `--version`; every other flag in
+/// [`DOTTED_FLAGS`] takes one.
+fn is_switch(arg: &str) -> bool {
+    let collector = arg
+        .strip_prefix("--no-collector-")
+        .or_else(|| arg.strip_prefix("--collector-"));
+    collector.is_some_and(|name| SWITCHED.contains(&name))
+        || arg == "--compat-node-exporter"
+        || arg == "--version"
+}
 
 /// The collectors with an on/off switch pair.
 const SWITCHED: &[&str] = &["tcp", "listeners", "udp", "unix", "netns", "cgroup"];
@@ -514,7 +508,7 @@ fn hoist_after_dump(args: Vec<String>) -> Vec<String> {
             && (DOTTED_FLAGS.iter().any(|f| dashed(f) == *arg) || arg == "--version");
         if main_flag {
             before.push(arg.clone());
-            let switch = SWITCHES.iter().any(|f| dashed(f) == *arg);
+            let switch = is_switch(arg);
             if !switch && i + 1 < args.len() {
                 before.push(args[i + 1].clone());
                 i += 1;
@@ -718,6 +712,24 @@ mod tests {
                 err.output
             );
         }
+    }
+
+    #[test]
+    fn switches_take_no_value() {
+        for switch in ["--collector-netns", "--no-collector-cgroup", "--version"] {
+            assert!(is_switch(switch), "{switch}");
+        }
+        for option in [
+            "--collector-netns-max",
+            "--collector-tcp-ports",
+            "--no-collector-x",
+        ] {
+            assert!(!is_switch(option), "{option}");
+        }
+        // A switch after `dump` is hoisted without taking `--format` along.
+        let out =
+            translate_argv(&["dump", "--collector.netns", "--format", "table"].map(String::from));
+        assert_eq!(out, ["--collector-netns", "dump", "--format", "table"]);
     }
 
     #[test]

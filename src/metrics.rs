@@ -1197,6 +1197,48 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_rows_every_state_and_the_dropped_count() {
+        let metrics = Metrics::new(Shape {
+            cgroup: true,
+            ..shape()
+        });
+        let mut nginx = [0u64; TcpState::COUNT];
+        nginx[TcpState::CloseWait as usize] = 12;
+        let rows = vec![
+            ("/system.slice/nginx.service".to_string(), nginx),
+            ("other".to_string(), [1; TcpState::COUNT]),
+        ];
+        metrics.begin();
+        metrics.record_cgroups(OWN_NETNS, &rows, 7);
+        let text = metrics.encode();
+        assert_eq!(count(&text, "sockdiag_cgroup_sockets", ""), 22);
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_cgroup_sockets{cgroup="/system.slice/nginx.service",protocol="tcp",state="close_wait"}"#
+            ),
+            Some(12.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_cgroup_sockets{cgroup="/system.slice/nginx.service",protocol="tcp",state="listen"}"#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sockdiag_series_dropped{metric="sockdiag_cgroup_sockets"}"#
+            ),
+            Some(7.0)
+        );
+        // Gone at the next collection unless recorded again.
+        metrics.begin();
+        assert_eq!(count(&metrics.encode(), "sockdiag_cgroup_sockets", ""), 0);
+    }
+
+    #[test]
     fn netns_series_only_with_the_flag() {
         let text = Metrics::new(shape()).encode();
         assert!(!text.contains("sockdiag_netns"), "{text}");

@@ -467,6 +467,67 @@ mod tests {
     }
 
     #[test]
+    fn summary_per_namespace_with_cgroups() {
+        let all = all();
+        let reports = reports(None);
+        let parts = [
+            Part {
+                label: "host",
+                stats: all.stats(),
+                reports: &reports,
+            },
+            Part {
+                label: "ino:4026532999",
+                stats: all.stats(),
+                reports: &reports,
+            },
+        ];
+        let mut busy = [0u64; TcpState::COUNT];
+        busy[TcpState::CloseWait as usize] = 5;
+        busy[TcpState::Established as usize] = 2;
+        let mut quiet = [0u64; TcpState::COUNT];
+        quiet[TcpState::Listen as usize] = 1;
+        let rows = CgroupRows {
+            rows: vec![("/a.service".into(), quiet), ("/b.service".into(), busy)],
+            dropped: 0,
+        };
+        let cgroups = [("ino:4026532999", rows)];
+        // Without netns: one table, no heading.
+        let one = summary(&parts[..1], None, &[]);
+        assert!(!one.contains("Network namespace"), "{one}");
+        let outcome = NetnsOutcome {
+            health: crate::metrics::Health {
+                started: SystemTime::UNIX_EPOCH,
+                duration: Duration::from_millis(3),
+                ok: false,
+            },
+            problems: vec!["no CAP_SYS_ADMIN".into()],
+            namespaces: Vec::new(),
+            skipped: 4,
+            unreadable: 0,
+        };
+        let text = summary(&parts, Some(&outcome), &cgroups);
+        let flat = flat(&text);
+        let at = |row: &str| {
+            flat.iter()
+                .position(|l| l == row)
+                .unwrap_or_else(|| panic!("{row:?} missing:\n{text}"))
+        };
+        let host = at("=== Network namespace host ===");
+        let pod = at("=== Network namespace ino:4026532999 ===");
+        let by_cgroup = at("TCP sockets by cgroup (2 of 2, most sockets first)");
+        assert!(host < pod && pod < by_cgroup, "{text}");
+        // Most sockets first: b (7) before a (1).
+        assert_eq!(flat[by_cgroup + 2], "/b.service 7 2 5 0 0");
+        assert_eq!(flat[by_cgroup + 3], "/a.service 1 0 0 0 1");
+        at("incomplete: no CAP_SYS_ADMIN");
+        assert!(
+            text.contains("0 collected, 4 beyond --collector.netns.max"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn table_shows_every_collector() {
         let text = render(&all(), None);
         let lines: Vec<&str> = text.lines().collect();
