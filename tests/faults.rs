@@ -6,7 +6,7 @@
 //! every scrape is checked:
 //!
 //! * a failed TCP collection serves `sockdiag_collect_success{collector="tcp"} 0`
-//!   and none of the TCP series (the "serve none" choice in the README),
+//!   and none of the TCP series (the "serve none" choice in docs/metrics.md),
 //!   never a half-counted number, while the other collectors serve exactly
 //!   their recorded numbers;
 //! * a persistent fault logs one error line, not one per collection;
