@@ -3,9 +3,12 @@
 //! formats. Runs as any user in whatever namespace the test runs in.
 
 mod common;
+#[path = "common/timing.rs"]
+mod timing;
 
 use common::*;
-use std::time::Duration;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 const DOTTED: [&str; 6] = [
     "--web.listen-address",
@@ -147,8 +150,20 @@ fn bad_flags_and_values_exit_2_with_one_line_naming_the_flag() {
     );
 }
 
+/// Every server flag given, in both forms, with a value away from its
+/// default, and each one's effect checked so that the default would fail
+/// it: the address, the path, the TTL (a scrape 1.3 s later still shares
+/// the collection; the default is 1 s), the log level (debug lines appear),
+/// the dump mode (the fixture holds only by-family answers, which the
+/// default auto mode never asks for) and the write timeout (1 s; the
+/// default is 3 s).
 #[test]
 fn server_flags_work_in_both_forms() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/all_by_family.fixture"
+    );
+    let joined = format!("--source.fixture={fixture}");
     for args in [
         vec![
             "--web.listen-address",
@@ -158,42 +173,98 @@ fn server_flags_work_in_both_forms() {
             "--cache.ttl",
             "1m",
             "--log.level",
-            "info",
+            "debug",
             "--collector.tcp.dump",
             "by-family",
             "--web.write-timeout",
-            "2s",
+            "1s",
+            "--source.fixture",
+            fixture,
         ],
         vec![
             "--web.listen-address=127.0.0.1:0",
             "--web.telemetry-path=/other",
             "--cache.ttl=1m",
-            "--log.level=info",
+            "--log.level=debug",
             "--collector.tcp.dump=by-family",
-            "--web.write-timeout=2s",
+            "--web.write-timeout=1s",
+            &joined,
         ],
     ] {
         let server = Server::start(&args);
+        // --web.listen-address: the loopback address and a kernel-chosen
+        // port, not the default :19275 on all addresses.
+        assert_eq!(
+            server.addr.ip(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            "{args:?}: {}",
+            server.listening_line
+        );
+        assert!(
+            server.addr.port() != 0 && server.addr.port() != 19275,
+            "{args:?}: {}",
+            server.listening_line
+        );
+        // --web.telemetry-path.
         assert_eq!(
             server.telemetry_path, "/other",
             "{args:?}: {}",
             server.listening_line
         );
-        assert_ne!(server.addr.port(), 0);
+        assert_eq!(server.get("/metrics").status, 404, "{args:?}");
+        // --collector.tcp.dump: only by-family requests find an answer.
         let m = server.scrape();
         assert_eq!(
             m.value("sockdiag_collect_success", &[("collector", "tcp")]),
             1.0,
-            "{args:?}"
+            "{args:?}: the TCP collection failed on a by-family-only fixture\n{}",
+            server.stderr()
         );
-        // --cache.ttl took effect: a second scrape shares the collection.
+        // --log.level debug: each collection logs a debug line.
+        let logged = poll_until(Duration::from_secs(5), || {
+            let stderr = server.stderr();
+            stderr
+                .lines()
+                .any(|l| l.contains("level=debug") && l.contains("msg=\"collected\""))
+                .then_some(())
+                .ok_or(stderr)
+        });
+        assert!(
+            logged.is_ok(),
+            "{args:?}: no debug line for the collection:\n{}",
+            logged.unwrap_err()
+        );
+        // --cache.ttl 1m: a scrape past the 1 s default shares the collection.
+        std::thread::sleep(Duration::from_millis(1300));
         let again = server.scrape();
         assert_eq!(
             m.value("sockdiag_collections_total", &[("collector", "tcp")]),
             again.value("sockdiag_collections_total", &[("collector", "tcp")]),
-            "{args:?}"
+            "{args:?}: a scrape 1.3 s later collected again"
         );
-        assert_eq!(server.get("/metrics").status, 404, "{args:?}");
+        // --web.write-timeout 1s: a client that pipelines scrapes and never
+        // reads is cut about 1 s after it stalls.
+        let mut stalled = connect_small_rcvbuf(server.addr, 2048);
+        stalled
+            .write_all(
+                "GET /other HTTP/1.1\r\nHost: x\r\n\r\n"
+                    .repeat(1000)
+                    .as_bytes(),
+            )
+            .unwrap();
+        let stalled_at = Instant::now();
+        let took = timing::server_closed_after(
+            server.addr,
+            stalled.local_addr().unwrap(),
+            stalled_at,
+            Duration::from_secs(8),
+        );
+        timing::assert_between(
+            &format!("{args:?}: a client that stopped reading cut"),
+            took,
+            0.9,
+            2.5,
+        );
     }
 }
 
