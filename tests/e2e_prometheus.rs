@@ -136,7 +136,9 @@ fn config(plain: SocketAddr, tls: SocketAddr, ca: &Path) -> String {
 #[test]
 fn prometheus_scrapes_plain_and_tls_with_basic_auth() {
     if !Path::new(PROMETHEUS).is_file() {
-        eprintln!("SKIP: {PROMETHEUS} not installed (`make deps` installs Debian's prometheus)");
+        skip(format_args!(
+            "needs {PROMETHEUS} (`make deps` installs Debian's prometheus): no such file"
+        ));
         return;
     }
     if !require_root_netns() {

@@ -662,10 +662,7 @@ fn parse_wrk(out: &str) -> WrkSummary {
 /// even from the debug build; the rate is printed, not asserted.
 #[test]
 fn wrk_at_full_speed() {
-    if Command::new("wrk").arg("--version").output().is_err() {
-        report(format_args!(
-            "SKIP: wrk is not installed (`make deps` installs it)"
-        ));
+    if !common::require_tool("wrk", "`make deps` installs it") {
         return;
     }
     let _serial = serial();

@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use common::ns::*;
-use common::poll_until;
+use common::{poll_until, require_sys_admin, require_tool, skip};
 use sockdiag_exporter::cgroup::{self, Attribution};
 use sockdiag_exporter::collect::{Collector, DumpMode, Options};
 use sockdiag_exporter::diag::TcpState;
@@ -32,22 +32,7 @@ fn helper_process_entry() {
     run_helper_if_asked();
 }
 
-fn skip(reason: std::fmt::Arguments) {
-    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn ip_works() -> bool {
-    std::process::Command::new("ip")
-        .arg("-V")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+const IP_HINT: &str = "iproute2, for named namespaces; `make deps` installs it";
 
 /// Opens `listeners` IPv4 loopback listeners and `pairs` accepted
 /// connections to the first, in the calling thread's namespace.
@@ -87,14 +72,7 @@ fn ns_ino_of_pid(pid: u32) -> u64 {
 
 #[test]
 fn discovers_labels_and_counts_every_namespace() {
-    if !is_root() {
-        skip(format_args!(
-            "needs root to create and enter network namespaces"
-        ));
-        return;
-    }
-    if !ip_works() {
-        skip(format_args!("needs `ip` (iproute2) for named namespaces"));
+    if !require_sys_admin("create and enter network namespaces") || !require_tool("ip", IP_HINT) {
         return;
     }
     let prefix = format!("sdtest-{}", std::process::id());
@@ -268,16 +246,13 @@ fn attributed(
 /// a cgroup is removed while one of its sockets lives on.
 #[test]
 fn cgroup_ids_map_to_the_test_cgroups() {
-    if !is_root() {
-        skip(format_args!(
-            "needs root to create cgroups and move processes"
-        ));
+    if !require_sys_admin("create cgroups and network namespaces and move processes") {
         return;
     }
     let mount = match cgroup::detect() {
         Ok(m) => m,
         Err(e) => {
-            skip(format_args!("{e}"));
+            skip(format_args!("needs a cgroup2 mount: {e}"));
             return;
         }
     };
@@ -286,7 +261,7 @@ fn cgroup_ids_map_to_the_test_cgroups() {
         Ok(t) => t,
         Err(e) => {
             skip(format_args!(
-                "cgroup2 at {} is not writable: {e}",
+                "needs a writable cgroup2 at {}: {e}",
                 mount.mount_point.display()
             ));
             return;
@@ -492,20 +467,21 @@ fn cgroup_ids_map_to_the_test_cgroups() {
 
 #[test]
 fn unprivileged_discovery_serves_the_own_namespace() {
-    if !is_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
         // Already unprivileged: the own namespace must still be there.
         let found = netns::discover(usize::MAX);
         assert_eq!(found.namespaces[0].label, "host");
         skip(format_args!(
-            "needs root to drop to uid 65534 (ran the discovery as this user instead)"
+            "needs root (euid 0) to drop to uid 65534 (ran the discovery as this user instead)"
         ));
         return;
     }
-    let _named = if ip_works() {
-        NamedNs::add(&format!("sdtest-{}-u", std::process::id())).ok()
-    } else {
-        None
-    };
+    // A namespace the unprivileged helper must fail to enter.
+    if !require_sys_admin("add a named network namespace") || !require_tool("ip", IP_HINT) {
+        return;
+    }
+    let _named = NamedNs::add(&format!("sdtest-{}-u", std::process::id())).expect("ip netns add");
     let h = Helper::spawn(
         ENTRY,
         &HelperSpec {
@@ -558,10 +534,17 @@ fn unprivileged_discovery_serves_the_own_namespace() {
         .collect();
     assert!(kinds.contains(&21), "CGROUP_ID without privilege: {attrs}");
     assert!(!kinds.contains(&15), "MARK needs CAP_NET_ADMIN: {attrs}");
-    if let (Ok(mount), Ok(Some(path))) = (mount, cgroup::process_cgroup(std::process::id())) {
-        let dir = mount.mount_point.join(path.trim_start_matches('/'));
-        let id = std::fs::metadata(dir).unwrap().ino();
-        assert!(attrs.ends_with(&format!(" cgroup={id}")), "{attrs}");
+    match (mount, cgroup::process_cgroup(std::process::id())) {
+        (Ok(mount), Ok(Some(path))) => {
+            let dir = mount.mount_point.join(path.trim_start_matches('/'));
+            let id = std::fs::metadata(dir).unwrap().ino();
+            assert!(attrs.ends_with(&format!(" cgroup={id}")), "{attrs}");
+        }
+        (mount, path) => skip(format_args!(
+            "part (the helper's cgroup id) needs a cgroup2 mount and this process's cgroup: {:?}, {:?}",
+            mount.map(|m| m.mount_point),
+            path
+        )),
     }
     // Entering another namespace needs CAP_SYS_ADMIN: a clean EPERM.
     let enter = h

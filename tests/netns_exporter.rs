@@ -11,14 +11,16 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::ns::*;
-use common::{parse_prometheus, poll_until, run_exporter, Exposition, Server, BIN, STATES};
+use common::{
+    parse_prometheus, poll_until, require_root, require_sys_admin, require_tool, run_exporter,
+    skip, Exposition, Server, BIN, STATES,
+};
 use sockdiag_exporter::collect::{Collector, DumpMode, Options};
 use sockdiag_exporter::diag::TcpState;
 use sockdiag_exporter::namespaces::{Fleet, InNamespace, NetnsConfig};
@@ -34,22 +36,7 @@ fn helper_process_entry() {
     run_helper_if_asked();
 }
 
-fn skip(reason: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn ip_works() -> bool {
-    Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+const IP_HINT: &str = "iproute2, for named namespaces; `make deps` installs it";
 
 /// `listeners` IPv4 loopback listeners and `pairs` accepted connections to
 /// the first, opened in the calling thread's namespace.
@@ -111,12 +98,7 @@ fn labels_of(exp: &Exposition) -> Vec<String> {
 
 #[test]
 fn every_namespace_is_collected_under_its_label() {
-    if !is_root() {
-        skip("needs root to create and enter network namespaces");
-        return;
-    }
-    if !ip_works() {
-        skip("needs `ip` (iproute2) for named namespaces");
+    if !require_sys_admin("create and enter network namespaces") || !require_tool("ip", IP_HINT) {
         return;
     }
     let prefix = format!("sdtest-{}-x", std::process::id());
@@ -257,15 +239,14 @@ fn every_namespace_is_collected_under_its_label() {
 
 #[test]
 fn unprivileged_run_serves_the_own_namespace() {
-    if !is_root() {
-        skip("needs root to drop to uid 65534");
+    if !require_root("drop to uid 65534") {
         return;
     }
-    let _named = if ip_works() {
-        NamedNs::add(&format!("sdtest-{}-xu", std::process::id())).ok()
-    } else {
-        None
-    };
+    // A namespace the unprivileged exporter must fail to enter.
+    if !require_sys_admin("add a named network namespace") || !require_tool("ip", IP_HINT) {
+        return;
+    }
+    let _named = NamedNs::add(&format!("sdtest-{}-xu", std::process::id())).expect("ip netns add");
     let mut cmd = Command::new(BIN);
     cmd.args(["dump", "--collector.netns"])
         .uid(65534)
@@ -307,27 +288,25 @@ fn unprivileged_run_serves_the_own_namespace() {
             "{reason} logged once: {stderr}"
         );
     }
-    if _named.is_some() {
-        assert!(
-            warnings
-                .iter()
-                .any(|l| l.contains("cannot enter") && l.contains("Operation not permitted")),
-            "{stderr}"
-        );
-    }
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("cannot enter") && l.contains("Operation not permitted")),
+        "{stderr}"
+    );
 }
 
 /// A test-owned cgroup directly under the cgroup2 root, and its name; None
 /// (after printing why) when not root or cgroup2 is missing or read-only.
 fn test_cgroup(suffix: &str) -> Option<(TestCgroup, String)> {
-    if !is_root() {
-        skip("needs root to create cgroups");
+    // The tests also spawn helpers in private network namespaces.
+    if !require_sys_admin("create cgroups and network namespaces") {
         return None;
     }
     let mount = match sockdiag_exporter::cgroup::detect() {
         Ok(m) => m,
         Err(e) => {
-            skip(&format!("no cgroup2 mount: {e}"));
+            skip(format_args!("needs a cgroup2 mount: {e}"));
             return None;
         }
     };
@@ -335,8 +314,8 @@ fn test_cgroup(suffix: &str) -> Option<(TestCgroup, String)> {
     match TestCgroup::create(&mount.mount_point, &name) {
         Ok(cg) => Some((cg, name)),
         Err(e) => {
-            skip(&format!(
-                "cgroup2 at {} not writable: {e}",
+            skip(format_args!(
+                "needs a writable cgroup2 at {}: {e}",
                 mount.mount_point.display()
             ));
             None
@@ -468,7 +447,9 @@ fn cgroup_namespace_mount_is_refused() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && stdout.is_empty() {
-        skip(&format!("cannot make a cgroup namespace here: {stderr}"));
+        skip(format_args!(
+            "needs a cgroup namespace with its own cgroup2 mount (unshare --cgroup --mount): {stderr}"
+        ));
         return;
     }
     let exp = parse_prometheus(&stdout).expect("exposition parses");

@@ -407,8 +407,7 @@ fn a_stalled_handshake_is_cut_at_the_read_timeout() {
 /// curl links OpenSSL: a second, independent TLS implementation.
 #[test]
 fn curl_scrapes_with_client_cert_and_basic_auth() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("SKIP: curl not installed (`make deps` installs it)");
+    if !common::require_tool("curl", "`make deps` installs it") {
         return;
     }
     let pki = Pki::new("curl");

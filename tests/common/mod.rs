@@ -1,5 +1,7 @@
 //! Helpers shared by the black-box integration tests.
 //!
+//! * `skip` and `require_*` (skips.rs): the one way a test skips; in CI
+//!   (strict mode) a skip fails the test instead.
 //! * `require_root_netns`: move the calling test thread into a private network
 //!   namespace (root only), so the socket mix below is the only thing there.
 //! * `SocketMix`: builds an exact, known mix of TCP sockets on loopback and
@@ -13,7 +15,11 @@
 #![allow(dead_code)]
 
 pub mod ns;
+pub mod skips;
 pub mod sockets;
+
+#[allow(unused_imports)] // each test binary uses some of them
+pub use skips::{require_root, require_sys_admin, require_tool, skip};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,26 +57,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sockdiag_exporter");
 // ---------------------------------------------------------------------------
 
 /// Moves the calling thread into a fresh private network namespace with `lo`
-/// up and `tcp_tw_reuse` off. Returns false (after printing `SKIP: reason`)
-/// when that is impossible; the caller must then return early.
+/// up and `tcp_tw_reuse` off. Returns false after [`skip`] (which fails the
+/// test in strict mode) when that is impossible; the caller must then
+/// return early.
 ///
 /// Child processes spawned later from this thread inherit the namespace.
 pub fn require_root_netns() -> bool {
-    // Written straight to fd 2 (not eprintln!, which libtest captures), so the
-    // reason shows up in a normal `cargo test` run.
-    fn skip(reason: std::fmt::Arguments) {
-        let _ = writeln!(io::stderr(), "SKIP: {reason}");
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip(format_args!(
-            "needs root to create a private network namespace (euid != 0)"
-        ));
+    if !require_root("create a private network namespace") {
         return false;
     }
     if let Err(e) = sockdiag_exporter::netns::enter_private() {
         skip(format_args!(
-            "cannot enter a private network namespace: {e}"
+            "needs CAP_SYS_ADMIN to enter a private network namespace: {e}"
         ));
         return false;
     }
