@@ -411,6 +411,92 @@ fn pod_like_helper_is_counted_by_netns_and_cgroup() {
     drop(helper);
 }
 
+/// `--collector.cgroup.max-series` far below its default (500): three
+/// test cgroups holding 3, 5 and 7 sockets, all in this test's private
+/// namespace. At a cap of 3 every path is its own row; at 2 the heaviest
+/// path stays and the other two are summed into `other`, counted in
+/// `sockdiag_series_dropped`.
+#[test]
+fn cgroup_series_cap_keeps_the_heaviest_and_sums_the_rest() {
+    let Some((top, name)) = test_cgroup("cap") else {
+        return;
+    };
+    if !common::require_root_netns() {
+        return;
+    }
+    // (cgroup, pairs): 1 listener + 2 ESTABLISHED per pair.
+    let pods: Vec<(TestCgroup, u32)> = [("a", 1), ("b", 2), ("c", 3)]
+        .into_iter()
+        .map(|(pod, pairs)| (TestCgroup::create(&top.path, pod).unwrap(), pairs))
+        .collect();
+    let _helpers: Vec<Helper> = pods
+        .iter()
+        .map(|(cg, pairs)| {
+            Helper::spawn(
+                ENTRY,
+                &HelperSpec {
+                    listeners: 1,
+                    pairs: *pairs,
+                    cgroup: Some(cg.path.clone()),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let value = |exp: &Exposition, cgroup: &str, state: &str| {
+        exp.value(
+            "sockdiag_cgroup_sockets",
+            &[("cgroup", cgroup), ("protocol", "tcp"), ("state", state)],
+        )
+    };
+    let rows = |exp: &Exposition| -> Vec<String> {
+        exp.samples
+            .keys()
+            .filter(|(n, _)| n == "sockdiag_cgroup_sockets")
+            .filter_map(|(_, l)| {
+                l.iter()
+                    .find(|(k, _)| k == "cgroup")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let dropped = |exp: &Exposition| {
+        exp.value(
+            "sockdiag_series_dropped",
+            &[("metric", "sockdiag_cgroup_sockets")],
+        )
+    };
+    let path = |pod: &str| format!("/{name}/{pod}");
+
+    let at_three = common::dump_metrics(&["--collector.cgroup", "--collector.cgroup.max-series=3"]);
+    // `none` (sockets without a cgroup id) is never cut and not counted
+    // against the cap.
+    let none = "none".to_string();
+    assert_eq!(
+        rows(&at_three),
+        [path("a"), path("b"), path("c"), none.clone()]
+    );
+    for (pod, pairs) in [("a", 1.0), ("b", 2.0), ("c", 3.0)] {
+        assert_eq!(value(&at_three, &path(pod), "listen"), 1.0, "{pod}");
+        assert_eq!(
+            value(&at_three, &path(pod), "established"),
+            2.0 * pairs,
+            "{pod}"
+        );
+    }
+    assert_eq!(dropped(&at_three), 0.0);
+
+    let at_two =
+        common::dump_metrics(&["--collector.cgroup", "--collector.cgroup.max-series", "2"]);
+    assert_eq!(rows(&at_two), [path("c"), none, "other".to_string()]);
+    assert_eq!(value(&at_two, &path("c"), "established"), 6.0);
+    assert_eq!(value(&at_two, "other", "listen"), 2.0);
+    assert_eq!(value(&at_two, "other", "established"), 6.0);
+    assert_eq!(dropped(&at_two), 2.0);
+}
+
 /// Inside a cgroup namespace with its own cgroup2 mount (a container
 /// without the host's /sys/fs/cgroup) the mount's top is the container's
 /// cgroup, shown as `/`: the exporter must refuse to name paths.
