@@ -19,12 +19,12 @@ use std::time::Duration;
 use sockdiag_exporter::aggregate::{ListenStats, PortSet, TcpStats, UdpStats, UnixStats};
 use sockdiag_exporter::cli;
 use sockdiag_exporter::collect::{Collector, DumpMode, Kind, Options, Report, RECV_BUFFER};
+use sockdiag_exporter::config::{self, ListenAddr};
 use sockdiag_exporter::diag::{
     Family, TcpState, UdpState, UnixState, UnixType, INET_DIAG_MSG_LEN, NLMSG_HDRLEN,
     UNIX_DIAG_MSG_LEN,
 };
 use sockdiag_exporter::metrics::{Metrics, Shape};
-use sockdiag_exporter::serve::ListenAddr;
 use sockdiag_exporter::transport::Transport;
 
 /// Collections run on one input, so state carried between them (fallback,
@@ -558,7 +558,7 @@ pub fn check_argv(args: &[String]) -> Option<String> {
     }
 
     for arg in args {
-        if let Ok(d) = cli::duration(arg) {
+        if let Ok(d) = config::duration(arg) {
             if arg.is_empty() || !arg.is_ascii() || d.as_millis() > u128::from(u64::MAX) {
                 return Some(format!("duration {arg:?} parsed as {d:?}"));
             }

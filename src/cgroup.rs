@@ -450,6 +450,10 @@ pub struct Capped<V> {
     pub dropped: usize,
 }
 
+/// Per-cgroup TCP counts of one namespace (one count per TCP state), after
+/// depth and cap: what the exporter serves and the table shows.
+pub type CgroupRows = Capped<[u64; crate::diag::TcpState::COUNT]>;
+
 /// Applies a series cap of `max` keys (at least 1). When there are more
 /// keys, the `max - 1` heaviest (by `weight`, ties by key, so the choice is
 /// stable across scrapes) are kept and the rest are merged into one

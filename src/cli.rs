@@ -10,9 +10,9 @@ use argh::FromArgs;
 
 use crate::aggregate::PortSet;
 use crate::collect::{DumpMode, Options};
+use crate::config::{duration, ListenAddr};
 use crate::log::Level;
 use crate::metrics::Shape;
-use crate::serve::ListenAddr;
 
 /// The flags users write with dots. argh derives each dashed name from the
 /// field name (`web_listen_address` -> `--web-listen-address`).
@@ -391,53 +391,6 @@ fn ports(s: &str) -> Result<PortSet, String> {
     PortSet::parse(s)
 }
 
-/// Parses a Prometheus duration: one or more number+unit pairs from largest
-/// to smallest unit, e.g. `500ms`, `5s`, `1m30s`, `2h`, `1d`, `0s`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    const UNITS: &[(&str, u64)] = &[
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    let bad = || {
-        format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h, d, w, y), e.g. 500ms, 5s or 1m30s")
-    };
-    let mut rest = s;
-    let mut total_ms: u64 = 0;
-    let mut last_unit = usize::MAX;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        let index = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
-        // Units must go from larger to smaller, each used once (as Prometheus).
-        if last_unit != usize::MAX && index <= last_unit {
-            return Err(bad());
-        }
-        last_unit = index;
-        total_ms = number
-            .checked_mul(UNITS[index].1)
-            .and_then(|ms| total_ms.checked_add(ms))
-            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_millis(total_ms))
-}
-
 /// A duration above zero (a zero timeout would fail every collection).
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s)? {
@@ -586,33 +539,6 @@ mod tests {
             .chain(args.iter().copied())
             .map(String::from)
             .collect()
-    }
-
-    #[test]
-    fn durations() {
-        let ms = |n| Duration::from_millis(n);
-        assert_eq!(duration("500ms"), Ok(ms(500)));
-        assert_eq!(duration("5s"), Ok(ms(5000)));
-        assert_eq!(duration("1m"), Ok(ms(60_000)));
-        assert_eq!(duration("1m30s"), Ok(ms(90_000)));
-        assert_eq!(duration("1h1ms"), Ok(ms(3_600_001)));
-        assert_eq!(duration("0s"), Ok(ms(0)));
-        assert_eq!(duration("2d"), Ok(ms(172_800_000)));
-        for bad in [
-            "",
-            "5",
-            "s",
-            "5x",
-            "-1s",
-            "1.5s",
-            "5s1m",
-            "1s1s",
-            " 5s",
-            "99999999999999999999y",
-        ] {
-            assert!(duration(bad).is_err(), "{bad:?} accepted");
-        }
-        assert!(duration("5x").unwrap_err().contains("\"5x\""));
     }
 
     #[test]

@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cgroup::{Attribution, Capped};
+use crate::cgroup::{Attribution, CgroupRows};
 use crate::collect::Kind;
-use crate::diag::TcpState;
 use crate::log::{self, Level};
 use crate::metrics::{Health, Metrics, NetnsInfo};
 use crate::namespaces::{Fleet, Part};
@@ -67,9 +66,6 @@ fn check_root(attribution: Attribution) -> Result<Attribution, String> {
         )),
     }
 }
-
-/// Per-cgroup TCP counts of one namespace, after depth and cap.
-pub type CgroupRows = Capped<[u64; TcpState::COUNT]>;
 
 /// `--collector.cgroup`: turns each namespace's per-cgroup-id TCP counts
 /// (from the tcp collector's dump) into capped rows by cgroup path.

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod cgroup;
 pub mod cli;
 pub mod collect;
+pub mod config;
 pub mod diag;
 pub mod exporter;
 pub mod log;
@@ -65,7 +66,7 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
     serve::install_signal_handlers()?;
     let listener = serve::bind(&args.web_listen_address).map_err(|e| {
         format!(
-            "cannot listen on --web.listen-address {:?}: {e}",
+            "cannot listen on --web.listen-address {}: {e}",
             args.web_listen_address
         )
     })?;
@@ -209,4 +210,134 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
         source = inner.source();
     }
     out
+}
+
+#[cfg(test)]
+mod layout {
+    //! The module graph of `src/` has no cycle: dependencies point one way
+    //! (kernel wire format -> collectors -> scope -> export -> cycle -> web),
+    //! so a module can be read, tested and replaced without its users.
+
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// Module path (`a` or `a::b`) -> the source before its unit tests.
+    fn modules(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let name = match (prefix, stem.as_str()) {
+                ("", "lib" | "main") => continue,
+                (_, "mod") => prefix.to_string(),
+                ("", _) => stem.clone(),
+                _ => format!("{prefix}::{stem}"),
+            };
+            if path.is_dir() {
+                modules(&path, &name, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = match text.find("#[cfg(test)]") {
+                    Some(at) => text[..at].to_string(),
+                    None => text,
+                };
+                out.insert(name, code);
+            }
+        }
+    }
+
+    /// Edges to the longest known module each `crate::…` path names.
+    fn graph(sources: &BTreeMap<String, String>) -> BTreeMap<&str, Vec<&str>> {
+        let mut graph = BTreeMap::new();
+        for (name, code) in sources {
+            let mut deps: Vec<&str> = Vec::new();
+            for (at, _) in code.match_indices("crate::") {
+                let rest = &code[at + "crate::".len()..];
+                let path: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                let target = sources
+                    .keys()
+                    .filter(|m| path == **m || path.starts_with(&format!("{m}::")))
+                    .max_by_key(|m| m.len());
+                if let Some(t) = target {
+                    if t != name
+                        && !name.starts_with(&format!("{t}::"))
+                        && !deps.contains(&t.as_str())
+                    {
+                        deps.push(t);
+                    }
+                }
+            }
+            graph.insert(name.as_str(), deps);
+        }
+        graph
+    }
+
+    /// A cycle as a path `a -> b -> a`, if there is one.
+    fn find_cycle<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
+        fn visit<'a>(
+            at: &'a str,
+            graph: &BTreeMap<&'a str, Vec<&'a str>>,
+            stack: &mut Vec<&'a str>,
+            done: &mut Vec<&'a str>,
+        ) -> Option<Vec<&'a str>> {
+            if let Some(i) = stack.iter().position(|m| *m == at) {
+                let mut cycle = stack[i..].to_vec();
+                cycle.push(at);
+                return Some(cycle);
+            }
+            if done.contains(&at) {
+                return None;
+            }
+            stack.push(at);
+            for next in graph.get(at).into_iter().flatten() {
+                if let Some(c) = visit(next, graph, stack, done) {
+                    return Some(c);
+                }
+            }
+            stack.pop();
+            done.push(at);
+            None
+        }
+        let mut done = Vec::new();
+        graph
+            .keys()
+            .find_map(|m| visit(m, graph, &mut Vec::new(), &mut done))
+    }
+
+    #[test]
+    fn no_import_cycle_in_src() {
+        let mut sources = BTreeMap::new();
+        modules(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            "",
+            &mut sources,
+        );
+        assert!(sources.contains_key("diag"), "{:?}", sources.keys());
+        let graph = graph(&sources);
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!("import cycle in src/: {}", cycle.join(" -> "));
+        }
+    }
+
+    #[test]
+    fn a_cycle_is_found() {
+        let sources: BTreeMap<String, String> = [
+            ("a", "use crate::b::X;"),
+            ("b", "fn f() { crate::c::g() }"),
+            ("c", "use crate::a;"),
+            ("d", "use crate::a;"),
+        ]
+        .into_iter()
+        .map(|(m, c)| (m.to_string(), c.to_string()))
+        .collect();
+        let cycle = find_cycle(&graph(&sources)).expect("a -> b -> c -> a");
+        assert_eq!(cycle, ["a", "b", "c", "a"]);
+        let acyclic: BTreeMap<String, String> = [("a", "use crate::b;"), ("b", "")]
+            .into_iter()
+            .map(|(m, c)| (m.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(find_cycle(&graph(&acyclic)), None);
+    }
 }

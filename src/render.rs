@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use crate::aggregate::{
     Direction, ListenStats, Listener, TcpStats, UdpStats, UnixListener, UnixStats,
 };
+use crate::cgroup::CgroupRows;
 use crate::collect::{Kind, Report, Stats};
 use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
-use crate::exporter::CgroupRows;
 use crate::namespaces::{NetnsOutcome, Part};
 
 /// How many listeners the summary shows.

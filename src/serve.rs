@@ -35,51 +35,12 @@ use tiny_http::{HTTPVersion, Header, Method, Response, StatusCode};
 
 use crate::auth::{BasicAuth, Lookup, Verdict, Verifier};
 use crate::cache::Cache;
+use crate::config::ListenAddr;
 use crate::exporter::Exporter;
 use crate::log::{self, Level};
 use crate::render;
 use crate::transport::Transport;
 use crate::webconfig::WebConfig;
-
-/// Where to listen, as given by --web.listen-address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// `:PORT`: every address, IPv6 and IPv4 where the host has IPv6.
-    AnyHost(u16),
-    /// `HOST:PORT` or `[IPv6]:PORT`; HOST is resolved when binding.
-    Host(String, u16),
-}
-
-impl ListenAddr {
-    /// Parses `:PORT`, `HOST:PORT` or `[IPv6]:PORT`.
-    pub fn parse(s: &str) -> Result<ListenAddr, String> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not HOST:PORT or :PORT"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{s:?} has an invalid port {port:?} (expected 0-65535)"))?;
-        if host.is_empty() {
-            return Ok(ListenAddr::AnyHost(port));
-        }
-        if let Some(inner) = host.strip_prefix('[') {
-            let ip = inner
-                .strip_suffix(']')
-                .and_then(|ip| ip.parse::<std::net::Ipv6Addr>().ok())
-                .ok_or_else(|| format!("{s:?} has an invalid IPv6 literal {host:?}"))?;
-            return Ok(ListenAddr::Host(ip.to_string(), port));
-        }
-        if host.contains(':') {
-            return Err(format!(
-                "{s:?}: write IPv6 addresses in brackets, e.g. [::1]:{port}"
-            ));
-        }
-        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("{s:?} has an invalid host {host:?}"));
-        }
-        Ok(ListenAddr::Host(host.to_string(), port))
-    }
-}
 
 /// Binds the nonblocking listener, with TCP_NODELAY (inherited by accepted
 /// connections): without it, Nagle against delayed ACKs caps a keep-alive
@@ -936,28 +897,6 @@ fn process<T: Transport>(conn: &mut Conn, http: &mut Http<'_, T>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_listen_addresses() {
-        assert_eq!(ListenAddr::parse(":9"), Ok(ListenAddr::AnyHost(9)));
-        assert_eq!(
-            ListenAddr::parse("127.0.0.1:0"),
-            Ok(ListenAddr::Host("127.0.0.1".into(), 0))
-        );
-        assert_eq!(
-            ListenAddr::parse("[::1]:19275"),
-            Ok(ListenAddr::Host("::1".into(), 19275))
-        );
-        assert_eq!(
-            ListenAddr::parse("localhost:80"),
-            Ok(ListenAddr::Host("localhost".into(), 80))
-        );
-        for bad in [
-            "", "9100", ":", ":65536", ":-1", "[::1:80", "[zz]:80", "::1:80", "a b:80",
-        ] {
-            assert!(ListenAddr::parse(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn gzip_negotiation() {

@@ -185,7 +185,7 @@ pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
             None | Some(serde_norway::Value::Null) => true,
             Some(serde_norway::Value::Number(n)) => n.as_f64() == Some(0.0),
             Some(serde_norway::Value::String(s)) => {
-                crate::cli::duration(s).is_ok_and(|d| d.is_zero())
+                crate::config::duration(s).is_ok_and(|d| d.is_zero())
             }
             Some(_) => false,
         };

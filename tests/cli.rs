@@ -301,6 +301,24 @@ fn listen_address_forms() {
     assert_eq!(r.status, 200);
 }
 
+/// A busy listen address: exit 1 with the address as the user wrote it,
+/// not as the program models it.
+#[test]
+fn a_busy_listen_address_is_named_as_written() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    for addr in [format!("127.0.0.1:{port}"), format!(":{port}")] {
+        let out = run(&["--web.listen-address", &addr]);
+        assert_eq!(out.code(), Some(1), "{}", out.stderr);
+        let want = format!("cannot listen on --web.listen-address {addr}: Address already in use");
+        assert!(
+            out.stderr.contains(&want),
+            "want {want:?} in:\n{}",
+            out.stderr
+        );
+    }
+}
+
 fn assert_all_series(m: &Exposition, what: &str) {
     for name in [
         "sockdiag_sockets",

@@ -1,0 +1,166 @@
+//! Configuration value types: what a flag or config-file value means once
+//! parsed (where to listen, how long), shared by the flag parser, the web
+//! configuration file and the server. They sit below all of those, so the
+//! parsers and the server depend on this module and never on each other.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Where to listen, as given by --web.listen-address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `:PORT`: every address, IPv6 and IPv4 where the host has IPv6.
+    AnyHost(u16),
+    /// `HOST:PORT` or `[IPv6]:PORT`; HOST is resolved when binding.
+    Host(String, u16),
+}
+
+impl ListenAddr {
+    /// Parses `:PORT`, `HOST:PORT` or `[IPv6]:PORT`.
+    pub fn parse(s: &str) -> Result<ListenAddr, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not HOST:PORT or :PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?} has an invalid port {port:?} (expected 0-65535)"))?;
+        if host.is_empty() {
+            return Ok(ListenAddr::AnyHost(port));
+        }
+        if let Some(inner) = host.strip_prefix('[') {
+            let ip = inner
+                .strip_suffix(']')
+                .and_then(|ip| ip.parse::<std::net::Ipv6Addr>().ok())
+                .ok_or_else(|| format!("{s:?} has an invalid IPv6 literal {host:?}"))?;
+            return Ok(ListenAddr::Host(ip.to_string(), port));
+        }
+        if host.contains(':') {
+            return Err(format!(
+                "{s:?}: write IPv6 addresses in brackets, e.g. [::1]:{port}"
+            ));
+        }
+        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{s:?} has an invalid host {host:?}"));
+        }
+        Ok(ListenAddr::Host(host.to_string(), port))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    /// As the flag takes it: `:PORT`, `HOST:PORT` or `[IPv6]:PORT`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::AnyHost(port) => write!(f, ":{port}"),
+            ListenAddr::Host(host, port) if host.contains(':') => write!(f, "[{host}]:{port}"),
+            ListenAddr::Host(host, port) => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// Parses a Prometheus duration: one or more number+unit pairs from largest
+/// to smallest unit, e.g. `500ms`, `5s`, `1m30s`, `2h`, `1d`, `0s`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    const UNITS: &[(&str, u64)] = &[
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ];
+    let bad = || {
+        format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h, d, w, y), e.g. 500ms, 5s or 1m30s")
+    };
+    let mut rest = s;
+    let mut total_ms: u64 = 0;
+    let mut last_unit = usize::MAX;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        let index = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
+        // Units must go from larger to smaller, each used once (as Prometheus).
+        if last_unit != usize::MAX && index <= last_unit {
+            return Err(bad());
+        }
+        last_unit = index;
+        total_ms = number
+            .checked_mul(UNITS[index].1)
+            .and_then(|ms| total_ms.checked_add(ms))
+            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_addresses() {
+        assert_eq!(ListenAddr::parse(":9"), Ok(ListenAddr::AnyHost(9)));
+        assert_eq!(
+            ListenAddr::parse("127.0.0.1:0"),
+            Ok(ListenAddr::Host("127.0.0.1".into(), 0))
+        );
+        assert_eq!(
+            ListenAddr::parse("[::1]:19275"),
+            Ok(ListenAddr::Host("::1".into(), 19275))
+        );
+        assert_eq!(
+            ListenAddr::parse("localhost:80"),
+            Ok(ListenAddr::Host("localhost".into(), 80))
+        );
+        for bad in [
+            "", "9100", ":", ":65536", ":-1", "[::1:80", "[zz]:80", "::1:80", "a b:80",
+        ] {
+            assert!(ListenAddr::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_print_as_written() {
+        for s in [":9", "127.0.0.1:0", "[::1]:19275", "localhost:80"] {
+            assert_eq!(ListenAddr::parse(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(duration("500ms"), Ok(ms(500)));
+        assert_eq!(duration("5s"), Ok(ms(5000)));
+        assert_eq!(duration("1m"), Ok(ms(60_000)));
+        assert_eq!(duration("1m30s"), Ok(ms(90_000)));
+        assert_eq!(duration("1h1ms"), Ok(ms(3_600_001)));
+        assert_eq!(duration("0s"), Ok(ms(0)));
+        assert_eq!(duration("2d"), Ok(ms(172_800_000)));
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5x",
+            "-1s",
+            "1.5s",
+            "5s1m",
+            "1s1s",
+            " 5s",
+            "99999999999999999999y",
+        ] {
+            assert!(duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(duration("5x").unwrap_err().contains("\"5x\""));
+    }
+}
