@@ -59,14 +59,23 @@ soak:
 	$(CARGO) build --release --locked
 	nice -n 10 $(CARGO) bench --locked --bench soak
 
-## golden: regenerate tests/golden/* from the recorded fixtures
+## golden: regenerate tests/golden/* from the recorded fixtures (nothing is written unless legacy = by-family)
 golden:
 	UPDATE_GOLDEN=1 $(CARGO) test --locked --test golden
 
-## fixtures: re-record tests/fixtures/*.fixture from a real kernel (root)
+## fixtures: re-record tests/fixtures/*.fixture from a real kernel (root), checked against /proc and ss first; then `make golden`
+# record.py writes into a scratch directory and exits non-zero on any
+# disagreement with the kernel's own view, which stops make here: neither the
+# fixtures nor the golden files change. Only a checked recording is moved into
+# tests/fixtures and turned into golden files.
+FIXTURES_NEW := target/fixtures-new
 fixtures: build
-	unshare --net python3 tests/fixtures/record.py $(BIN) tests/fixtures
-	UPDATE_GOLDEN=1 $(CARGO) test --locked --test golden
+	rm -rf $(FIXTURES_NEW) && mkdir -p $(FIXTURES_NEW)
+	unshare --net python3 tests/fixtures/record.py $(BIN) $(FIXTURES_NEW)
+	mv $(FIXTURES_NEW)/all_legacy.fixture $(FIXTURES_NEW)/all_by_family.fixture \
+		$(FIXTURES_NEW)/legacy_refused.fixture tests/fixtures/
+	rm -rf $(FIXTURES_NEW)
+	$(MAKE) golden
 
 ## ---- Packaging (issue 5): see README "Installing from packages" ----
 # Tool versions are pinned; each is installed only when missing. Python tools

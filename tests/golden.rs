@@ -8,11 +8,23 @@
 //! per-port views and the node_exporter compat series; `<collector>.prom`
 //! has that collector alone.
 //!
-//! Regenerate the expected files with `make golden` (UPDATE_GOLDEN=1).
-//! Re-record the fixtures from a real kernel with `make fixtures` (root).
+//! Every expected file is also checked the other way round: the by-family
+//! recording of the same sockets must give exactly what the legacy one gives,
+//! in every mode, regeneration included.
+//!
+//! Byte counts in the expected files (UDP receive memory, unix send memory)
+//! are what the recording kernel charged: each recorded fixture names that
+//! kernel (`# kernel: ...`), and a failing comparison says which it was.
+//!
+//! Regenerate the expected files with `make golden` (UPDATE_GOLDEN=1): each
+//! file has one writer, which writes a temporary file and renames it, and
+//! writes nothing unless legacy and by-family agree. Re-record the fixtures
+//! from a real kernel with `make fixtures` (root): tests/fixtures/record.py
+//! checks each recording against /proc and `ss` first.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -84,46 +96,112 @@ fn normalize(text: &str) -> String {
     out
 }
 
-fn check_golden(actual: &str, golden: &Path) {
+/// The kernel that answered a recorded fixture, from its `# kernel:` line.
+fn recorded_kernel(fixture: &str) -> Option<String> {
+    let text = std::fs::read_to_string(root().join("tests/fixtures").join(fixture)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("# kernel: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// The first lines where `b` differs from `a`, and the line counts if they differ.
+fn line_diff(a: &str, b: &str) -> String {
+    let mut lines: Vec<String> = a
+        .lines()
+        .zip(b.lines())
+        .filter(|(x, y)| x != y)
+        .take(10)
+        .map(|(x, y)| format!("-{x}\n+{y}"))
+        .collect();
+    let (na, nb) = (a.lines().count(), b.lines().count());
+    if na != nb {
+        lines.push(format!("({na} lines, then {nb})"));
+    }
+    lines.join("\n")
+}
+
+/// The legacy and by-family recordings of the same sockets must give the
+/// same output. Checked in every mode: regeneration must not suspend it.
+fn assert_modes_agree(what: &str, legacy: &str, by_family: &str) {
+    assert!(
+        legacy == by_family,
+        "{what}: legacy != by-family (all_legacy.fixture vs all_by_family.fixture); \
+         golden files are not regenerated while they differ:\n{}",
+        line_diff(legacy, by_family)
+    );
+}
+
+/// Compares `actual` (replayed from `fixture`) with the expected file, or
+/// with UPDATE_GOLDEN set writes it: to a temporary file first, then renamed,
+/// so a reader never sees half a file. Each expected file has exactly one
+/// test that calls this for it, so writers cannot interleave.
+fn check_golden(actual: &str, golden: &Path, fixture: &str) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(golden, actual).unwrap();
+        static WRITES: AtomicUsize = AtomicUsize::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let name = golden.file_name().unwrap().to_string_lossy();
+        let tmp = golden.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        std::fs::write(&tmp, actual).unwrap();
+        std::fs::rename(&tmp, golden).unwrap();
         eprintln!("updated {}", golden.display());
         return;
     }
     let expected = std::fs::read_to_string(golden)
         .unwrap_or_else(|e| panic!("{}: {e} (run `make golden`)", golden.display()));
     if expected != actual {
-        let diff: Vec<String> = expected
-            .lines()
-            .zip(actual.lines())
-            .filter(|(e, a)| e != a)
-            .take(10)
-            .map(|(e, a)| format!("-{e}\n+{a}"))
-            .collect();
+        let kernel = recorded_kernel(fixture).unwrap_or_else(|| "an unnamed kernel".into());
         panic!(
-            "{} differs (run `make golden` if the change is intended):\n{}",
+            "{} differs (run `make golden` if the change is intended; {fixture} was \
+             recorded on kernel {kernel}):\n{}",
             golden.display(),
-            diff.join("\n")
+            line_diff(&expected, actual)
         );
     }
 }
 
 #[test]
 fn legacy_dump_matches_golden() {
-    let text = stdout_of(&dump("all_legacy.fixture", "legacy", "prometheus"));
-    check_golden(&normalize(&text), &root().join("tests/golden/all.prom"));
+    let legacy = normalize(&stdout_of(&dump(
+        "all_legacy.fixture",
+        "legacy",
+        "prometheus",
+    )));
+    let by_family = normalize(&stdout_of(&dump(
+        "all_by_family.fixture",
+        "by-family",
+        "prometheus",
+    )));
+    assert_modes_agree("all.prom", &legacy, &by_family);
+    check_golden(
+        &legacy,
+        &root().join("tests/golden/all.prom"),
+        "all_legacy.fixture",
+    );
 }
 
 #[test]
 fn by_family_dump_gives_the_same_numbers() {
     // Same sockets, recorded through two SOCK_DIAG_BY_FAMILY dumps: the
-    // output must be identical to the legacy one.
-    let text = stdout_of(&dump("all_by_family.fixture", "by-family", "prometheus"));
-    check_golden(&normalize(&text), &root().join("tests/golden/all.prom"));
+    // output must be identical to the legacy one (which all.prom holds).
+    let by_family = normalize(&stdout_of(&dump(
+        "all_by_family.fixture",
+        "by-family",
+        "prometheus",
+    )));
+    let legacy = normalize(&stdout_of(&dump(
+        "all_legacy.fixture",
+        "legacy",
+        "prometheus",
+    )));
+    assert_modes_agree("by-family dump", &legacy, &by_family);
 }
 
 #[test]
 fn each_collector_alone_matches_its_golden() {
+    // Every collector is checked before any file is compared or written, so
+    // a disagreement in one regenerates none.
+    let mut outputs = Vec::new();
     for kind in ["tcp", "listeners", "udp", "unix"] {
         let mut flags: Vec<String> = ["tcp", "listeners", "udp", "unix"]
             .iter()
@@ -141,7 +219,20 @@ fn each_collector_alone_matches_its_golden() {
                 "{kind} alone: health series of {other}"
             );
         }
-        check_golden(&text, &root().join(format!("tests/golden/{kind}.prom")));
+        let by_family = dump_with("all_by_family.fixture", "by-family", "prometheus", &flags);
+        assert_modes_agree(
+            &format!("{kind}.prom"),
+            &text,
+            &normalize(&stdout_of(&by_family)),
+        );
+        outputs.push((kind, text));
+    }
+    for (kind, text) in outputs {
+        check_golden(
+            &text,
+            &root().join(format!("tests/golden/{kind}.prom")),
+            "all_legacy.fixture",
+        );
     }
 }
 
@@ -167,11 +258,9 @@ fn auto_mode_falls_back_when_the_kernel_refuses_legacy() {
     );
 }
 
-#[test]
-fn table_matches_golden() {
-    let text = stdout_of(&dump("all_legacy.fixture", "legacy", "table"));
-    // Durations differ from run to run.
-    let text: String = text
+/// The table output with durations (which differ from run to run) zeroed.
+fn table(fixture: &str, mode: &str) -> String {
+    stdout_of(&dump(fixture, mode, "table"))
         .lines()
         .map(|l| match l.rsplit_once("  ") {
             Some((head, d)) if d.trim().ends_with('s') && d.trim().starts_with("0.") => {
@@ -179,8 +268,19 @@ fn table_matches_golden() {
             }
             _ => format!("{l}\n"),
         })
-        .collect();
-    check_golden(&text, &root().join("tests/golden/all.table"));
+        .collect()
+}
+
+#[test]
+fn table_matches_golden() {
+    let legacy = table("all_legacy.fixture", "legacy");
+    let by_family = table("all_by_family.fixture", "by-family");
+    assert_modes_agree("all.table", &legacy, &by_family);
+    check_golden(
+        &legacy,
+        &root().join("tests/golden/all.table"),
+        "all_legacy.fixture",
+    );
 }
 
 #[test]
@@ -189,17 +289,28 @@ fn broken_fixtures_fail_with_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     let recorded =
         std::fs::read_to_string(root().join("tests/fixtures/all_legacy.fixture")).unwrap();
-    // Cut the first datagram short: its first message claims more bytes than remain.
+    // Cut the first datagram to half its first message, which then claims
+    // more bytes than remain. The message's length (nlmsg_len, little-endian
+    // u32) is read from the fixture: it depends on the attributes the
+    // recording kernel sends.
+    let first = recorded
+        .lines()
+        .find_map(|l| l.strip_prefix("recv "))
+        .expect("a recv line");
+    let claimed = u32::from_str_radix(&first[..8], 16).unwrap().swap_bytes() as usize;
+    assert!(claimed >= 16 * 2, "first message {claimed} bytes");
+    let kept = claimed / 2;
     let truncated: String = recorded
         .lines()
         .map(|l| match l.strip_prefix("recv ") {
-            Some(hex) if hex.len() > 200 => format!("recv {}", &hex[..200]),
+            Some(hex) if hex == first => format!("recv {}", &hex[..2 * kept]),
             _ => l.to_string(),
         })
         .collect::<Vec<_>>()
         .join("\n");
+    let truncated_message = format!("claims {claimed} bytes but only {kept} were received");
     let cases = [
-        (truncated, "claims 124 bytes but only 100 were received"),
+        (truncated, truncated_message.as_str()),
         (
             "dump legacy seq=1\n".to_string(),
             "the answer ended before NLMSG_DONE",
@@ -254,9 +365,53 @@ fn recording_round_trips() {
         .status()
         .unwrap();
     assert!(status.success());
-    let text = stdout_of(&dump(copy.to_str().unwrap(), "legacy", "prometheus"));
-    check_golden(&normalize(&text), &root().join("tests/golden/all.prom"));
+    // Compared with the direct replay, not all.prom, which has one writer.
+    let again = normalize(&stdout_of(&dump(
+        copy.to_str().unwrap(),
+        "legacy",
+        "prometheus",
+    )));
+    let direct = normalize(&stdout_of(&dump(
+        "all_legacy.fixture",
+        "legacy",
+        "prometheus",
+    )));
+    assert!(
+        again == direct,
+        "the re-recorded fixture replays differently:\n{}",
+        line_diff(&direct, &again)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The expected files hold the recording kernel's byte counts, so every
+/// recorded fixture must say which kernel that was, and the fixtures behind
+/// one expected file must come from the same one.
+#[test]
+fn recorded_fixtures_name_their_kernel() {
+    let kernels: Vec<(&str, Option<String>)> = [
+        "all_legacy.fixture",
+        "all_by_family.fixture",
+        "legacy_refused.fixture",
+    ]
+    .into_iter()
+    .map(|f| (f, recorded_kernel(f)))
+    .collect();
+    for (fixture, kernel) in &kernels {
+        assert!(
+            kernel.is_some(),
+            "{fixture} does not say which kernel answered (no `# kernel:` line): \
+             re-record it with `make fixtures`"
+        );
+    }
+    assert!(
+        kernels.iter().all(|(_, k)| *k == kernels[0].1),
+        "fixtures recorded on different kernels: {kernels:?}"
+    );
+    eprintln!(
+        "golden byte counts are kernel {}'s",
+        kernels[0].1.as_deref().unwrap_or("?")
+    );
 }
 
 /// `promtool check metrics` on the full output, process_* included.
