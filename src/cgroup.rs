@@ -13,8 +13,8 @@
 //!   (a cgroup was created or removed), so a removed cgroup's id stops
 //!   mapping to its old path at the next collection.
 //! * [`truncate_path`] aggregates to a path prefix (`--collector.cgroup.depth`)
-//!   and [`cap_series`] keeps the heaviest keys under a series cap, summing
-//!   the rest into [`OTHER`].
+//!   and the series cap ([`crate::cap::heaviest_with_bucket`]) keeps the
+//!   heaviest keys, summing the rest into [`OTHER`].
 //! * [`Attribution`] puts these together for the exporter: once per
 //!   collection it turns the per-id counts of `TcpStats::by_cgroup` into
 //!   capped rows keyed by label.
@@ -46,6 +46,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use crate::cap;
 
 /// Sockets that carried no cgroup id (TIME_WAIT, request sockets).
 pub const NONE: &str = "none";
@@ -454,36 +456,6 @@ pub struct Capped<V> {
 /// depth and cap: what the exporter serves and the table shows.
 pub type CgroupRows = Capped<[u64; crate::diag::TcpState::COUNT]>;
 
-/// Applies a series cap of `max` keys (at least 1). When there are more
-/// keys, the `max - 1` heaviest (by `weight`, ties by key, so the choice is
-/// stable across scrapes) are kept and the rest are merged into one
-/// [`OTHER`] row with `merge`.
-pub fn cap_series<V>(
-    rows: impl IntoIterator<Item = (String, V)>,
-    max: usize,
-    weight: impl Fn(&V) -> u64,
-    mut merge: impl FnMut(&mut V, V),
-) -> Capped<V> {
-    let max = max.max(1);
-    let mut rows: Vec<(String, V)> = rows.into_iter().collect();
-    if rows.len() <= max {
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        return Capped { rows, dropped: 0 };
-    }
-    rows.sort_by(|a, b| weight(&b.1).cmp(&weight(&a.1)).then_with(|| a.0.cmp(&b.0)));
-    let mut cut = rows.split_off(max - 1).into_iter();
-    let dropped = cut.len();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    // More rows than `max` and `max - 1` kept: at least 2 were cut.
-    if let Some((_, mut other)) = cut.next() {
-        for (_, v) in cut {
-            merge(&mut other, v);
-        }
-        rows.push((OTHER.to_string(), other));
-    }
-    Capped { rows, dropped }
-}
-
 // ---------------------------------------------------------------------------
 // Attribution: per-id counts to capped rows
 // ---------------------------------------------------------------------------
@@ -565,13 +537,21 @@ impl Attribution {
                 }
             }
         }
-        let mut capped = cap_series(by_path, self.max_series, |v| v.iter().sum(), add);
-        let at = capped.rows.len() - usize::from(capped.dropped > 0);
-        let buckets = [(NONE, none), (UNKNOWN, unknown)]
+        let capped = cap::heaviest_with_bucket(
+            by_path,
+            self.max_series,
+            cap::by_weight(|v: &[u64; N]| v.iter().sum()),
+        )
+        .merge_rest(add);
+        let mut rows = capped.rows;
+        let buckets = [(NONE, none), (UNKNOWN, unknown), (OTHER, capped.other)]
             .into_iter()
             .filter_map(|(label, v)| Some((label.to_string(), v?)));
-        capped.rows.splice(at..at, buckets);
-        capped
+        rows.extend(buckets);
+        Capped {
+            rows,
+            dropped: capped.dropped,
+        }
     }
 
     /// Why attribution is incomplete: the last walk failed or hit its
@@ -698,35 +678,6 @@ mod tests {
         assert_eq!(truncate_path("/a/", 5), "/a", "trailing slash dropped");
         // Multi-byte names are cut at the separator, never inside a char.
         assert_eq!(truncate_path("/é/ü", 1), "/é");
-    }
-
-    #[test]
-    fn caps_series_keeping_the_heaviest() {
-        let rows = vec![
-            ("/c".to_string(), 5u64),
-            ("/a".to_string(), 1),
-            ("/b".to_string(), 9),
-            ("/d".to_string(), 5),
-            (NONE.to_string(), 2),
-        ];
-        let capped = cap_series(rows.clone(), 3, |v| *v, |a, b| *a += b);
-        // Kept: /b (9), then /c and /d tie at 5: /c wins by key.
-        assert_eq!(
-            capped.rows,
-            vec![
-                ("/b".to_string(), 9),
-                ("/c".to_string(), 5),
-                (OTHER.to_string(), 5 + 1 + 2),
-            ]
-        );
-        assert_eq!(capped.dropped, 3);
-        let all = cap_series(rows.clone(), 5, |v| *v, |a, b| *a += b);
-        assert_eq!(all.dropped, 0);
-        assert_eq!(all.rows.len(), 5);
-        assert_eq!(all.rows[0].0, "/a", "sorted by key");
-        let one = cap_series(rows, 0, |v| *v, |a, b| *a += b);
-        assert_eq!(one.rows, vec![(OTHER.to_string(), 22)]);
-        assert_eq!(one.dropped, 5);
     }
 
     #[test]

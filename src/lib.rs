@@ -10,6 +10,7 @@
 pub mod aggregate;
 pub mod auth;
 pub mod cache;
+pub mod cap;
 pub mod cgroup;
 pub mod cli;
 pub mod collect;

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::cap;
 use crate::collect::{Kind, Report, Stats};
 use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
 
@@ -615,9 +616,9 @@ impl Metrics {
         states: &[&str; N],
         ns: Ns<'_>,
     ) -> Vec<u16> {
-        let keep = (self.shape.max_port_series / N).min(series.len());
+        let capped = cap::first(series.iter().cloned(), self.shape.max_port_series / N);
         let mut kept_local = Vec::new();
-        for ((direction, port), counts) in &series[..keep] {
+        for ((direction, port), counts) in &capped.rows {
             let port_label = port.to_string();
             for (state, n) in states.iter().zip(counts) {
                 at(
@@ -633,15 +634,14 @@ impl Metrics {
         }
         if !series.is_empty() {
             at(&self.series_dropped, &[PORT_SOCKETS.name], ns)
-                .add(int(((series.len() - keep) * N) as u64));
+                .add(int((capped.dropped * N) as u64));
         }
         kept_local
     }
 
     fn record_listeners(&self, stats: Stats<'_>, ns: Ns<'_>) {
-        let listeners = stats.listen.listeners();
-        let keep = self.shape.max_listeners.min(listeners.len());
-        for (key, listener) in &listeners[..keep] {
+        let capped = cap::first(stats.listen.listeners(), self.shape.max_listeners);
+        for (key, listener) in &capped.rows {
             let address = format_address(key.family, &key.address);
             let port = key.port.to_string();
             let labels = &["tcp", key.family.label(), address.as_str(), port.as_str()];
@@ -650,8 +650,7 @@ impl Metrics {
             at(&self.listen_sockets, labels, ns).set(int(listener.sockets));
             at(&self.listen_drops, labels, ns).inc_by(listener.drops);
         }
-        at(&self.series_dropped, &[LISTEN_QUEUE.name], ns)
-            .set(int((listeners.len() - keep) as u64));
+        at(&self.series_dropped, &[LISTEN_QUEUE.name], ns).set(int(capped.dropped as u64));
     }
 
     fn record_udp(&self, stats: Stats<'_>, ns: Ns<'_>) {
@@ -692,31 +691,26 @@ impl Metrics {
                 at(&self.unix_send_queue, labels, ns).set(int(unix.send_queue_bytes[t][s]));
             }
         }
-        let listeners = unix.listeners();
-        // Named paths compete for the cap; the summed @abstract / @unnamed
-        // series are always kept.
-        let max = self.shape.max_unix_listeners;
-        let mut paths = 0;
-        let mut other = crate::aggregate::UnixListener::default();
-        let mut dropped = 0u64;
-        for (name, listener) in &listeners {
-            if matches!(name, crate::aggregate::UnixName::Path(_)) {
-                paths += 1;
-                if paths > max {
-                    other.queue += listener.queue;
-                    other.max += listener.max;
-                    dropped += 1;
-                    continue;
-                }
-            }
+        // Named paths compete for the cap, the rest summed as @other; the
+        // summed @abstract / @unnamed series are always kept.
+        let (paths, summed): (Vec<_>, Vec<_>) = unix
+            .listeners()
+            .into_iter()
+            .partition(|(name, _)| matches!(name, crate::aggregate::UnixName::Path(_)));
+        let capped = cap::first(paths, self.shape.max_unix_listeners).merge_rest(|o, l| {
+            o.queue += l.queue;
+            o.max += l.max;
+        });
+        for (name, listener) in summed.iter().chain(&capped.rows) {
             let label = name.label();
             at(&self.unix_listen_queue, &[&label], ns).set(int(listener.queue));
             at(&self.unix_listen_queue_max, &[&label], ns).set(int(listener.max));
         }
-        if dropped > 0 {
+        if let Some(other) = capped.other {
             at(&self.unix_listen_queue, &["@other"], ns).set(int(other.queue));
             at(&self.unix_listen_queue_max, &["@other"], ns).set(int(other.max));
         }
+        let dropped = capped.dropped as u64;
         at(&self.series_dropped, &[UNIX_LISTEN_QUEUE.name], ns).set(int(dropped));
     }
 

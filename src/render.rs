@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::aggregate::{
     Direction, ListenStats, Listener, TcpStats, UdpStats, UnixListener, UnixStats,
 };
+use crate::cap;
 use crate::cgroup::CgroupRows;
 use crate::collect::{Kind, Report, Stats};
 use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
@@ -136,19 +137,22 @@ fn cgroup_table(out: &mut String, rows: &CgroupRows) {
         TcpState::TimeWait,
         TcpState::Listen,
     ];
-    let mut sorted: Vec<&(String, [u64; TcpState::COUNT])> = rows.rows.iter().collect();
-    sorted.sort_by_key(|(label, v)| (std::cmp::Reverse(v.iter().sum::<u64>()), label.clone()));
+    let top = cap::ranked(
+        rows.rows.iter().map(|(label, counts)| (label, counts)),
+        TOP_CGROUPS,
+        cap::by_weight(|v: &&[u64; TcpState::COUNT]| v.iter().sum()),
+    );
     let _ = writeln!(
         out,
         "TCP sockets by cgroup ({} of {}, most sockets first)",
-        sorted.len().min(TOP_CGROUPS),
-        sorted.len()
+        top.rows.len(),
+        top.total()
     );
     let mut table = vec![row(["cgroup", "total"]
         .into_iter()
         .map(String::from)
         .chain(states.iter().map(|s| s.label().to_string())))];
-    for (label, counts) in sorted.into_iter().take(TOP_CGROUPS) {
+    for (label, counts) in top.rows {
         table.push(row([label.clone(), counts.iter().sum::<u64>().to_string()]
             .into_iter()
             .chain(states.iter().map(|s| counts[*s as usize].to_string()))));
@@ -240,8 +244,7 @@ fn ports<const N: usize>(
 }
 
 fn listeners(out: &mut String, stats: &ListenStats) {
-    let mut listeners = stats.listeners();
-    fullest_first(out, "listeners", &mut listeners, |l: &Listener| {
+    let listeners = fullest(out, "listeners", stats.listeners(), |l: &Listener| {
         (l.queue, l.max)
     });
     if listeners.is_empty() {
@@ -252,7 +255,7 @@ fn listeners(out: &mut String, stats: &ListenStats) {
         "family", "address", "port", "queue", "max", "sockets", "drops",
     ]
     .map(String::from))];
-    for (key, l) in listeners.iter().take(TOP_LISTENERS) {
+    for (key, l) in &listeners {
         rows.push(row([
             key.family.label().to_string(),
             format_address(key.family, &key.address),
@@ -266,28 +269,29 @@ fn listeners(out: &mut String, stats: &ListenStats) {
     out.push_str(&columns(&rows, 2));
 }
 
-/// Sorts listeners fullest first (fill ratio, then queue length, then key)
-/// and writes the section heading.
-fn fullest_first<K: Ord, L>(
+/// The [`TOP_LISTENERS`] fullest listeners (fill ratio, then queue length,
+/// then key), under their section heading.
+fn fullest<K: Ord, L>(
     out: &mut String,
     what: &str,
-    listeners: &mut [(K, L)],
+    listeners: Vec<(K, L)>,
     queue_max: impl Fn(&L) -> (u64, u64),
-) {
+) -> Vec<(K, L)> {
     let fill = |l: &L| {
         let (queue, max) = queue_max(l);
         (queue as f64 / max.max(1) as f64, queue)
     };
-    listeners.sort_by(|(ka, a), (kb, b)| {
+    let capped = cap::ranked(listeners, TOP_LISTENERS, |a, b| {
         let ((fa, qa), (fb, qb)) = (fill(a), fill(b));
-        fb.total_cmp(&fa).then(qb.cmp(&qa)).then(ka.cmp(kb))
+        fb.total_cmp(&fa).then(qb.cmp(&qa))
     });
-    let shown = listeners.len().min(TOP_LISTENERS);
     let _ = writeln!(
         out,
-        "Fullest {what} ({shown} of {}, by accept queue fill)",
-        listeners.len()
+        "Fullest {what} ({} of {}, by accept queue fill)",
+        capped.rows.len(),
+        capped.total()
     );
+    capped.rows
 }
 
 fn udp(out: &mut String, stats: &UdpStats) {
@@ -352,16 +356,18 @@ fn unix(out: &mut String, stats: &UnixStats) {
     out.push_str(&columns(&rows, 1));
 
     out.push('\n');
-    let mut listeners = stats.listeners();
-    fullest_first(out, "unix listeners", &mut listeners, |l: &UnixListener| {
-        (l.queue, l.max)
-    });
+    let listeners = fullest(
+        out,
+        "unix listeners",
+        stats.listeners(),
+        |l: &UnixListener| (l.queue, l.max),
+    );
     if listeners.is_empty() {
         out.push_str("(no listening unix sockets)\n");
         return;
     }
     let mut rows = vec![row(["path", "queue", "max", "sockets"].map(String::from))];
-    for (name, l) in listeners.iter().take(TOP_LISTENERS) {
+    for (name, l) in &listeners {
         rows.push(row([
             name.label(),
             l.queue.to_string(),
