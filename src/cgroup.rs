@@ -42,12 +42,14 @@
 //! walk found for exactly that inode.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::cap;
+use crate::outcome::OsError;
 
 /// Sockets that carried no cgroup id (TIME_WAIT, request sockets).
 pub const NONE: &str = "none";
@@ -282,7 +284,7 @@ pub struct CgroupPaths {
     walks: u64,
     walk_failed: bool,
     last: WalkReport,
-    problem: Option<String>,
+    problem: Option<Problem>,
     /// The mount root's `cgroup.stat` when the map was walked (None where
     /// the file is missing: kernels before 4.14, or a plain directory).
     stat: Option<Vec<u8>>,
@@ -377,28 +379,24 @@ impl CgroupPaths {
                 // an earlier walk is missing from this one too.
                 self.paths = paths;
                 self.last = report;
-                self.problem = report.truncated.then(|| {
-                    format!(
-                        "the cgroup2 tree at {} exceeds the walk bounds (depth {}, {} cgroups); \
-                         sockets of the cgroups left out are counted as `{UNKNOWN}`",
-                        self.mount.mount_point.display(),
-                        self.limits.max_depth,
-                        self.limits.max_cgroups
-                    )
+                self.problem = report.truncated.then(|| Problem::Truncated {
+                    mount: self.mount.mount_point.clone(),
+                    max_depth: self.limits.max_depth,
+                    max_cgroups: self.limits.max_cgroups,
                 });
             }
             Err(e) => {
-                self.problem = Some(format!(
-                    "cannot walk the cgroup2 mount {}: {e}",
-                    self.mount.mount_point.display()
-                ));
+                self.problem = Some(Problem::WalkFailed {
+                    mount: self.mount.mount_point.clone(),
+                    error: (&e).into(),
+                });
             }
         }
     }
 
     /// Why the last walk failed or was incomplete; None when it was whole.
-    pub fn problem(&self) -> Option<&str> {
-        self.problem.as_deref()
+    pub fn problem(&self) -> Option<&Problem> {
+        self.problem.as_ref()
     }
 
     /// Walks done since creation (for tests and a debug log).
@@ -442,6 +440,79 @@ pub fn truncate_path(path: &str, depth: usize) -> &str {
         whole => whole,
     }
 }
+
+/// Why cgroup attribution is missing or incomplete. Typed, so that a
+/// problem that persists is logged once ([`crate::outcome`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// No usable cgroup2 mount; the text says why.
+    NoMount(String),
+    /// The mount's top is not the hierarchy's root although mountinfo says
+    /// it is: a cgroup namespace, where paths cannot be told.
+    NotRoot { mount: PathBuf, inode: u64 },
+    /// The mount point could not be read.
+    Unreadable { mount: PathBuf, error: OsError },
+    /// The kernel sent no INET_DIAG_CGROUP_ID for any socket.
+    NoIds { sockets: u64 },
+    /// The tree exceeds the walk bounds.
+    Truncated {
+        mount: PathBuf,
+        max_depth: usize,
+        max_cgroups: usize,
+    },
+    /// The walk failed.
+    WalkFailed { mount: PathBuf, error: OsError },
+}
+
+impl crate::outcome::Problem for Problem {
+    type Key = (std::mem::Discriminant<Problem>, Option<i32>);
+    fn key(&self) -> Self::Key {
+        let errno = match self {
+            Problem::Unreadable { error, .. } | Problem::WalkFailed { error, .. } => error.errno,
+            _ => None,
+        };
+        (std::mem::discriminant(self), errno)
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NoMount(why) => f.write_str(why),
+            Problem::NotRoot { mount, inode } => write!(
+                f,
+                "the cgroup2 mount at {} is not the root of the hierarchy (inode {inode}, not {ROOT_CGROUP_ID}): \
+                 the exporter runs in a cgroup namespace, where paths cannot be told; mount the host's \
+                 /sys/fs/cgroup into it",
+                mount.display()
+            ),
+            Problem::Unreadable { mount, error } => {
+                write!(f, "cannot read the cgroup2 mount {}: {error}", mount.display())
+            }
+            Problem::NoIds { sockets } => write!(
+                f,
+                "the kernel sent no INET_DIAG_CGROUP_ID for any of {sockets} sockets \
+                 (it needs Linux 5.7 or later with cgroup v2); no per-cgroup series"
+            ),
+            Problem::Truncated {
+                mount,
+                max_depth,
+                max_cgroups,
+            } => write!(
+                f,
+                "the cgroup2 tree at {} exceeds the walk bounds (depth {max_depth}, {max_cgroups} cgroups); \
+                 sockets of the cgroups left out are counted as `{UNKNOWN}`",
+                mount.display()
+            ),
+            Problem::WalkFailed { mount, error } => {
+                write!(f, "cannot walk the cgroup2 mount {}: {error}", mount.display())
+            }
+        }
+    }
+}
+
+/// The root cgroup's id (and its directory's inode) on cgroup v2.
+pub const ROOT_CGROUP_ID: u64 = 1;
 
 /// Series after the cap: at most `max` keys, sorted by key, with [`OTHER`]
 /// last when anything was cut.
@@ -556,7 +627,7 @@ impl Attribution {
 
     /// Why attribution is incomplete: the last walk failed or hit its
     /// bounds. None when it was whole.
-    pub fn problem(&self) -> Option<&str> {
+    pub fn problem(&self) -> Option<&Problem> {
         self.paths.problem()
     }
 }
@@ -753,7 +824,7 @@ mod tests {
         cache.start_collection();
         let gone = u64::MAX - 1;
         assert_eq!(cache.resolve(Some(gone)), UNKNOWN);
-        let problem = cache.problem().unwrap();
+        let problem = cache.problem().unwrap().to_string();
         assert!(problem.contains("cannot walk"), "{problem}");
         // A failed walk proves nothing: the id is retried next collection.
         cache.start_collection();

@@ -231,6 +231,44 @@ impl std::error::Error for CollectError {
     }
 }
 
+/// What identifies a collector's failure across collections: the dump,
+/// the kind of failure and the errno where there is one (offsets and
+/// lengths left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorKey {
+    request: &'static str,
+    kind: std::mem::Discriminant<ErrorKind>,
+    parse: Option<std::mem::Discriminant<ParseError>>,
+    errno: Option<i32>,
+}
+
+impl crate::outcome::Problem for CollectError {
+    type Key = ErrorKey;
+    fn key(&self) -> ErrorKey {
+        let (parse, errno) = match &self.kind {
+            ErrorKind::Open(e) | ErrorKind::Send(e) | ErrorKind::Recv(e) => {
+                (None, e.raw_os_error())
+            }
+            ErrorKind::Parse(e) => (
+                Some(std::mem::discriminant(e)),
+                match e {
+                    ParseError::KernelError { errno } | ParseError::DoneError { errno } => {
+                        Some(*errno)
+                    }
+                    _ => None,
+                },
+            ),
+            _ => (None, None),
+        };
+        ErrorKey {
+            request: self.request,
+            kind: std::mem::discriminant(&self.kind),
+            parse,
+            errno,
+        }
+    }
+}
+
 /// Where a dump's sockets go: one stats type per collector.
 pub trait Sink {
     /// Forgets the previous collection (before the first dump and a retry).
@@ -428,6 +466,17 @@ pub struct Report {
     pub started: SystemTime,
     pub duration: Duration,
     pub error: Option<CollectError>,
+}
+
+impl Report {
+    /// The collector series' view of this outcome.
+    pub fn health(&self) -> crate::outcome::Health {
+        crate::outcome::Health {
+            started: self.started,
+            duration: self.duration,
+            ok: self.error.is_none(),
+        }
+    }
 }
 
 /// The collectors that may run beside tcp, in the order they run.

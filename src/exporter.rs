@@ -2,15 +2,28 @@
 //! metric catalogue, render the text and the summary. Failures become
 //! metrics and one log line per distinct error, never a crash.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cgroup::{Attribution, CgroupRows};
-use crate::collect::Kind;
+use crate::cgroup::{Attribution, CgroupRows, Problem as CgroupProblem, ROOT_CGROUP_ID};
+use crate::collect::{ErrorKey, Kind};
 use crate::log::{self, Level};
-use crate::metrics::{Health, Metrics, NetnsInfo};
+use crate::metrics::{Metrics, NetnsInfo};
 use crate::namespaces::{Fleet, Part};
+use crate::outcome::{Health, Lines, LogOnce, Problem};
 use crate::render;
 use crate::transport::Transport;
+
+/// How a collector's failure and recovery read in the log.
+const COLLECTOR_LINES: Lines<'static> = Lines {
+    problem: (
+        Level::Error,
+        "collection failed; the collector's series are left out until it recovers",
+    ),
+    field: "err",
+    recovered: "collection recovered",
+    last: Some("last_err"),
+};
 
 /// Everything a scrape or a dump serves from one collection.
 #[derive(Debug, Clone)]
@@ -29,8 +42,10 @@ pub struct Snapshot {
 pub struct Exporter<T> {
     fleet: Fleet<T>,
     metrics: Metrics,
-    /// Each collector's last error per namespace label, so a persistent
+    /// Each collector's log state per namespace label, so a persistent
     /// fault logs once, not per scrape, and recovery is logged once too.
+    steps: HashMap<(String, Kind), LogOnce<ErrorKey>>,
+    /// The last collection's errors, for [`Exporter::last_error`].
     last_errors: Vec<(String, Kind, String)>,
     /// Log failures (the server) or leave them to the caller (`dump`).
     log_failures: bool,
@@ -38,32 +53,26 @@ pub struct Exporter<T> {
     cgroups: Option<Cgroups>,
 }
 
-/// The root cgroup's id (and its directory's inode) on cgroup v2.
-const ROOT_CGROUP_ID: u64 = 1;
-
 /// Refuses a cgroup2 mount whose top is not the hierarchy's root although
 /// mountinfo says it is: inside a cgroup namespace (a container without the
 /// host's /sys/fs/cgroup) the mount shows only the container's own subtree
 /// as `/`, so every path would be wrong and every other cgroup unknown.
-fn check_root(attribution: Attribution) -> Result<Attribution, String> {
+fn check_root(attribution: Attribution) -> Result<Attribution, CgroupProblem> {
     use std::os::unix::fs::MetadataExt;
     let mount = attribution.paths().mount();
     if mount.root != "/" {
         return Ok(attribution); // a subtree mount, with its prefix known
     }
     match std::fs::metadata(&mount.mount_point) {
-        Ok(meta) if meta.ino() != ROOT_CGROUP_ID => Err(format!(
-            "the cgroup2 mount at {} is not the root of the hierarchy (inode {}, not {ROOT_CGROUP_ID}): \
-             the exporter runs in a cgroup namespace, where paths cannot be told; mount the host's \
-             /sys/fs/cgroup into it",
-            mount.mount_point.display(),
-            meta.ino()
-        )),
+        Ok(meta) if meta.ino() != ROOT_CGROUP_ID => Err(CgroupProblem::NotRoot {
+            mount: mount.mount_point.clone(),
+            inode: meta.ino(),
+        }),
         Ok(_) => Ok(attribution),
-        Err(e) => Err(format!(
-            "cannot read the cgroup2 mount {}: {e}",
-            mount.mount_point.display()
-        )),
+        Err(e) => Err(CgroupProblem::Unreadable {
+            mount: mount.mount_point.clone(),
+            error: (&e).into(),
+        }),
     }
 }
 
@@ -71,9 +80,9 @@ fn check_root(attribution: Attribution) -> Result<Attribution, String> {
 /// (from the tcp collector's dump) into capped rows by cgroup path.
 pub struct Cgroups {
     /// Err: why there is no attribution at all (no cgroup2 mount).
-    attribution: Result<Attribution, String>,
-    /// The problem logged last, so each is logged once.
-    logged: Option<String>,
+    attribution: Result<Attribution, CgroupProblem>,
+    /// What was logged last, so each problem is logged once.
+    logged: LogOnce<<CgroupProblem as Problem>::Key>,
 }
 
 impl Cgroups {
@@ -81,8 +90,10 @@ impl Cgroups {
     /// (0: whole paths) and `max_series`.
     pub fn detect(depth: usize, max_series: usize) -> Cgroups {
         Cgroups {
-            attribution: Attribution::detect(depth, max_series).and_then(check_root),
-            logged: None,
+            attribution: Attribution::detect(depth, max_series)
+                .map_err(CgroupProblem::NoMount)
+                .and_then(check_root),
+            logged: LogOnce::default(),
         }
     }
 
@@ -114,31 +125,24 @@ impl Cgroups {
                     .map(|p| p.stats.tcp.full_sockets_without_cgroup_id())
                     .sum();
                 if with_id == 0 && without > 0 {
-                    Some(format!(
-                        "the kernel sent no INET_DIAG_CGROUP_ID for any of {without} sockets \
-                         (it needs Linux 5.7 or later with cgroup v2); no per-cgroup series"
-                    ))
+                    Some(CgroupProblem::NoIds { sockets: without })
                 } else {
                     attribution.start_collection();
                     for part in &counted {
                         let per_id = part.stats.tcp.by_cgroup().map(|(id, v)| (id, *v));
                         rows.push((part.label, attribution.rows(per_id)));
                     }
-                    attribution.problem().map(str::to_string)
+                    attribution.problem().cloned()
                 }
             }
         };
-        if problem != self.logged {
-            match &problem {
-                Some(problem) => log::log(
-                    Level::Warn,
-                    "cgroup attribution incomplete",
-                    &[("problem", problem)],
-                ),
-                None => log::log(Level::Info, "cgroup attribution complete again", &[]),
-            }
-            self.logged = problem.clone();
-        }
+        const LINES: Lines<'static> = Lines {
+            problem: (Level::Warn, "cgroup attribution incomplete"),
+            field: "problem",
+            recovered: "cgroup attribution complete again",
+            last: None,
+        };
+        self.logged.update(problem.as_slice(), &LINES, &[], true);
         let health = Health {
             started,
             duration: clock.elapsed(),
@@ -153,6 +157,7 @@ impl<T: Transport> Exporter<T> {
         Exporter {
             fleet,
             metrics,
+            steps: HashMap::new(),
             last_errors: Vec::new(),
             log_failures: true,
             cgroups: None,
@@ -201,40 +206,31 @@ impl<T: Transport> Exporter<T> {
         let parts = self.fleet.parts();
         let netns = self.fleet.netns();
         let mut errors = Vec::new();
+        let mut steps = HashMap::with_capacity(self.steps.len());
         for part in &parts {
             for report in part.reports {
-                let previous = self
-                    .last_errors
-                    .iter()
-                    .find(|(netns, kind, _)| netns == part.label && *kind == report.kind)
-                    .map(|(_, _, e)| e.as_str());
+                let key = (part.label.to_string(), report.kind);
+                let mut once = self.steps.remove(&key).unwrap_or_default();
                 let collector = report.kind.label();
                 let mut fields: Vec<(&str, &dyn std::fmt::Display)> =
                     vec![("collector", &collector)];
                 if netns.is_some() {
                     fields.push(("netns", &part.label));
                 }
-                match (&report.error, previous) {
-                    (None, Some(last)) => {
-                        fields.push(("last_err", &last));
-                        log::log(Level::Info, "collection recovered", &fields);
-                    }
-                    (Some(error), previous) => {
-                        let message = error.to_string();
-                        if self.log_failures && previous != Some(message.as_str()) {
-                            fields.push(("err", &message));
-                            log::log(
-                                Level::Error,
-                                "collection failed; the collector's series are left out until it recovers",
-                                &fields,
-                            );
-                        }
-                        errors.push((part.label.to_string(), report.kind, message));
-                    }
-                    (None, None) => {}
+                once.update(
+                    report.error.as_slice(),
+                    &COLLECTOR_LINES,
+                    &fields,
+                    self.log_failures,
+                );
+                if let Some(error) = &report.error {
+                    errors.push((part.label.to_string(), report.kind, error.to_string()));
                 }
+                steps.insert(key, once);
             }
         }
+        // A namespace that is gone takes its log state with it.
+        self.steps = steps;
         self.last_errors = errors;
         self.metrics.begin();
         for part in &parts {
@@ -326,20 +322,23 @@ mod tests {
         };
         let mut cgroups = Cgroups {
             attribution: Ok(Attribution::new(mount, 0, 10)),
-            logged: None,
+            logged: LogOnce::default(),
         };
         let (rows, health) = cgroups.attribute(&parts);
         assert!(rows.is_empty());
         assert!(!health.ok);
         assert!(cgroups
             .logged
-            .as_deref()
+            .texts()
+            .next()
             .unwrap()
             .contains("INET_DIAG_CGROUP_ID"));
 
         let mut missing = Cgroups {
-            attribution: Err("no cgroup2 filesystem is mounted".into()),
-            logged: None,
+            attribution: Err(CgroupProblem::NoMount(
+                "no cgroup2 filesystem is mounted".into(),
+            )),
+            logged: LogOnce::default(),
         };
         let (rows, health) = missing.attribute(&parts);
         assert!(rows.is_empty() && !health.ok);

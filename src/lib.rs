@@ -21,6 +21,7 @@ pub mod log;
 pub mod metrics;
 pub mod namespaces;
 pub mod netns;
+pub mod outcome;
 pub mod parse;
 pub mod render;
 pub mod serve;

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -17,6 +17,7 @@ use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 use crate::cap;
 use crate::collect::{Kind, Report, Stats};
 use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
+use crate::outcome::Health;
 
 /// One metric's definition.
 pub struct Spec {
@@ -298,25 +299,6 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// One collector's health in one collection, for the collector series.
-#[derive(Debug, Clone, Copy)]
-pub struct Health {
-    /// Wall-clock start, for the timestamp metric.
-    pub started: SystemTime,
-    pub duration: Duration,
-    pub ok: bool,
-}
-
-impl Health {
-    pub fn of(report: &Report) -> Health {
-        Health {
-            started: report.started,
-            duration: report.duration,
-            ok: report.error.is_none(),
-        }
-    }
-}
-
 /// One namespace in the `sockdiag_netns_info` series.
 #[derive(Debug, Clone, Copy)]
 pub struct NetnsInfo<'a> {
@@ -509,7 +491,7 @@ impl Metrics {
     pub fn record_namespace(&self, netns: &str, stats: Stats<'_>, reports: &[Report]) {
         let ns = self.ns(netns);
         for report in reports {
-            self.record_health(report.kind.label(), ns, Health::of(report));
+            self.record_health(report.kind.label(), ns, report.health());
             if report.error.is_some() {
                 continue;
             }

@@ -28,8 +28,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::collect::{Collector, Options, Report, Stats};
 use crate::log::{self, Level};
-use crate::metrics::{Health, OWN_NETNS};
+use crate::metrics::OWN_NETNS;
 use crate::netns::{self, Namespace, NsId, PerNamespace};
+use crate::outcome::Health;
+use crate::outcome::{Lines, LogOnce};
 use crate::transport::{Netlink, Transport};
 
 /// A netlink socket opened inside a namespace. A reset after a failed dump
@@ -86,7 +88,7 @@ pub struct Part<'a> {
 pub struct NetnsOutcome {
     pub health: Health,
     /// Why the list may be incomplete or a namespace was not collected.
-    pub problems: Vec<String>,
+    pub problems: Vec<netns::Problem>,
     /// The namespaces collected, the own one first.
     pub namespaces: Vec<NamespaceInfo>,
     /// Found beyond `--collector.netns.max`.
@@ -135,7 +137,7 @@ struct Netns {
     order: Vec<NsId>,
     outcome: NetnsOutcome,
     /// Problems already logged, so each is logged once.
-    logged: Vec<String>,
+    logged: LogOnce<netns::ProblemKey>,
 }
 
 /// The own namespace's collector, plus, with `--collector.netns`, one per
@@ -170,7 +172,7 @@ impl<T: Transport> Fleet<T> {
                     skipped: 0,
                     unreadable: 0,
                 },
-                logged: Vec::new(),
+                logged: LogOnce::default(),
             }),
         }
     }
@@ -235,7 +237,7 @@ impl Netns {
                 &[("count", &dropped)],
             );
         }
-        let mut problems = discovery.problems.clone();
+        let mut problems = discovery.problems;
         problems.extend(privilege_problems());
         let mut namespaces = Vec::with_capacity(discovery.namespaces.len());
         let failed: Vec<NsId> = self
@@ -283,18 +285,18 @@ impl Netns {
         // One problem for all namespaces that could not be entered, so an
         // unprivileged exporter logs it once, not once per namespace.
         if let Some((label, e)) = refused.first() {
-            problems.push(format!(
-                "cannot enter {} of {} other network namespaces (for example {label}: {e}); \
-                 their sockets are not collected",
-                refused.len(),
-                discovery.namespaces.len().saturating_sub(1)
-            ));
+            problems.push(netns::Problem::CannotEnter {
+                refused: refused.len(),
+                others: discovery.namespaces.len().saturating_sub(1),
+                example: label.clone(),
+                error: e.into(),
+            });
         }
         if discovery.skipped > 0 {
-            problems.push(format!(
-                "{} network namespaces beyond --collector.netns.max={} are not collected",
-                discovery.skipped, self.config.limit
-            ));
+            problems.push(netns::Problem::OverLimit {
+                skipped: discovery.skipped,
+                limit: self.config.limit,
+            });
         }
         self.log_changes(&problems);
         self.outcome = NetnsOutcome {
@@ -311,22 +313,14 @@ impl Netns {
     }
 
     /// Logs each new problem once, and the recovery when none is left.
-    fn log_changes(&mut self, problems: &[String]) {
-        for problem in new_problems(&self.logged, problems) {
-            log::log(
-                Level::Warn,
-                "network namespace collection incomplete",
-                &[("problem", problem)],
-            );
-        }
-        if problems.is_empty() && !self.logged.is_empty() {
-            log::log(
-                Level::Info,
-                "network namespace collection complete again",
-                &[],
-            );
-        }
-        self.logged = problems.to_vec();
+    fn log_changes(&mut self, problems: &[netns::Problem]) {
+        const LINES: Lines<'static> = Lines {
+            problem: (Level::Warn, "network namespace collection incomplete"),
+            field: "problem",
+            recovered: "network namespace collection complete again",
+            last: None,
+        };
+        self.logged.update(problems, &LINES, &[], true);
     }
 }
 
@@ -342,7 +336,7 @@ const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
 /// ProtectProc) rather than refused; without CAP_SYS_ADMIN nothing can be
 /// entered; in a pid namespace of its own (a pod without hostPID) only its
 /// own processes are visible at all.
-fn privilege_problems() -> Vec<String> {
+fn privilege_problems() -> Vec<netns::Problem> {
     let mut problems = Vec::new();
     let caps = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -354,54 +348,44 @@ fn privilege_problems() -> Vec<String> {
         });
     let has = |cap: u32| caps.is_some_and(|c| c & (1 << cap) != 0);
     if !has(CAP_SYS_ADMIN) {
-        problems.push(
-            "no CAP_SYS_ADMIN: other network namespaces cannot be entered; only the own one is collected"
-                .to_string(),
-        );
+        problems.push(netns::Problem::NoSysAdmin);
     }
     if !has(CAP_SYS_PTRACE) {
-        problems.push(
-            "no CAP_SYS_PTRACE: other users' processes, and the namespaces only they hold, may be hidden or unreadable"
-                .to_string(),
-        );
+        problems.push(netns::Problem::NoPtrace);
     }
     if let Ok(meta) = std::fs::metadata("/proc/self/ns/pid") {
         use std::os::unix::fs::MetadataExt;
         if meta.ino() != INIT_PID_NS_INO {
-            problems.push(
-                "the exporter runs in a pid namespace of its own (a container without hostPID): only the namespaces of its own processes are visible"
-                    .to_string(),
-            );
+            problems.push(netns::Problem::OwnPidNamespace);
         }
     }
     problems
 }
 
-/// The problems not logged yet. A problem is new when it differs from the
-/// logged ones in more than its numbers: process counts change with every
-/// collection, and a persistent problem must be logged once, not per scrape.
-fn new_problems<'a>(logged: &[String], problems: &'a [String]) -> Vec<&'a String> {
-    let shape = |p: &str| -> String { p.chars().filter(|c| !c.is_ascii_digit()).collect() };
-    let logged: Vec<String> = logged.iter().map(|p| shape(p)).collect();
-    problems
-        .iter()
-        .filter(|p| !logged.contains(&shape(p)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Problem as _;
 
     #[test]
-    fn a_problem_is_logged_once_whatever_its_numbers() {
-        let first = vec!["permission denied for 3 of 70 processes".to_string()];
-        assert_eq!(new_problems(&[], &first), [&first[0]]);
-        let again = vec![
-            "permission denied for 4 of 71 processes".to_string(),
-            "cannot collect network namespace ino:5: Operation not permitted".to_string(),
-        ];
-        assert_eq!(new_problems(&first, &again), [&again[1]]);
-        assert!(new_problems(&again, &again).is_empty());
+    fn a_problem_keeps_its_identity_whatever_its_numbers() {
+        let denied = |denied, seen| netns::Problem::ProcessesDenied {
+            denied,
+            seen,
+            example: "/proc/1/ns/net".into(),
+        };
+        assert_eq!(denied(3, 70).key(), denied(4, 71).key());
+        let enter = |errno: i32| netns::Problem::CannotEnter {
+            refused: 1,
+            others: 2,
+            example: "ino:5".into(),
+            error: (&io::Error::from_raw_os_error(errno)).into(),
+        };
+        assert_eq!(enter(libc::EPERM).key(), enter(libc::EPERM).key());
+        assert_ne!(enter(libc::EPERM).key(), enter(libc::ENOENT).key());
+        assert_ne!(denied(1, 1).key(), netns::Problem::NoPtrace.key());
+        assert!(enter(libc::EPERM)
+            .to_string()
+            .contains("(for example ino:5: Operation not permitted (os error 1))"));
     }
 }

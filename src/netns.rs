@@ -51,11 +51,14 @@
 //! exact socket mix that nothing else on the host can disturb.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::outcome::OsError;
 
 /// Moves the calling thread into a new, empty network namespace and brings
 /// its loopback interface up (127.0.0.1 and, where IPv6 is enabled, ::1).
@@ -222,12 +225,134 @@ pub struct Discovery {
     /// Why the list may be incomplete (permission denied reading other
     /// processes' namespaces when unprivileged, an unreadable /run/netns).
     /// Not fatal: everything found is still listed.
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     /// Processes whose namespace could not be read for lack of permission
     /// (0 as root on most hosts; the sandbox this was written on denies
     /// root /proc/1/ns/net). Such a process may hold a namespace that is
     /// then missing from the list.
     pub denied_processes: usize,
+}
+
+/// Why the namespaces collected may not be all of them. Typed, so that a
+/// problem that persists is logged once ([`crate::outcome`]) however its
+/// counts change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The own namespace file could not be read.
+    OwnUnidentified { path: PathBuf, error: OsError },
+    /// The directory of named namespaces could not be listed.
+    NamedUnlisted { dir: PathBuf, error: OsError },
+    /// A named namespace could not be opened.
+    NamedUnopened { path: PathBuf, error: OsError },
+    /// The proc mount could not be listed.
+    ProcessesUnlisted { dir: PathBuf, error: OsError },
+    /// Other processes' namespaces could not be read for lack of permission.
+    ProcessesDenied {
+        denied: usize,
+        seen: usize,
+        example: PathBuf,
+    },
+    /// No CAP_SYS_ADMIN: nothing can be entered.
+    NoSysAdmin,
+    /// No CAP_SYS_PTRACE: other users' processes may be hidden.
+    NoPtrace,
+    /// In a pid namespace of its own: only its own processes are visible.
+    OwnPidNamespace,
+    /// Namespaces that could not be entered (one problem for all of them).
+    CannotEnter {
+        refused: usize,
+        others: usize,
+        example: String,
+        error: OsError,
+    },
+    /// Namespaces beyond `--collector.netns.max`.
+    OverLimit { skipped: usize, limit: usize },
+}
+
+/// A [`Problem`]'s identity: which problem, on which path, with which errno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemKey {
+    kind: std::mem::Discriminant<Problem>,
+    path: Option<PathBuf>,
+    errno: Option<i32>,
+}
+
+impl crate::outcome::Problem for Problem {
+    type Key = ProblemKey;
+    fn key(&self) -> ProblemKey {
+        let (path, errno) = match self {
+            Problem::OwnUnidentified { path, error }
+            | Problem::NamedUnlisted { dir: path, error }
+            | Problem::NamedUnopened { path, error }
+            | Problem::ProcessesUnlisted { dir: path, error } => (Some(path.clone()), error.errno),
+            Problem::CannotEnter { error, .. } => (None, error.errno),
+            _ => (None, None),
+        };
+        ProblemKey {
+            kind: std::mem::discriminant(self),
+            path,
+            errno,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::OwnUnidentified { path, error } => write!(
+                f,
+                "cannot identify the own network namespace ({}): {error}",
+                path.display()
+            ),
+            Problem::NamedUnlisted { dir, error } => write!(
+                f,
+                "cannot list named network namespaces in {}: {error}",
+                dir.display()
+            ),
+            Problem::NamedUnopened { path, error } => write!(
+                f,
+                "cannot open named network namespace {}: {error}",
+                path.display()
+            ),
+            Problem::ProcessesUnlisted { dir, error } => {
+                write!(f, "cannot list processes in {}: {error}", dir.display())
+            }
+            Problem::ProcessesDenied {
+                denied,
+                seen,
+                example,
+            } => write!(
+                f,
+                "permission denied reading the network namespace of {denied} of {seen} processes \
+                 (for example {}): namespaces held only by other users' processes are not found; \
+                 run as root (CAP_SYS_PTRACE reads them, CAP_SYS_ADMIN enters them)",
+                example.display()
+            ),
+            Problem::NoSysAdmin => f.write_str(
+                "no CAP_SYS_ADMIN: other network namespaces cannot be entered; only the own one is collected",
+            ),
+            Problem::NoPtrace => f.write_str(
+                "no CAP_SYS_PTRACE: other users' processes, and the namespaces only they hold, may be hidden or unreadable",
+            ),
+            Problem::OwnPidNamespace => f.write_str(
+                "the exporter runs in a pid namespace of its own (a container without hostPID): only the namespaces of its own processes are visible",
+            ),
+            Problem::CannotEnter {
+                refused,
+                others,
+                example,
+                error,
+            } => write!(
+                f,
+                "cannot enter {refused} of {others} other network namespaces (for example {example}: {error}); \
+                 their sockets are not collected"
+            ),
+            Problem::OverLimit { skipped, limit } => write!(
+                f,
+                "{skipped} network namespaces beyond --collector.netns.max={limit} are not collected"
+            ),
+        }
+    }
 }
 
 /// Where discovery looks; [`Sources::default`] is the real system. Tests
@@ -277,10 +402,10 @@ pub fn discover_from(sources: &Sources, limit: usize) -> Discovery {
     let own = match fs::metadata(&sources.own) {
         Ok(meta) => Some(NsId::of(&meta)),
         Err(e) => {
-            problems.push(format!(
-                "cannot identify the own network namespace ({}): {e}",
-                sources.own.display()
-            ));
+            problems.push(Problem::OwnUnidentified {
+                path: sources.own.clone(),
+                error: (&e).into(),
+            });
             None
         }
     };
@@ -302,16 +427,16 @@ pub fn discover_from(sources: &Sources, limit: usize) -> Discovery {
 }
 
 /// (name, id, path) of every namespace under /run/netns.
-fn read_named(sources: &Sources, problems: &mut Vec<String>) -> Vec<(String, NsId, PathBuf)> {
+fn read_named(sources: &Sources, problems: &mut Vec<Problem>) -> Vec<(String, NsId, PathBuf)> {
     let dir = match fs::read_dir(&sources.run_netns) {
         Ok(dir) => dir,
         // No named namespaces: nothing ever ran `ip netns add`.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
-            problems.push(format!(
-                "cannot list named network namespaces in {}: {e}",
-                sources.run_netns.display()
-            ));
+            problems.push(Problem::NamedUnlisted {
+                dir: sources.run_netns.clone(),
+                error: (&e).into(),
+            });
             return Vec::new();
         }
     };
@@ -323,10 +448,10 @@ fn read_named(sources: &Sources, problems: &mut Vec<String>) -> Vec<(String, NsI
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
             Err(e) => {
-                problems.push(format!(
-                    "cannot open named network namespace {}: {e}",
-                    path.display()
-                ));
+                problems.push(Problem::NamedUnopened {
+                    path: path.clone(),
+                    error: (&e).into(),
+                });
                 continue;
             }
         };
@@ -345,11 +470,14 @@ fn read_named(sources: &Sources, problems: &mut Vec<String>) -> Vec<(String, NsI
 /// (pid, id) of every process whose namespace could be read, and how many
 /// were denied. Processes that exit during the walk are skipped silently;
 /// permission errors are summed into one problem.
-fn read_processes(proc: &Path, problems: &mut Vec<String>) -> (Vec<(u32, NsId)>, usize) {
+fn read_processes(proc: &Path, problems: &mut Vec<Problem>) -> (Vec<(u32, NsId)>, usize) {
     let dir = match fs::read_dir(proc) {
         Ok(dir) => dir,
         Err(e) => {
-            problems.push(format!("cannot list processes in {}: {e}", proc.display()));
+            problems.push(Problem::ProcessesUnlisted {
+                dir: proc.to_path_buf(),
+                error: (&e).into(),
+            });
             return (Vec::new(), 0);
         }
     };
@@ -378,12 +506,11 @@ fn read_processes(proc: &Path, problems: &mut Vec<String>) -> (Vec<(u32, NsId)>,
         }
     }
     if let Some(example) = example {
-        problems.push(format!(
-            "permission denied reading the network namespace of {denied} of {seen} processes \
-             (for example {}): namespaces held only by other users' processes are not found; \
-             run as root (CAP_SYS_PTRACE reads them, CAP_SYS_ADMIN enters them)",
-            example.display()
-        ));
+        problems.push(Problem::ProcessesDenied {
+            denied,
+            seen,
+            example,
+        });
     }
     (out, denied)
 }
@@ -767,7 +894,7 @@ mod tests {
             check_nstype: false,
         };
         let found = discover_from(&sources, 10);
-        assert_eq!(found.problems, Vec::<String>::new());
+        assert!(found.problems.is_empty(), "{:?}", found.problems);
         assert_eq!(found.denied_processes, 0);
         let labels: Vec<&str> = found.namespaces.iter().map(|n| n.label.as_str()).collect();
         let ino8 = fs::metadata(p("proc/8/ns/net")).unwrap().ino();

@@ -502,12 +502,12 @@ mod tests {
         let one = summary(&parts[..1], None, &[]);
         assert!(!one.contains("Network namespace"), "{one}");
         let outcome = NetnsOutcome {
-            health: crate::metrics::Health {
+            health: crate::outcome::Health {
                 started: SystemTime::UNIX_EPOCH,
                 duration: Duration::from_millis(3),
                 ok: false,
             },
-            problems: vec!["no CAP_SYS_ADMIN".into()],
+            problems: vec![crate::netns::Problem::NoSysAdmin],
             namespaces: Vec::new(),
             skipped: 4,
             unreadable: 0,
@@ -526,7 +526,10 @@ mod tests {
         // Most sockets first: b (7) before a (1).
         assert_eq!(flat[by_cgroup + 2], "/b.service 7 2 5 0 0");
         assert_eq!(flat[by_cgroup + 3], "/a.service 1 0 0 0 1");
-        at("incomplete: no CAP_SYS_ADMIN");
+        at(&format!(
+            "incomplete: {}",
+            crate::netns::Problem::NoSysAdmin
+        ));
         assert!(
             text.contains("0 collected, 4 beyond --collector.netns.max"),
             "{text}"
