@@ -186,6 +186,17 @@ _rpm_traced() {
     return "$status"
 }
 
+# _check_quiet WHAT FILE: rpm and the scriptlets printed nothing else (no
+# "not found", no scriptlet warning); shows what they printed otherwise.
+_check_quiet() {
+    if [ -s "$2" ]; then
+        fail "$1 printed nothing unexpected; it printed:"
+        sed 's/^/    /' "$2"
+    else
+        ok "$1 printed nothing unexpected"
+    fi
+}
+
 _trace_heads() { grep -v '^  ' "$1" | tr '\n' ';'; }
 _state() { cat "$1/stub/$2"; }
 
@@ -204,7 +215,7 @@ _scriptlet_cycle() { # LABEL SYSTEMD USER ADMIN_OFF RPM RPM2 WORKDIR
     cat "$t.install"
     check "$label: install ran %prein and %post of release $r1 with \$1=1" \
         test "$(_trace_heads "$t.install")" = "%prein R=$r1 \$1=1 exit=0;%post R=$r1 \$1=1 exit=0;"
-    check "$label: install printed nothing unexpected" test ! -s "$t.install.other"
+    _check_quiet "$label: install" "$t.install.other"
     pw=$(grep '^sockdiag_exporter:' "$root/etc/passwd")
     check "$label: user sockdiag_exporter exists after install" test -n "$pw"
     if [ "$user" = 1 ]; then
@@ -238,7 +249,7 @@ _scriptlet_cycle() { # LABEL SYSTEMD USER ADMIN_OFF RPM RPM2 WORKDIR
     check "$label: upgrade ran new %prein, %post with \$1=2, old %preun, %postun with \$1=1" test \
         "$(_trace_heads "$t.upgrade")" = \
         "%prein R=$r2 \$1=2 exit=0;%post R=$r2 \$1=2 exit=0;%preun R=$r1 \$1=1 exit=0;%postun R=$r1 \$1=1 exit=0;"
-    check "$label: upgrade printed nothing unexpected" test ! -s "$t.upgrade.other"
+    _check_quiet "$label: upgrade" "$t.upgrade.other"
     check "$label: upgrade adds or changes no user or group" sh -c \
         "! grep -qE '^  (useradd|groupadd|usermod|userdel|groupdel)' '$t.upgrade' && cmp -s '$t.passwd-before-upgrade' '$root/etc/passwd'"
     if [ "$systemd" = 1 ]; then
@@ -261,7 +272,7 @@ _scriptlet_cycle() { # LABEL SYSTEMD USER ADMIN_OFF RPM RPM2 WORKDIR
     cat "$t.erase"
     check "$label: erase ran %preun and %postun of release $r2 with \$1=0" test \
         "$(_trace_heads "$t.erase")" = "%preun R=$r2 \$1=0 exit=0;%postun R=$r2 \$1=0 exit=0;"
-    check "$label: erase printed nothing unexpected" test ! -s "$t.erase.other"
+    _check_quiet "$label: erase" "$t.erase.other"
     check "$label: erase keeps the user and group" sh -c \
         "grep -q '^sockdiag_exporter:' '$root/etc/passwd' && grep -q '^sockdiag_exporter:' '$root/etc/group' &&
          ! grep -qE '^  (userdel|groupdel)' '$t.erase'"
@@ -298,8 +309,9 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
         if "$@"; then ok "$what"; else fail "$what"; fi
     }
     dir=$(mktemp -d /tmp/sockdiag-scriptlets.XXXXXX)
+    trap 'rm -rf "$dir"' EXIT
+    trap 'exit 130' INT TERM PIPE
     check_rpm_scriptlets "$1" "$2" "$dir"
-    rm -rf "$dir"
     echo "$passed passed, $failed failed, 0 skipped"
     [ "$failed" = 0 ]
 fi
