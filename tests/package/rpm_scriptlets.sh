@@ -198,6 +198,12 @@ _check_quiet() {
 }
 
 _trace_heads() { grep -v '^  ' "$1" | tr '\n' ';'; }
+# _check_heads WHAT TRACE WANT: the scriptlets that ran, as _trace_heads.
+_check_heads() {
+    local got
+    got=$(_trace_heads "$2")
+    if [ "$got" = "$3" ]; then ok "$1"; else fail "$1: got '$got'"; fi
+}
 _state() { cat "$1/stub/$2"; }
 
 # One install, upgrade, erase cycle in a fresh scratch root.
@@ -213,8 +219,8 @@ _scriptlet_cycle() { # LABEL SYSTEMD USER ADMIN_OFF RPM RPM2 WORKDIR
     echo "--- $label: rpm -i (release $r1)"
     if _rpm_traced "$root" "$t.install" -i "$rpm1"; then ok "$label: rpm -i runs the scriptlets"; else fail "$label: rpm -i runs the scriptlets"; cat "$t.install.raw" | grep -v '^D: '; fi
     cat "$t.install"
-    check "$label: install ran %prein and %post of release $r1 with \$1=1" \
-        test "$(_trace_heads "$t.install")" = "%prein R=$r1 \$1=1 exit=0;%post R=$r1 \$1=1 exit=0;"
+    _check_heads "$label: install ran %prein and %post of release $r1 with \$1=1" \
+        "$t.install" "%prein R=$r1 \$1=1 exit=0;%post R=$r1 \$1=1 exit=0;"
     _check_quiet "$label: install" "$t.install.other"
     pw=$(grep '^sockdiag_exporter:' "$root/etc/passwd")
     check "$label: user sockdiag_exporter exists after install" test -n "$pw"
@@ -246,8 +252,8 @@ _scriptlet_cycle() { # LABEL SYSTEMD USER ADMIN_OFF RPM RPM2 WORKDIR
     echo "--- $label: rpm -U (release $r1 -> $r2)"
     if _rpm_traced "$root" "$t.upgrade" -U "$rpm2"; then ok "$label: rpm -U runs the scriptlets"; else fail "$label: rpm -U runs the scriptlets"; cat "$t.upgrade.raw" | grep -v '^D: '; fi
     cat "$t.upgrade"
-    check "$label: upgrade ran new %prein, %post with \$1=2, old %preun, %postun with \$1=1" test \
-        "$(_trace_heads "$t.upgrade")" = \
+    _check_heads "$label: upgrade ran new %prein, %post with \$1=2, old %preun, %postun with \$1=1" \
+        "$t.upgrade" \
         "%prein R=$r2 \$1=2 exit=0;%post R=$r2 \$1=2 exit=0;%preun R=$r1 \$1=1 exit=0;%postun R=$r1 \$1=1 exit=0;"
     _check_quiet "$label: upgrade" "$t.upgrade.other"
     check "$label: upgrade adds or changes no user or group" sh -c \
@@ -270,8 +276,8 @@ _scriptlet_cycle() { # LABEL SYSTEMD USER ADMIN_OFF RPM RPM2 WORKDIR
     echo "--- $label: rpm -e"
     if _rpm_traced "$root" "$t.erase" -e sockdiag-exporter; then ok "$label: rpm -e runs the scriptlets"; else fail "$label: rpm -e runs the scriptlets"; cat "$t.erase.raw" | grep -v '^D: '; fi
     cat "$t.erase"
-    check "$label: erase ran %preun and %postun of release $r2 with \$1=0" test \
-        "$(_trace_heads "$t.erase")" = "%preun R=$r2 \$1=0 exit=0;%postun R=$r2 \$1=0 exit=0;"
+    _check_heads "$label: erase ran %preun and %postun of release $r2 with \$1=0" \
+        "$t.erase" "%preun R=$r2 \$1=0 exit=0;%postun R=$r2 \$1=0 exit=0;"
     _check_quiet "$label: erase" "$t.erase.other"
     check "$label: erase keeps the user and group" sh -c \
         "grep -q '^sockdiag_exporter:' '$root/etc/passwd' && grep -q '^sockdiag_exporter:' '$root/etc/group' &&
