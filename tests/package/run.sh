@@ -10,14 +10,21 @@
 #             with and without the netns drop-in
 #   rpm       install into a scratch root (rpm --root --nodeps --noscripts),
 #             file list, config flags, rpm -V, run the binary, upgrade keeps
-#             an edited %config(noreplace) file
+#             an edited %config(noreplace) file; then the scriptlets, run by
+#             rpm in scratch roots with stub useradd, systemctl and the like
+#             (rpm_scriptlets.sh) through install, upgrade and erase
 #   fleet     Prometheus rules and their unit tests, Grafana panel queries
 #             against the golden output, Kubernetes manifests
 #
 # The deb part installs into the real system: it needs root, refuses to run
 # if sockdiag-exporter is already installed, and purges it (and removes the
 # system user if this run created it) on any exit. Processes it starts are
-# killed by PID. Ends with "N passed, M failed".
+# killed by PID.
+#
+# Every tool it uses is looked for first; a missing one fails the run,
+# named. Strict mode (CI set to anything but "", false or 0, or
+# SOCKDIAG_TEST_STRICT=1) counts every SKIP as a failure. The last line is
+# always "N passed, M failed, K skipped".
 set -uo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -35,9 +42,21 @@ RPM=$OUT/${PKG}-${VERSION}-1.x86_64.rpm
 passed=0
 failed=0
 skipped=0
+STRICT=0
+case "${CI:-}" in "" | false | FALSE | False | 0) ;; *) STRICT=1 ;; esac
+[ "${SOCKDIAG_TEST_STRICT:-}" = 1 ] && STRICT=1
 ok() { passed=$((passed + 1)); echo "ok: $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
-skip() { skipped=$((skipped + 1)); echo "SKIP: $*"; }
+skip() {
+    if [ "$STRICT" = 1 ]; then
+        failed=$((failed + 1))
+        echo "FAIL (strict mode: CI or SOCKDIAG_TEST_STRICT=1 set, a skip is a failure): SKIP: $*"
+    else
+        skipped=$((skipped + 1))
+        echo "SKIP: $*"
+    fi
+}
+summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
 # check DESCRIPTION COMMAND...: passes when the command succeeds.
 check() {
     local what=$1
@@ -74,11 +93,63 @@ for f in "$BIN" "$DEB" "$RPM"; do
     [ -f "$f" ] || { echo "missing $f: run 'make deb rpm' (or make package-test)" >&2; exit 1; }
 done
 
-# Highest GLIBC_x.y symbol version an ELF file needs.
+# Every tool the checks below run, looked for before any check: a missing
+# one would otherwise make checks that expect a failure (or no output) pass.
+echo "=== tools"
+missing=0
+for tool in objdump readelf dpkg dpkg-deb dpkg-query lintian rpm rpmlint systemd-analyze promtool \
+    curl setpriv unshare nsenter mount man getent ps sha256sum awk sed cargo dash ldd mknod \
+    $([ "$(id -u)" = 0 ] && echo userdel groupdel); do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        fail "required tool missing: $tool (make pkg-deps installs the packaging tools)"
+        missing=1
+    fi
+done
+for sub in deb generate-rpm; do
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        fail "required tool missing: cargo-$sub (make pkg-deps installs it into ~/.cargo/bin)"
+        missing=1
+    fi
+done
+if ! "$PKG_VENV/bin/python3" -c 'import yaml' >/dev/null 2>&1; then
+    fail "required tool missing: python3 with pyyaml in the venv $PKG_VENV (make pkg-deps)"
+    missing=1
+fi
+if [ ! -x "$PKG_VENV/bin/kubernetes-validate" ]; then
+    fail "required tool missing: $PKG_VENV/bin/kubernetes-validate (make pkg-deps)"
+    missing=1
+fi
+if [ "$missing" = 1 ]; then
+    summary
+    exit 1
+fi
+ok "every tool the package test uses is installed"
+
+# Highest GLIBC_x.y symbol version an ELF file needs; fails (and prints
+# nothing) when objdump fails or lists no GLIBC_ version at all.
 glibc_max() {
-    objdump -T "$1" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1
+    local syms
+    syms=$(objdump -T "$1") || return 1
+    printf '%s\n' "$syms" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1 | grep .
 }
 version_le() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" = "$1" ]; }
+# check_glibc WHAT FILE: FILE needs at most glibc $GLIBC_BASELINE.
+check_glibc() {
+    local what=$1 file=$2 max
+    if ! max=$(glibc_max "$file"); then
+        fail "$what: objdump -T $file gave no GLIBC_ symbol versions"
+        return
+    fi
+    check "$what needs glibc $max <= $GLIBC_BASELINE" version_le "$max" "$GLIBC_BASELINE"
+}
+# is_stripped FILE: readelf lists FILE's sections (it must find .text, so
+# an empty or failed listing fails) and none is .symtab or .debug_*.
+is_stripped() {
+    local sections
+    sections=$(readelf -S --wide "$1") || return 1
+    printf '%s\n' "$sections" | grep -qE '\] \.text +PROGBITS' || { echo "readelf -S $1: no .text section listed"; return 1; }
+    ! printf '%s\n' "$sections" | grep -E '\] \.(symtab|debug_[a-z_]+) '
+}
 
 # Starts COMMAND... in the background with stderr to $WORK/$NAME.log, waits
 # (at most 10 s) for its "listening" line and sets LISTEN_PID and LISTEN_ADDR.
@@ -146,13 +217,11 @@ run_as_service() {
 }
 
 echo "=== baseline: glibc symbol versions"
-max=$(glibc_max "$BIN")
-check "built binary needs glibc $max <= $GLIBC_BASELINE" version_le "$max" "$GLIBC_BASELINE"
+check_glibc "built binary" "$BIN"
 mkdir -p "$WORK/debx"
 dpkg-deb -x "$DEB" "$WORK/debx"
-max=$(glibc_max "$WORK/debx/usr/bin/sockdiag_exporter")
-check "packaged binary needs glibc $max <= $GLIBC_BASELINE" version_le "$max" "$GLIBC_BASELINE"
-check "packaged binary is stripped" sh -c "! objdump -h '$WORK/debx/usr/bin/sockdiag_exporter' | grep -q '\.debug_info'"
+check_glibc "packaged binary" "$WORK/debx/usr/bin/sockdiag_exporter"
+check "packaged binary is stripped (no .symtab, no .debug_*)" is_stripped "$WORK/debx/usr/bin/sockdiag_exporter"
 check "packaged binary runs here" "$WORK/debx/usr/bin/sockdiag_exporter" --version
 depends=$(dpkg-deb -f "$DEB" Depends)
 echo "deb Depends: $depends"
@@ -171,13 +240,28 @@ strip_reason() { sed 's/[[:space:]]*#.*//; s/[[:space:]]*$//'; }
 # lintian: every error or warning must match a "lintian:" filter exactly
 # (tag and context, as lintian prints them after "PACKAGE: ").
 grep -E '^lintian:' packaging/lint-filters | sed 's/^lintian:[[:space:]]*//' | strip_reason >"$WORK/lintian.filters"
-lintian --fail-on none --tag-display-limit 0 "$DEB" >"$WORK/lintian.out" 2>&1
-grep -E '^[EW]: ' "$WORK/lintian.out" | sed 's/^[EW]: [^:]*: //' | grep -vxF -f "$WORK/lintian.filters" >"$WORK/lintian.left"
-if [ ! -s "$WORK/lintian.left" ] && ! grep -qE '^(internal error|error)' "$WORK/lintian.out"; then
-    ok "lintian: no errors or warnings (besides the filtered ones)"
-else
-    fail "lintian:"
+# A canary package lintian must flag, checked in the same run: proves that
+# lintian ran on what it was given and that its tags reach the filter below
+# (no output at all would otherwise read as a clean package).
+mkdir -p "$WORK/canary/DEBIAN"
+printf 'Package: sockdiag-lint-canary\nVersion: 1\nArchitecture: all\nMaintainer: Canary <canary@localhost>\nDescription: lint canary\n canary\n' \
+    >"$WORK/canary/DEBIAN/control"
+dpkg-deb -b "$WORK/canary" "$WORK/canary.deb" >/dev/null
+lint_status=0
+lintian --fail-on none --tag-display-limit 0 "$DEB" "$WORK/canary.deb" >"$WORK/lintian.out" 2>&1 || lint_status=$?
+grep -E '^[EW]: sockdiag-exporter: ' "$WORK/lintian.out" | sed 's/^[EW]: [^:]*: //' |
+    grep -vxF -f "$WORK/lintian.filters" >"$WORK/lintian.left"
+if [ "$lint_status" != 0 ]; then
+    fail "lintian exited with status $lint_status (--fail-on none: it did not run):"
     cat "$WORK/lintian.out"
+elif ! grep -qx 'E: sockdiag-lint-canary: no-copyright-file' "$WORK/lintian.out"; then
+    fail "lintian did not report the canary package's no-copyright-file error: its output was not read"
+    cat "$WORK/lintian.out"
+elif [ -s "$WORK/lintian.left" ] || grep -qE '^(internal error|error)' "$WORK/lintian.out"; then
+    fail "lintian:"
+    grep -v '^[EW]: sockdiag-lint-canary: ' "$WORK/lintian.out"
+else
+    ok "lintian: no errors or warnings (besides the filtered ones), and the canary's error seen"
 fi
 {
     grep -E '^rpmlint-config:' packaging/lint-filters | sed 's/^rpmlint-config:[[:space:]]*//' | strip_reason
@@ -186,11 +270,12 @@ fi
         while read -r re; do printf "  '%s',\n" "$re"; done
     echo "]"
 } >"$WORK/rpmlint.toml"
-rpmlint -c "$WORK/rpmlint.toml" "$RPM" >"$WORK/rpmlint.out" 2>&1
-if grep -qE '\b0 errors, 0 warnings' "$WORK/rpmlint.out"; then
-    ok "rpmlint: no errors or warnings"
+lint_status=0
+rpmlint -c "$WORK/rpmlint.toml" "$RPM" >"$WORK/rpmlint.out" 2>&1 || lint_status=$?
+if [ "$lint_status" = 0 ] && grep -qE '^ *1 packages and 0 specfiles checked; 0 errors, 0 warnings' "$WORK/rpmlint.out"; then
+    ok "rpmlint: 1 package checked, no errors or warnings"
 else
-    fail "rpmlint:"
+    fail "rpmlint (exit status $lint_status; wanted 0 and '1 packages and 0 specfiles checked; 0 errors, 0 warnings'):"
     cat "$WORK/rpmlint.out"
 fi
 
@@ -235,8 +320,15 @@ else
     done
     check "unit installed (${UNIT:-none})" test -n "$UNIT"
     check "installed unit is the one in packaging/" cmp -s "${UNIT:-/dev/null}" packaging/systemd/sockdiag_exporter.service
-    check "man page renders without warnings" sh -c \
-        "LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z /usr/share/man/man1/sockdiag_exporter.1.gz 2>&1 >/dev/null | (! grep .)"
+    # man's own status counts: "no warnings" from a man that did not run
+    # would pass.
+    if LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z /usr/share/man/man1/sockdiag_exporter.1.gz \
+        >"$WORK/man.out" 2>"$WORK/man.err" && [ ! -s "$WORK/man.err" ] && [ -s "$WORK/man.out" ]; then
+        ok "man page renders without warnings"
+    else
+        fail "man page renders without warnings:"
+        cat "$WORK/man.err"
+    fi
     check "/etc/default/sockdiag_exporter is a conffile" sh -c \
         "dpkg-query -W -f='\${Conffiles}\n' $PKG | grep -q '^ /etc/default/sockdiag_exporter '"
     check "only the options file is a conffile" test \
@@ -338,22 +430,43 @@ else
     caps=$(sed -n 's/^AmbientCapabilities=//p' packaging/systemd/netns.conf | tr 'A-Z' 'a-z' |
         sed 's/cap_/+/g; s/ /,/g')
     check "the drop-in's ambient capabilities are sys_admin and sys_ptrace" test "$caps" = "+sys_admin,+sys_ptrace"
-    enter_netns_as_service() { # CAPS (setpriv syntax, empty for none)
+    enter_netns_as_service() { # CAPS (setpriv syntax, empty for none); stderr to $WORK/netns-caps.err
         local c=$1 opts="--inh-caps=-all --bounding-set=-all"
         [ -n "$c" ] && opts="--inh-caps=$c --ambient-caps=$c --bounding-set=-all,$c"
         # shellcheck disable=SC2086
         unshare -m sh -c "mount -t proc -o hidepid=invisible proc /proc &&
             setpriv --reuid=$SVC_USER --regid=$SVC_USER --clear-groups $opts --no-new-privs \
-                nsenter --net=/proc/$TARGET_PID/ns/net true" 2>>"$WORK/netns-caps.err"
+                nsenter --net=/proc/$TARGET_PID/ns/net true" 2>"$WORK/netns-caps.err"
+    }
+    # cannot_enter WHAT CAPS ERROR: entering with CAPS fails with exactly
+    # nsenter's ERROR, not some other failure (a mount, setpriv or user
+    # problem would fail too, for the wrong reason).
+    cannot_enter() {
+        local what=$1 c=$2 want=$3 status=0
+        enter_netns_as_service "$c" || status=$?
+        if [ "$status" != 0 ] && [ "$(cat "$WORK/netns-caps.err")" = "$want" ]; then
+            ok "$what ($want)"
+        else
+            fail "$what: wanted failure '$want', got exit status $status and: $(cat "$WORK/netns-caps.err")"
+        fi
     }
     unshare -n sleep 60 &
     TARGET_PID=$!
     PIDS+=("$TARGET_PID")
     sleep 0.2
-    check "drop-in capabilities enter another netns through a hidden /proc" enter_netns_as_service "$caps"
-    if enter_netns_as_service +sys_admin; then fail "without CAP_SYS_PTRACE the namespace cannot be opened"; else ok "without CAP_SYS_PTRACE the namespace cannot be opened"; fi
-    if enter_netns_as_service +sys_ptrace; then fail "without CAP_SYS_ADMIN setns is refused"; else ok "without CAP_SYS_ADMIN setns is refused"; fi
-    if enter_netns_as_service ""; then fail "with no capabilities (the default unit) nothing works"; else ok "with no capabilities (the default unit) nothing works"; fi
+    if enter_netns_as_service "$caps"; then
+        ok "drop-in capabilities enter another netns through a hidden /proc"
+    else
+        fail "drop-in capabilities enter another netns through a hidden /proc: $(cat "$WORK/netns-caps.err")"
+    fi
+    # hidepid=invisible hides a root process's /proc/PID from a user
+    # without CAP_SYS_PTRACE (ENOENT); setns needs CAP_SYS_ADMIN (EPERM).
+    cannot_enter "without CAP_SYS_PTRACE the namespace cannot be opened" +sys_admin \
+        "nsenter: cannot open /proc/$TARGET_PID/ns/net: No such file or directory"
+    cannot_enter "without CAP_SYS_ADMIN setns is refused" +sys_ptrace \
+        "nsenter: reassociate to namespace 'ns/net' failed: Operation not permitted"
+    cannot_enter "with no capabilities (the default unit) the namespace cannot even be opened" "" \
+        "nsenter: cannot open /proc/$TARGET_PID/ns/net: No such file or directory"
     kill "$TARGET_PID" 2>/dev/null
     wait "$TARGET_PID" 2>/dev/null
 
@@ -421,13 +534,15 @@ check "rpm unit differs from the deb one only there" sh -c \
     "diff packaging/systemd/sockdiag_exporter.service '$ROOT/usr/lib/systemd/system/sockdiag_exporter.service' | grep -c '^[<>]' | grep -qx 2"
 check "rpm unit is the one verified with the deb installed" cmp -s "$OUT/rpm/sockdiag_exporter.service" \
     "$ROOT/usr/lib/systemd/system/sockdiag_exporter.service"
+# has_scriptlet TAG: the rpm has that scriptlet, for /bin/sh (no
+# interpreter tag means rpm's default, /bin/sh; a missing tag reads "(none)").
+has_scriptlet() {
+    local body prog
+    body=$(rpm -qp --qf "%{$1}" "$RPM") && prog=$(rpm -qp --qf "%{${1}PROG}" "$RPM") || return 1
+    [ -n "$body" ] && [ "$body" != "(none)" ] && { [ "$prog" = /bin/sh ] || [ "$prog" = "(none)" ]; }
+}
 for s in PREIN POSTIN PREUN POSTUN; do
-    rpm -qp --qf "%{$s}" "$RPM" >"$WORK/$s.sh" 2>/dev/null
-    check "rpm $s scriptlet is present and valid sh" sh -c "[ -s '$WORK/$s.sh' ] && sh -n '$WORK/$s.sh'"
-done
-for s in POSTIN PREUN POSTUN; do
-    check "rpm $s scriptlet calls systemctl only where systemd runs" sh -c \
-        "! grep -q systemctl '$WORK/$s.sh' || grep -q '\\[ -d /run/systemd/system \\]' '$WORK/$s.sh'"
+    check "rpm has a %$s scriptlet, for /bin/sh" has_scriptlet "$s"
 done
 check "rpm binary runs: --version" "$ROOT/usr/bin/sockdiag_exporter" --version
 if "$ROOT/usr/bin/sockdiag_exporter" dump --format prometheus >"$WORK/rpm-dump.prom" 2>"$WORK/rpm-dump.err"; then
@@ -469,6 +584,17 @@ if rpm -e --root "$ROOT" --nodeps --noscripts "$PKG" >"$WORK/rpm-e.out" 2>&1; th
 check "rpm -e: binary gone" test ! -e "$ROOT/usr/bin/sockdiag_exporter"
 check "rpm -e: edited config saved as .rpmsave" test -f "$ROOT/etc/sysconfig/sockdiag_exporter.rpmsave"
 
+echo "=== rpm: scriptlets, run by rpm -i, -U, -e in scratch roots with stub commands"
+if [ "$(id -u)" != 0 ]; then
+    skip "rpm scriptlet runs need root (rpm chroots into the scratch root to run them)"
+elif [ -z "$RPM2" ]; then
+    fail "rpm scriptlets: no release 2 package to upgrade to"
+else
+    # shellcheck source=tests/package/rpm_scriptlets.sh
+    . tests/package/rpm_scriptlets.sh
+    check_rpm_scriptlets "$RPM" "$RPM2" "$WORK/scriptlets"
+fi
+
 echo "=== fleet: Prometheus, Grafana, Kubernetes"
 (cd packaging/prometheus && promtool check config prometheus.yml >"$WORK/promtool-config.out" 2>&1) &&
     ok "promtool check config prometheus.yml" || { fail "promtool check config"; cat "$WORK/promtool-config.out"; }
@@ -492,6 +618,6 @@ else
 fi
 
 echo
-echo "package tests: $passed passed, $failed failed, $skipped skipped"
-echo "$passed passed, $failed failed"
+[ "$STRICT" = 1 ] && echo "strict mode (CI or SOCKDIAG_TEST_STRICT=1): skips count as failures"
+summary
 [ "$failed" = 0 ]
