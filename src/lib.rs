@@ -17,6 +17,7 @@ pub mod collect;
 pub mod config;
 pub mod diag;
 pub mod exporter;
+pub mod exposition;
 pub mod log;
 pub mod metrics;
 pub mod namespaces;

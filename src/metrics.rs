@@ -11,20 +11,13 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::time::UNIX_EPOCH;
 
-use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
-use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::process_collector::ProcessCollector;
 
 use crate::cap;
 use crate::collect::{Kind, Report, Stats};
 use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
+use crate::exposition::{Families, Ns, Spec, Type};
 use crate::outcome::Health;
-
-/// One metric's definition.
-pub struct Spec {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub labels: &'static [&'static str],
-}
 
 const BY_STATE: &[&str] = &["protocol", "family", "state"];
 const BY_LISTENER: &[&str] = &["protocol", "family", "address", "port"];
@@ -32,146 +25,173 @@ const BY_COLLECTOR: &[&str] = &["collector"];
 const BY_UNIX_STATE: &[&str] = &["type", "state"];
 const BY_PORT: &[&str] = &["protocol", "direction", "port", "state"];
 
-pub const SOCKETS: Spec = Spec {
+pub static SOCKETS: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_sockets",
     help: "Sockets by protocol, address family and state, as the kernel reports them over sock_diag. TCP: request sockets count as syn_recv, TIME_WAIT sockets in their FIN_WAIT2 substate as fin_wait2 (as in ss). UDP: connected (connect() gave a default peer) or unconnected.",
     labels: BY_STATE,
 };
-pub const RECEIVE_QUEUE: Spec = Spec {
+pub static RECEIVE_QUEUE: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_receive_queue_bytes",
     help: "Receive queues summed over non-listening sockets. TCP: bytes received but not yet read. UDP: receive memory charged to the sockets (buffer overhead included, so more than the payload).",
     labels: BY_STATE,
 };
-pub const SEND_QUEUE: Spec = Spec {
+pub static SEND_QUEUE: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_send_queue_bytes",
     help: "Send queues summed over non-listening sockets. TCP: bytes written but not yet acknowledged by the peer. UDP: send memory not yet released by the device.",
     labels: BY_STATE,
 };
-pub const SYN_QUEUE: Spec = Spec {
+pub static SYN_QUEUE: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_listen_syn_queue",
     help: "Half-open connections (SYN received, final ACK not yet) by local port: the SYN queue of the listener on that port. From the tcp collector's dump.",
     labels: &["protocol", "family", "port"],
 };
-pub const LISTEN_QUEUE: Spec = Spec {
+pub static LISTEN_QUEUE: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_listen_queue",
     help: "Connections completed and waiting for accept(), per listening address, summed over an SO_REUSEPORT group.",
     labels: BY_LISTENER,
 };
-pub const LISTEN_QUEUE_MAX: Spec = Spec {
+pub static LISTEN_QUEUE_MAX: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_listen_queue_max",
     help: "Accept queue limit (the listen() backlog capped by net.core.somaxconn), per listening address, summed over an SO_REUSEPORT group.",
     labels: BY_LISTENER,
 };
-pub const LISTEN_SOCKETS: Spec = Spec {
+pub static LISTEN_SOCKETS: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_listen_sockets",
     help: "Listening sockets bound to the address (more than 1 for an SO_REUSEPORT group).",
     labels: BY_LISTENER,
 };
-pub const LISTEN_DROPS: Spec = Spec {
+pub static LISTEN_DROPS: Spec = Spec {
+    kind: Type::Counter,
     name: "sockdiag_listen_drops_total",
     help: "SYNs and connections the listening socket dropped: its accept or SYN queue was full (counted with the kernel's ListenDrops) or its socket filter rejected them. Restarts at 0 when the listening socket is reopened.",
     labels: BY_LISTENER,
 };
-pub const UDP_DROPS: Spec = Spec {
+pub static UDP_DROPS: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_udp_receive_drops",
     help: "Datagrams dropped on receive (full receive buffer, checksum or filter), summed over the UDP sockets open now. A gauge: a socket's count leaves the sum when it closes.",
     labels: &["family"],
 };
-pub const UNIX_SOCKETS: Spec = Spec {
+pub static UNIX_SOCKETS: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_unix_sockets",
     help: "Unix domain sockets by type and state. Connected counts accepted and connecting sockets and both ends of socketpairs; a connection still waiting in a listener's queue shows as its client socket here and in sockdiag_unix_listen_queue (the kernel does not list the waiting server end).",
     labels: BY_UNIX_STATE,
 };
-pub const UNIX_RECEIVE_QUEUE: Spec = Spec {
+pub static UNIX_RECEIVE_QUEUE: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_unix_receive_queue_bytes",
     help: "Unix receive queues summed over non-listening sockets: unread bytes for stream and seqpacket; for dgram the kernel reports only the first queued datagram's length.",
     labels: BY_UNIX_STATE,
 };
-pub const UNIX_SEND_QUEUE: Spec = Spec {
+pub static UNIX_SEND_QUEUE: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_unix_send_queue_bytes",
     help: "Unix send memory not yet consumed by the receiver, summed over non-listening sockets.",
     labels: BY_UNIX_STATE,
 };
-pub const UNIX_LISTEN_QUEUE: Spec = Spec {
+pub static UNIX_LISTEN_QUEUE: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_unix_listen_queue",
     help: "Connections waiting for accept() per unix listener path (relative paths as ./path); abstract names are summed as @abstract, unnamed as @unnamed, listeners beyond --collector.unix.max-listeners as @other.",
     labels: &["path"],
 };
-pub const UNIX_LISTEN_QUEUE_MAX: Spec = Spec {
+pub static UNIX_LISTEN_QUEUE_MAX: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_unix_listen_queue_max",
     help: "Accept backlog limit per unix listener path (summed like sockdiag_unix_listen_queue).",
     labels: &["path"],
 };
-pub const PORT_SOCKETS: Spec = Spec {
+pub static PORT_SOCKETS: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_port_sockets",
     help: "Sockets by state for the ports of --collector.tcp.ports / --collector.udp.ports: direction local is the port we serve, remote a port we connect to.",
     labels: BY_PORT,
 };
-pub const PORT_DROPS: Spec = Spec {
+pub static PORT_DROPS: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_port_receive_drops",
     help: "Datagrams dropped on receive by the UDP sockets bound to each port of --collector.udp.ports (a gauge, like sockdiag_udp_receive_drops).",
     labels: &["protocol", "port"],
 };
-pub const SERIES_DROPPED: Spec = Spec {
+pub static SERIES_DROPPED: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_series_dropped",
     help: "What a cardinality cap left out of the last collection, by the metric it belongs to: listeners for the listener metrics, unix paths, per-port series, and cgroups (summed into other) for sockdiag_cgroup_sockets.",
     labels: &["metric"],
 };
-pub const COLLECT_DURATION: Spec = Spec {
+pub static COLLECT_DURATION: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_collect_duration_seconds",
     help: "Wall time of the collection whose data is served, per collector.",
     labels: BY_COLLECTOR,
 };
-pub const COLLECT_SUCCESS: Spec = Spec {
+pub static COLLECT_SUCCESS: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_collect_success",
     help: "1 if the collector's collection whose data is served succeeded, 0 if it failed (its series are then left out). collector=\"netns\": 0 when namespaces may be missing (privileges, limit); collector=\"cgroup\": 0 when cgroups cannot be named or the last walk was incomplete (the log says why).",
     labels: BY_COLLECTOR,
 };
-pub const COLLECT_TIMESTAMP: Spec = Spec {
+pub static COLLECT_TIMESTAMP: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_collect_timestamp_seconds",
     help: "Unix time at which the served data was collected. Collections are cached: data may be up to max(--cache.ttl, 4x the collection's duration) old.",
     labels: BY_COLLECTOR,
 };
-pub const COLLECTIONS: Spec = Spec {
+pub static COLLECTIONS: Spec = Spec {
+    kind: Type::Counter,
     name: "sockdiag_collections_total",
     help: "Collections run against the kernel since start; scrapes served from the cache do not count.",
     labels: BY_COLLECTOR,
 };
-pub const CGROUP_SOCKETS: Spec = Spec {
+pub static CGROUP_SOCKETS: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_cgroup_sockets",
     help: "TCP sockets by the cgroup v2 path of their owner and state (--collector.cgroup). `none`: sockets that carry no cgroup (TIME_WAIT, request sockets); `unknown`: a cgroup no longer or not visible in the cgroup2 tree; `other`: cgroups beyond --collector.cgroup.max-series, summed.",
     labels: &["cgroup", "protocol", "state"],
 };
-pub const NETNS_INFO: Spec = Spec {
+pub static NETNS_INFO: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_netns_info",
     help: "One series per network namespace collected (--collector.netns): its netns label, its inode (as lsns and readlink /proc/PID/ns/net print it) and the lowest pid found in it, to map the label to a container; always 1.",
     labels: &["netns", "inode", "pid"],
 };
-pub const NETNS_SKIPPED: Spec = Spec {
+pub static NETNS_SKIPPED: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_netns_skipped",
     help: "Network namespaces found beyond --collector.netns.max and not collected.",
     labels: &[],
 };
-pub const NETNS_UNREADABLE: Spec = Spec {
+pub static NETNS_UNREADABLE: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_netns_unreadable_processes",
     help: "Processes whose network namespace could not be read (permission denied): a namespace held only by them is not collected.",
     labels: &[],
 };
-pub const BUILD_INFO: Spec = Spec {
+pub static BUILD_INFO: Spec = Spec {
+    kind: Type::Gauge,
     name: "sockdiag_build_info",
     help: "Build information of the running sockdiag_exporter; always 1.",
     labels: &["version", "revision"],
 };
 /// `--compat.node-exporter`: node_exporter's tcpstat series, same name,
 /// label and meaning (both families summed).
-pub const NODE_TCP_STATES: Spec = Spec {
+pub static NODE_TCP_STATES: Spec = Spec {
+    kind: Type::Gauge,
     name: "node_tcp_connection_states",
     help: "Number of connection states (node_exporter tcpstat compatible: both address families summed; every state emitted).",
     labels: &["state"],
 };
 
 /// The catalogue, in output order (the encoder sorts by name anyway).
-pub const CATALOGUE: &[&Spec] = &[
+pub static CATALOGUE: &[&Spec] = &[
     &SOCKETS,
     &RECEIVE_QUEUE,
     &SEND_QUEUE,
@@ -239,10 +259,6 @@ impl Default for Shape {
     }
 }
 
-/// The `netns` label value of the series being set; None without
-/// `--collector.netns` (no such label then).
-type Ns<'a> = Option<&'a str>;
-
 /// The `netns` value of series that belong to no one namespace (the netns
 /// and cgroup collectors' own health). Prometheus treats an empty label
 /// value as an absent label.
@@ -250,54 +266,6 @@ const NO_NETNS: &str = "";
 
 /// The `netns` value of the exporter's own namespace.
 pub const OWN_NETNS: &str = "host";
-
-fn opts(spec: &Spec) -> Opts {
-    Opts::new(spec.name, spec.help)
-}
-
-fn label_names(spec: &Spec, netns: bool) -> Vec<&'static str> {
-    let mut names = spec.labels.to_vec();
-    if netns {
-        names.push("netns");
-    }
-    names
-}
-
-fn gauges(spec: &Spec, netns: bool) -> IntGaugeVec {
-    IntGaugeVec::new(opts(spec), &label_names(spec, netns)).expect("valid spec")
-}
-
-fn floats(spec: &Spec, netns: bool) -> GaugeVec {
-    GaugeVec::new(opts(spec), &label_names(spec, netns)).expect("valid spec")
-}
-
-fn counters(spec: &Spec, netns: bool) -> IntCounterVec {
-    IntCounterVec::new(opts(spec), &label_names(spec, netns)).expect("valid spec")
-}
-
-fn gauge(spec: &Spec) -> IntGauge {
-    IntGauge::with_opts(opts(spec)).expect("valid spec")
-}
-
-/// The series of `vec` with `values`, plus the `netns` value when the
-/// label exists.
-fn at<B: MetricVecBuilder>(vec: &MetricVec<B>, values: &[&str], ns: Ns<'_>) -> B::M {
-    match ns {
-        None => vec.with_label_values(values),
-        Some(ns) => {
-            let mut all = Vec::with_capacity(values.len() + 1);
-            all.extend_from_slice(values);
-            all.push(ns);
-            vec.with_label_values(&all)
-        }
-    }
-}
-
-/// A value for an integer metric (the kernel's u64 sums fit i64 in practice;
-/// saturate rather than wrap if one ever did not).
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
 
 /// One namespace in the `sockdiag_netns_info` series.
 #[derive(Debug, Clone, Copy)]
@@ -307,36 +275,16 @@ pub struct NetnsInfo<'a> {
     pub lowest_pid: Option<u32>,
 }
 
-/// The live metric objects, registered once and updated per collection.
+/// The catalogue's families for each collection, and what lasts from one
+/// collection to the next: the collection counts and the process metrics.
 pub struct Metrics {
-    registry: Registry,
     shape: Shape,
-    sockets: IntGaugeVec,
-    receive_queue: IntGaugeVec,
-    send_queue: IntGaugeVec,
-    syn_queue: IntGaugeVec,
-    listen_queue: IntGaugeVec,
-    listen_queue_max: IntGaugeVec,
-    listen_sockets: IntGaugeVec,
-    listen_drops: IntCounterVec,
-    udp_drops: IntGaugeVec,
-    unix_sockets: IntGaugeVec,
-    unix_receive_queue: IntGaugeVec,
-    unix_send_queue: IntGaugeVec,
-    unix_listen_queue: IntGaugeVec,
-    unix_listen_queue_max: IntGaugeVec,
-    port_sockets: IntGaugeVec,
-    port_drops: IntGaugeVec,
-    series_dropped: IntGaugeVec,
-    cgroup_sockets: IntGaugeVec,
-    duration: GaugeVec,
-    success: IntGaugeVec,
-    timestamp: GaugeVec,
-    collections: IntCounterVec,
-    node_tcp_states: IntGaugeVec,
-    netns_info: IntGaugeVec,
-    netns_skipped: IntGauge,
-    netns_unreadable: IntGauge,
+    /// The standard process_* metrics, with [`Shape::process`].
+    process: Option<ProcessCollector>,
+    /// The series of the collection being recorded: made afresh by
+    /// [`begin`](Self::begin), so nothing a collection did not set is
+    /// served.
+    current: RefCell<Families>,
     /// Collections per (collector, netns), kept here so that the series of
     /// a namespace that disappeared can be dropped while the others keep
     /// counting: pairs not seen in a collection are forgotten at the next.
@@ -350,85 +298,14 @@ struct Counts {
 }
 
 impl Metrics {
-    /// Builds and registers the catalogue.
     pub fn new(shape: Shape) -> Metrics {
-        let ns = shape.netns;
         let metrics = Metrics {
-            registry: Registry::new(),
-            sockets: gauges(&SOCKETS, ns),
-            receive_queue: gauges(&RECEIVE_QUEUE, ns),
-            send_queue: gauges(&SEND_QUEUE, ns),
-            syn_queue: gauges(&SYN_QUEUE, ns),
-            listen_queue: gauges(&LISTEN_QUEUE, ns),
-            listen_queue_max: gauges(&LISTEN_QUEUE_MAX, ns),
-            listen_sockets: gauges(&LISTEN_SOCKETS, ns),
-            listen_drops: counters(&LISTEN_DROPS, ns),
-            udp_drops: gauges(&UDP_DROPS, ns),
-            unix_sockets: gauges(&UNIX_SOCKETS, ns),
-            unix_receive_queue: gauges(&UNIX_RECEIVE_QUEUE, ns),
-            unix_send_queue: gauges(&UNIX_SEND_QUEUE, ns),
-            unix_listen_queue: gauges(&UNIX_LISTEN_QUEUE, ns),
-            unix_listen_queue_max: gauges(&UNIX_LISTEN_QUEUE_MAX, ns),
-            port_sockets: gauges(&PORT_SOCKETS, ns),
-            port_drops: gauges(&PORT_DROPS, ns),
-            series_dropped: gauges(&SERIES_DROPPED, ns),
-            cgroup_sockets: gauges(&CGROUP_SOCKETS, ns),
-            duration: floats(&COLLECT_DURATION, ns),
-            success: gauges(&COLLECT_SUCCESS, ns),
-            timestamp: floats(&COLLECT_TIMESTAMP, ns),
-            collections: counters(&COLLECTIONS, ns),
-            node_tcp_states: gauges(&NODE_TCP_STATES, false),
-            netns_info: gauges(&NETNS_INFO, false),
-            netns_skipped: gauge(&NETNS_SKIPPED),
-            netns_unreadable: gauge(&NETNS_UNREADABLE),
-            counts: RefCell::default(),
+            process: shape.process.then(ProcessCollector::for_self),
             shape,
+            current: RefCell::default(),
+            counts: RefCell::default(),
         };
-        let build_info = gauges(&BUILD_INFO, false);
-        build_info.with_label_values(&[VERSION, REVISION]).set(1);
-        let mut collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(metrics.sockets.clone()),
-            Box::new(metrics.receive_queue.clone()),
-            Box::new(metrics.send_queue.clone()),
-            Box::new(metrics.syn_queue.clone()),
-            Box::new(metrics.listen_queue.clone()),
-            Box::new(metrics.listen_queue_max.clone()),
-            Box::new(metrics.listen_sockets.clone()),
-            Box::new(metrics.listen_drops.clone()),
-            Box::new(metrics.udp_drops.clone()),
-            Box::new(metrics.unix_sockets.clone()),
-            Box::new(metrics.unix_receive_queue.clone()),
-            Box::new(metrics.unix_send_queue.clone()),
-            Box::new(metrics.unix_listen_queue.clone()),
-            Box::new(metrics.unix_listen_queue_max.clone()),
-            Box::new(metrics.port_sockets.clone()),
-            Box::new(metrics.port_drops.clone()),
-            Box::new(metrics.series_dropped.clone()),
-            Box::new(metrics.duration.clone()),
-            Box::new(metrics.success.clone()),
-            Box::new(metrics.timestamp.clone()),
-            Box::new(metrics.collections.clone()),
-            Box::new(build_info),
-        ];
-        if metrics.shape.compat_node_exporter {
-            collectors.push(Box::new(metrics.node_tcp_states.clone()));
-        }
-        if metrics.shape.cgroup {
-            collectors.push(Box::new(metrics.cgroup_sockets.clone()));
-        }
-        if metrics.shape.netns {
-            collectors.push(Box::new(metrics.netns_info.clone()));
-            collectors.push(Box::new(metrics.netns_skipped.clone()));
-            collectors.push(Box::new(metrics.netns_unreadable.clone()));
-        }
-        if metrics.shape.process {
-            collectors.push(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ));
-        }
-        for collector in collectors {
-            metrics.registry.register(collector).expect("unique names");
-        }
+        metrics.begin();
         metrics
     }
 
@@ -440,39 +317,17 @@ impl Metrics {
         self.record_namespace(OWN_NETNS, stats, reports);
     }
 
-    /// Starts recording a collection: every socket and collector series is
-    /// forgotten, so that what the collection does not set (a failed
-    /// collector, a namespace that is gone) is absent rather than stale.
+    /// Starts recording a collection: the families start empty, so that
+    /// what the collection does not set (a failed collector, a namespace
+    /// that is gone) is absent rather than stale.
     pub fn begin(&self) {
-        for vec in [
-            &self.sockets,
-            &self.receive_queue,
-            &self.send_queue,
-            &self.syn_queue,
-            &self.listen_queue,
-            &self.listen_queue_max,
-            &self.listen_sockets,
-            &self.udp_drops,
-            &self.unix_sockets,
-            &self.unix_receive_queue,
-            &self.unix_send_queue,
-            &self.unix_listen_queue,
-            &self.unix_listen_queue_max,
-            &self.port_sockets,
-            &self.port_drops,
-            &self.series_dropped,
-            &self.node_tcp_states,
-            &self.cgroup_sockets,
-            &self.success,
-            &self.netns_info,
-        ] {
-            vec.reset();
+        let mut families = Families::default();
+        families.int(&BUILD_INFO, &[VERSION, REVISION], None, 1);
+        if self.shape.netns {
+            families.int(&NETNS_SKIPPED, &[], None, 0);
+            families.int(&NETNS_UNREADABLE, &[], None, 0);
         }
-        for vec in [&self.duration, &self.timestamp] {
-            vec.reset();
-        }
-        self.listen_drops.reset();
-        self.collections.reset();
+        *self.current.borrow_mut() = families;
         let mut counts = self.counts.borrow_mut();
         let seen = std::mem::take(&mut counts.seen);
         counts.totals.retain(|key, _| seen.contains(key));
@@ -490,16 +345,17 @@ impl Metrics {
     /// label ([`OWN_NETNS`] for the own one), used with `--collector.netns`.
     pub fn record_namespace(&self, netns: &str, stats: Stats<'_>, reports: &[Report]) {
         let ns = self.ns(netns);
+        let out = &mut *self.current.borrow_mut();
         for report in reports {
-            self.record_health(report.kind.label(), ns, report.health());
+            self.record_health(out, report.kind.label(), ns, report.health());
             if report.error.is_some() {
                 continue;
             }
             match report.kind {
-                Kind::Tcp => self.record_tcp(stats, ns, netns == OWN_NETNS),
-                Kind::Listeners => self.record_listeners(stats, ns),
-                Kind::Udp => self.record_udp(stats, ns),
-                Kind::Unix => self.record_unix(stats, ns),
+                Kind::Tcp => self.record_tcp(out, stats, ns, netns == OWN_NETNS),
+                Kind::Listeners => self.record_listeners(out, stats, ns),
+                Kind::Udp => self.record_udp(out, stats, ns),
+                Kind::Unix => self.record_unix(out, stats, ns),
             }
         }
     }
@@ -507,39 +363,44 @@ impl Metrics {
     /// The health series of a collector that belongs to no one namespace
     /// (`netns`: discovery; `cgroup`: the id to path mapping).
     pub fn record_global_health(&self, collector: &str, health: Health) {
-        self.record_health(collector, self.ns(NO_NETNS), health);
+        let out = &mut *self.current.borrow_mut();
+        self.record_health(out, collector, self.ns(NO_NETNS), health);
     }
 
-    fn record_health(&self, collector: &str, ns: Ns<'_>, health: Health) {
+    fn record_health(&self, out: &mut Families, collector: &str, ns: Ns<'_>, health: Health) {
         let labels = &[collector];
-        at(&self.duration, labels, ns).set(health.duration.as_secs_f64());
+        out.set(&COLLECT_DURATION, labels, ns, health.duration.as_secs_f64());
         let since = health
             .started
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        at(&self.timestamp, labels, ns).set(since.as_secs_f64());
-        at(&self.success, labels, ns).set(i64::from(health.ok));
+        out.set(&COLLECT_TIMESTAMP, labels, ns, since.as_secs_f64());
+        out.set(&COLLECT_SUCCESS, labels, ns, f64::from(u8::from(health.ok)));
         let key = (collector.to_string(), ns.unwrap_or(NO_NETNS).to_string());
         let mut counts = self.counts.borrow_mut();
         let total = counts.totals.entry(key.clone()).or_insert(0);
         *total += 1;
         let total = *total;
         counts.seen.insert(key);
-        at(&self.collections, labels, ns).inc_by(total);
+        out.int(&COLLECTIONS, labels, ns, total);
     }
 
     /// The netns meta series: the namespaces collected, how many were left
     /// out by `--collector.netns.max`, and how many processes could not be
     /// looked into.
     pub fn record_netns(&self, namespaces: &[NetnsInfo<'_>], skipped: usize, unreadable: usize) {
+        let mut out = self.current.borrow_mut();
         for info in namespaces {
             let pid = info.lowest_pid.map(|p| p.to_string()).unwrap_or_default();
-            self.netns_info
-                .with_label_values(&[info.label, &info.inode.to_string(), &pid])
-                .set(1);
+            out.int(
+                &NETNS_INFO,
+                &[info.label, &info.inode.to_string(), &pid],
+                None,
+                1,
+            );
         }
-        self.netns_skipped.set(int(skipped as u64));
-        self.netns_unreadable.set(int(unreadable as u64));
+        out.int(&NETNS_SKIPPED, &[], None, skipped as u64);
+        out.int(&NETNS_UNREADABLE, &[], None, unreadable as u64);
     }
 
     /// One namespace's TCP sockets by cgroup path and state, after the
@@ -550,42 +411,45 @@ impl Metrics {
         rows: &[(String, [u64; TcpState::COUNT])],
         dropped: usize,
     ) {
+        let mut out = self.current.borrow_mut();
         let ns = self.ns(netns);
         for (cgroup, counts) in rows {
             for state in TcpState::ALL {
-                at(&self.cgroup_sockets, &[cgroup, "tcp", state.label()], ns)
-                    .set(int(counts[state as usize]));
+                out.int(
+                    &CGROUP_SOCKETS,
+                    &[cgroup, "tcp", state.label()],
+                    ns,
+                    counts[state as usize],
+                );
             }
         }
-        at(&self.series_dropped, &[CGROUP_SOCKETS.name], ns).set(int(dropped as u64));
+        out.int(&SERIES_DROPPED, &[CGROUP_SOCKETS.name], ns, dropped as u64);
     }
 
-    fn record_tcp(&self, stats: Stats<'_>, ns: Ns<'_>, own: bool) {
+    fn record_tcp(&self, out: &mut Families, stats: Stats<'_>, ns: Ns<'_>, own: bool) {
         let tcp = stats.tcp;
         for family in Family::ALL {
             for state in TcpState::ALL {
                 let labels = &["tcp", family.label(), state.label()];
                 let (f, s) = (family as usize, state as usize);
-                at(&self.sockets, labels, ns).set(int(tcp.sockets[f][s]));
-                at(&self.receive_queue, labels, ns).set(int(tcp.receive_queue_bytes[f][s]));
-                at(&self.send_queue, labels, ns).set(int(tcp.send_queue_bytes[f][s]));
+                out.int(&SOCKETS, labels, ns, tcp.sockets[f][s]);
+                out.int(&RECEIVE_QUEUE, labels, ns, tcp.receive_queue_bytes[f][s]);
+                out.int(&SEND_QUEUE, labels, ns, tcp.send_queue_bytes[f][s]);
             }
         }
         for ((family, port), n) in tcp.syn_queue() {
-            at(
-                &self.syn_queue,
+            out.int(
+                &SYN_QUEUE,
                 &["tcp", family.label(), &port.to_string()],
                 ns,
-            )
-            .set(int(n));
+                n,
+            );
         }
         let states = TcpState::ALL.map(|s| s.label());
-        self.record_ports("tcp", &tcp.ports.series(), &states, ns);
+        self.record_ports(out, "tcp", &tcp.ports.series(), &states, ns);
         if self.shape.compat_node_exporter && own {
             for state in TcpState::ALL {
-                self.node_tcp_states
-                    .with_label_values(&[state.label()])
-                    .set(int(tcp.total(state)));
+                out.int(&NODE_TCP_STATES, &[state.label()], None, tcp.total(state));
             }
         }
     }
@@ -593,6 +457,7 @@ impl Metrics {
     /// Per-port series for one protocol, capped at `max_port_series`.
     fn record_ports<const N: usize>(
         &self,
+        out: &mut Families,
         protocol: &str,
         series: &[((crate::aggregate::Direction, u16), [u64; N])],
         states: &[&str; N],
@@ -603,74 +468,93 @@ impl Metrics {
         for ((direction, port), counts) in &capped.rows {
             let port_label = port.to_string();
             for (state, n) in states.iter().zip(counts) {
-                at(
-                    &self.port_sockets,
+                out.int(
+                    &PORT_SOCKETS,
                     &[protocol, direction.label(), &port_label, state],
                     ns,
-                )
-                .set(int(*n));
+                    *n,
+                );
             }
             if *direction == crate::aggregate::Direction::Local {
                 kept_local.push(*port);
             }
         }
         if !series.is_empty() {
-            at(&self.series_dropped, &[PORT_SOCKETS.name], ns)
-                .add(int((capped.dropped * N) as u64));
+            out.add(
+                &SERIES_DROPPED,
+                &[PORT_SOCKETS.name],
+                ns,
+                (capped.dropped * N) as u64 as f64,
+            );
         }
         kept_local
     }
 
-    fn record_listeners(&self, stats: Stats<'_>, ns: Ns<'_>) {
+    fn record_listeners(&self, out: &mut Families, stats: Stats<'_>, ns: Ns<'_>) {
         let capped = cap::first(stats.listen.listeners(), self.shape.max_listeners);
         for (key, listener) in &capped.rows {
             let address = format_address(key.family, &key.address);
             let port = key.port.to_string();
             let labels = &["tcp", key.family.label(), address.as_str(), port.as_str()];
-            at(&self.listen_queue, labels, ns).set(int(listener.queue));
-            at(&self.listen_queue_max, labels, ns).set(int(listener.max));
-            at(&self.listen_sockets, labels, ns).set(int(listener.sockets));
-            at(&self.listen_drops, labels, ns).inc_by(listener.drops);
+            out.int(&LISTEN_QUEUE, labels, ns, listener.queue);
+            out.int(&LISTEN_QUEUE_MAX, labels, ns, listener.max);
+            out.int(&LISTEN_SOCKETS, labels, ns, listener.sockets);
+            out.int(&LISTEN_DROPS, labels, ns, listener.drops);
         }
-        at(&self.series_dropped, &[LISTEN_QUEUE.name], ns).set(int(capped.dropped as u64));
+        out.int(
+            &SERIES_DROPPED,
+            &[LISTEN_QUEUE.name],
+            ns,
+            capped.dropped as u64,
+        );
     }
 
-    fn record_udp(&self, stats: Stats<'_>, ns: Ns<'_>) {
+    fn record_udp(&self, out: &mut Families, stats: Stats<'_>, ns: Ns<'_>) {
         let udp = stats.udp;
         for family in Family::ALL {
             for state in UdpState::ALL {
                 let labels = &["udp", family.label(), state.label()];
                 let (f, s) = (family as usize, state as usize);
-                at(&self.sockets, labels, ns).set(int(udp.sockets[f][s]));
-                at(&self.receive_queue, labels, ns).set(int(udp.receive_queue_bytes[f][s]));
-                at(&self.send_queue, labels, ns).set(int(udp.send_queue_bytes[f][s]));
+                out.int(&SOCKETS, labels, ns, udp.sockets[f][s]);
+                out.int(&RECEIVE_QUEUE, labels, ns, udp.receive_queue_bytes[f][s]);
+                out.int(&SEND_QUEUE, labels, ns, udp.send_queue_bytes[f][s]);
             }
-            at(&self.udp_drops, &[family.label()], ns).set(int(udp.drops[family as usize]));
+            out.int(
+                &UDP_DROPS,
+                &[family.label()],
+                ns,
+                udp.drops[family as usize],
+            );
         }
         let states = UdpState::ALL.map(|s| s.label());
-        let kept = self.record_ports("udp", &udp.ports.series(), &states, ns);
+        let kept = self.record_ports(out, "udp", &udp.ports.series(), &states, ns);
         let mut cut = 0u64;
         for (port, drops) in udp.port_drops() {
             if kept.binary_search(&port).is_ok() {
-                at(&self.port_drops, &["udp", &port.to_string()], ns).set(int(drops));
+                out.int(&PORT_DROPS, &["udp", &port.to_string()], ns, drops);
             } else {
                 cut += 1;
             }
         }
         if !udp.ports.series().is_empty() {
-            at(&self.series_dropped, &[PORT_DROPS.name], ns).set(int(cut));
+            out.int(&SERIES_DROPPED, &[PORT_DROPS.name], ns, cut);
         }
     }
 
-    fn record_unix(&self, stats: Stats<'_>, ns: Ns<'_>) {
+    fn record_unix(&self, out: &mut Families, stats: Stats<'_>, ns: Ns<'_>) {
         let unix = stats.unix;
         for kind in UnixType::ALL {
             for state in UnixState::ALL {
                 let labels = &[kind.label(), state.label()];
                 let (t, s) = (kind as usize, state as usize);
-                at(&self.unix_sockets, labels, ns).set(int(unix.sockets[t][s]));
-                at(&self.unix_receive_queue, labels, ns).set(int(unix.receive_queue_bytes[t][s]));
-                at(&self.unix_send_queue, labels, ns).set(int(unix.send_queue_bytes[t][s]));
+                out.int(&UNIX_SOCKETS, labels, ns, unix.sockets[t][s]);
+                out.int(
+                    &UNIX_RECEIVE_QUEUE,
+                    labels,
+                    ns,
+                    unix.receive_queue_bytes[t][s],
+                );
+                out.int(&UNIX_SEND_QUEUE, labels, ns, unix.send_queue_bytes[t][s]);
             }
         }
         // Named paths compete for the cap, the rest summed as @other; the
@@ -685,24 +569,25 @@ impl Metrics {
         });
         for (name, listener) in summed.iter().chain(&capped.rows) {
             let label = name.label();
-            at(&self.unix_listen_queue, &[&label], ns).set(int(listener.queue));
-            at(&self.unix_listen_queue_max, &[&label], ns).set(int(listener.max));
+            out.int(&UNIX_LISTEN_QUEUE, &[&label], ns, listener.queue);
+            out.int(&UNIX_LISTEN_QUEUE_MAX, &[&label], ns, listener.max);
         }
         if let Some(other) = capped.other {
-            at(&self.unix_listen_queue, &["@other"], ns).set(int(other.queue));
-            at(&self.unix_listen_queue_max, &["@other"], ns).set(int(other.max));
+            out.int(&UNIX_LISTEN_QUEUE, &["@other"], ns, other.queue);
+            out.int(&UNIX_LISTEN_QUEUE_MAX, &["@other"], ns, other.max);
         }
         let dropped = capped.dropped as u64;
-        at(&self.series_dropped, &[UNIX_LISTEN_QUEUE.name], ns).set(int(dropped));
+        out.int(&SERIES_DROPPED, &[UNIX_LISTEN_QUEUE.name], ns, dropped);
     }
 
-    /// The text exposition format (version 0.0.4).
+    /// The text exposition format (version 0.0.4) of the collection
+    /// recorded since [`begin`](Self::begin).
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        TextEncoder::new()
-            .encode_utf8(&self.registry.gather(), &mut out)
-            .expect("writing to a String cannot fail");
-        out
+        let extra: Vec<&dyn prometheus::core::Collector> = match &self.process {
+            Some(process) => vec![process],
+            None => Vec::new(),
+        };
+        self.current.borrow().encode(&extra)
     }
 }
 

@@ -1,0 +1,212 @@
+//! The Prometheus text exposition of one collection: metric definitions
+//! ([`Spec`]), the families built afresh from each collection's results
+//! ([`Families`]), and their encoding.
+//!
+//! Nothing here outlives a collection: a series that the collection did
+//! not set (a failed collector, a namespace that is gone) is simply absent.
+//! The encoding is prometheus' text format 0.0.4: families sorted by name,
+//! empty families left out, series sorted by their label values, labels by
+//! name.
+
+use std::collections::BTreeMap;
+
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::TextEncoder;
+
+/// Gauge or counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    Gauge,
+    Counter,
+}
+
+/// One metric's definition: declared once, next to what produces it.
+#[derive(Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Type,
+    pub labels: &'static [&'static str],
+}
+
+/// The `netns` label value of the series being set; None without
+/// `--collector.netns` (no such label then).
+pub type Ns<'a> = Option<&'a str>;
+
+/// One family's series: label values (in label-name order) to value.
+struct Family {
+    spec: &'static Spec,
+    /// Label names, sorted, and for each the index of its value in the
+    /// order the caller gives them (spec order, then `netns`).
+    names: Vec<(&'static str, usize)>,
+    series: BTreeMap<Vec<String>, f64>,
+}
+
+/// The families of one collection, built series by series.
+#[derive(Default)]
+pub struct Families {
+    families: BTreeMap<&'static str, Family>,
+}
+
+impl Families {
+    /// The value of one series, created at 0. `values` follow
+    /// `spec.labels`; `ns`, when given, is the `netns` label.
+    fn series(&mut self, spec: &'static Spec, values: &[&str], ns: Ns<'_>) -> &mut f64 {
+        debug_assert_eq!(values.len(), spec.labels.len(), "{}", spec.name);
+        let family = self.families.entry(spec.name).or_insert_with(|| {
+            let mut names: Vec<(&'static str, usize)> =
+                spec.labels.iter().copied().zip(0..).collect();
+            if ns.is_some() {
+                names.push(("netns", spec.labels.len()));
+            }
+            names.sort_unstable();
+            Family {
+                spec,
+                names,
+                series: BTreeMap::new(),
+            }
+        });
+        let key = family
+            .names
+            .iter()
+            .map(|&(_, i)| match values.get(i) {
+                Some(v) => v.to_string(),
+                None => ns.unwrap_or_default().to_string(),
+            })
+            .collect();
+        family.series.entry(key).or_insert(0.0)
+    }
+
+    /// Sets one series.
+    pub fn set(&mut self, spec: &'static Spec, values: &[&str], ns: Ns<'_>, value: f64) {
+        *self.series(spec, values, ns) = value;
+    }
+
+    /// Adds to one series (created at 0).
+    pub fn add(&mut self, spec: &'static Spec, values: &[&str], ns: Ns<'_>, value: f64) {
+        *self.series(spec, values, ns) += value;
+    }
+
+    /// Sets an integer series (the kernel's u64 counts are exact in f64 up
+    /// to 2^53).
+    pub fn int(&mut self, spec: &'static Spec, values: &[&str], ns: Ns<'_>, value: u64) {
+        self.set(spec, values, ns, value as f64);
+    }
+
+    fn to_proto(&self) -> impl Iterator<Item = MetricFamily> + '_ {
+        self.families.values().map(|family| {
+            let mut out = MetricFamily::default();
+            out.set_name(family.spec.name.to_string());
+            out.set_help(family.spec.help.to_string());
+            out.set_field_type(match family.spec.kind {
+                Type::Gauge => MetricType::GAUGE,
+                Type::Counter => MetricType::COUNTER,
+            });
+            let metrics = family
+                .series
+                .iter()
+                .map(|(values, &value)| {
+                    let mut metric = Metric::default();
+                    let labels = family
+                        .names
+                        .iter()
+                        .zip(values)
+                        .map(|(&(name, _), value)| {
+                            let mut pair = LabelPair::default();
+                            pair.set_name(name.to_string());
+                            pair.set_value(value.clone());
+                            pair
+                        })
+                        .collect();
+                    metric.set_label(labels);
+                    match family.spec.kind {
+                        Type::Gauge => {
+                            let mut gauge = Gauge::default();
+                            gauge.set_value(value);
+                            metric.set_gauge(gauge);
+                        }
+                        Type::Counter => {
+                            let mut counter = Counter::default();
+                            counter.set_value(value);
+                            metric.set_counter(counter);
+                        }
+                    }
+                    metric
+                })
+                .collect();
+            out.set_metric(metrics);
+            out
+        })
+    }
+
+    /// The text exposition: these families plus `extra` collectors' (the
+    /// process metrics), families sorted by name.
+    pub fn encode(&self, extra: &[&dyn prometheus::core::Collector]) -> String {
+        let mut all: BTreeMap<String, MetricFamily> = BTreeMap::new();
+        let extra = extra.iter().flat_map(|c| c.collect());
+        for family in self.to_proto().chain(extra) {
+            if family.get_metric().is_empty() {
+                continue;
+            }
+            all.insert(family.name().to_string(), family);
+        }
+        let families: Vec<MetricFamily> = all.into_values().collect();
+        let mut out = String::new();
+        TextEncoder::new()
+            .encode_utf8(&families, &mut out)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static A: Spec = Spec {
+        name: "t_a",
+        help: "A \"quoted\" help.",
+        kind: Type::Gauge,
+        labels: &["state", "family"],
+    };
+    static B: Spec = Spec {
+        name: "t_b_total",
+        help: "B.",
+        kind: Type::Counter,
+        labels: &[],
+    };
+    static EMPTY: Spec = Spec {
+        name: "t_empty",
+        help: "never set",
+        kind: Type::Gauge,
+        labels: &["x"],
+    };
+
+    #[test]
+    fn families_are_sorted_and_labels_by_name() {
+        let mut f = Families::default();
+        f.int(&B, &[], None, 3);
+        f.int(&A, &["listen", "ipv6"], Some("host"), 2);
+        f.int(&A, &["close", "ipv6"], Some("host"), 1);
+        f.int(&A, &["close", "ipv4"], Some("pod"), 7);
+        f.add(&A, &["close", "ipv4"], Some("pod"), 1.0);
+        let text = f.encode(&[]);
+        assert_eq!(
+            text,
+            "# HELP t_a A \"quoted\" help.\n\
+             # TYPE t_a gauge\n\
+             t_a{family=\"ipv4\",netns=\"pod\",state=\"close\"} 8\n\
+             t_a{family=\"ipv6\",netns=\"host\",state=\"close\"} 1\n\
+             t_a{family=\"ipv6\",netns=\"host\",state=\"listen\"} 2\n\
+             # HELP t_b_total B.\n\
+             # TYPE t_b_total counter\n\
+             t_b_total 3\n"
+        );
+        let _ = &EMPTY;
+    }
+
+    #[test]
+    fn an_empty_collection_encodes_to_nothing() {
+        assert_eq!(Families::default().encode(&[]), "");
+    }
+}
