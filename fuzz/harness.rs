@@ -16,14 +16,17 @@
 use std::io;
 use std::time::Duration;
 
-use sockdiag_exporter::aggregate::{ListenStats, PortSet, TcpStats, UdpStats, UnixStats};
 use sockdiag_exporter::cli;
-use sockdiag_exporter::collect::{Collector, DumpMode, Kind, Options, Report, RECV_BUFFER};
+use sockdiag_exporter::collectors::{
+    listeners::ListenStats, ports::PortSet, tcp::TcpStats, udp::UdpStats, unix::UnixStats,
+};
+use sockdiag_exporter::collectors::{tcp::DumpMode, Collector, Kind, Options, Report};
 use sockdiag_exporter::config::{self, ListenAddr};
 use sockdiag_exporter::diag::{
     Family, TcpState, UdpState, UnixState, UnixType, INET_DIAG_MSG_LEN, NLMSG_HDRLEN,
     UNIX_DIAG_MSG_LEN,
 };
+use sockdiag_exporter::dump::RECV_BUFFER;
 use sockdiag_exporter::metrics::{Metrics, Shape};
 use sockdiag_exporter::transport::Transport;
 
@@ -230,9 +233,6 @@ impl Script<'_> {
 thread_local! {
     static METRICS: Metrics = Metrics::new(Shape {
         process: false,
-        max_listeners: 4,
-        max_unix_listeners: 4,
-        max_port_series: 16,
         ..Shape::default()
     });
 }
@@ -246,6 +246,9 @@ pub fn netlink(data: &[u8]) {
     let script = Script::new(rest, selector & 0x10 != 0);
     let options = Options {
         deadline: Duration::from_secs(60),
+        max_listeners: 4,
+        max_unix_listeners: 4,
+        max_port_series: 16,
         ..(scenario.options)()
     };
     let mut collector = Collector::new(script, options);

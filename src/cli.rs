@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::aggregate::PortSet;
-use crate::collect::{DumpMode, Options};
+use crate::collectors::ports::PortSet;
+use crate::collectors::tcp::DumpMode;
+use crate::collectors::Options;
 use crate::config::{duration, ListenAddr};
 use crate::log::Level;
 use crate::metrics::Shape;
@@ -289,6 +290,9 @@ impl Args {
             udp_ports: self.collector_udp_ports.clone(),
             cgroup: self.cgroup(),
             deadline: self.collector_timeout,
+            max_listeners: self.collector_listeners_max,
+            max_unix_listeners: self.collector_unix_max_listeners,
+            max_port_series: self.collector_ports_max_series,
         }
     }
 
@@ -309,9 +313,6 @@ impl Args {
             compat_node_exporter: self.compat_node_exporter,
             netns: self.netns(),
             cgroup: self.cgroup(),
-            max_listeners: self.collector_listeners_max,
-            max_unix_listeners: self.collector_unix_max_listeners,
-            max_port_series: self.collector_ports_max_series,
         }
     }
 }
@@ -628,7 +629,7 @@ mod tests {
         assert_eq!(options.tcp_ports.singles(), &[22, 5432]);
         assert!(options.udp_ports.contains(53));
         assert!(args.shape().compat_node_exporter);
-        assert_eq!(args.shape().max_port_series, 50);
+        assert_eq!(args.options().max_port_series, 50);
         for bad in ["0", "70000", "80-79", "22,,80", "x", ""] {
             let err = parse(&argv(&["--collector.tcp.ports", bad])).unwrap_err();
             assert_eq!(err.status, 2, "{bad}");

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cgroup::{Attribution, CgroupRows, Problem as CgroupProblem, ROOT_CGROUP_ID};
-use crate::collect::{ErrorKey, Kind};
+use crate::collectors::Kind;
+use crate::dump::ErrorKey;
 use crate::log::{self, Level};
 use crate::metrics::{Metrics, NetnsInfo};
 use crate::namespaces::{Fleet, Part};
@@ -286,9 +287,10 @@ impl<T: Transport> Exporter<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{PortSet, TcpStats};
     use crate::cgroup::Cgroup2Mount;
-    use crate::collect::{OwnedStats, Report};
+    use crate::collectors::ports::PortSet;
+    use crate::collectors::tcp::TcpStats;
+    use crate::collectors::{OwnedStats, Report};
     use crate::diag::AF_INET;
     use crate::parse::tests::{inet_diag_msg, v4};
 

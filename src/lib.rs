@@ -7,15 +7,15 @@
 //! `serve` (HTTP) or [`dump`] (one shot). `diag` models the kernel structs
 //! once; `cli` and `log` sit around it.
 
-pub mod aggregate;
 pub mod auth;
 pub mod cache;
 pub mod cap;
 pub mod cgroup;
 pub mod cli;
-pub mod collect;
+pub mod collectors;
 pub mod config;
 pub mod diag;
+pub mod dump;
 pub mod exporter;
 pub mod exposition;
 pub mod log;
@@ -26,6 +26,7 @@ pub mod outcome;
 pub mod parse;
 pub mod render;
 pub mod serve;
+pub mod table;
 pub mod transport;
 pub mod webconfig;
 
@@ -33,7 +34,7 @@ use std::error::Error;
 use std::io::{self, Write as _};
 
 use cli::{Args, Command, DumpArgs, Format};
-use collect::Collector;
+use collectors::Collector;
 use exporter::Cgroups;
 use exporter::Exporter;
 use metrics::Metrics;

@@ -13,120 +13,14 @@ use std::time::UNIX_EPOCH;
 
 use prometheus::process_collector::ProcessCollector;
 
-use crate::cap;
-use crate::collect::{Kind, Report, Stats};
-use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
+use crate::collectors::SERIES_DROPPED;
+use crate::collectors::{self, Kind, Report, Stats};
+use crate::diag::TcpState;
 use crate::exposition::{Families, Ns, Spec, Type};
 use crate::outcome::Health;
 
-const BY_STATE: &[&str] = &["protocol", "family", "state"];
-const BY_LISTENER: &[&str] = &["protocol", "family", "address", "port"];
 const BY_COLLECTOR: &[&str] = &["collector"];
-const BY_UNIX_STATE: &[&str] = &["type", "state"];
-const BY_PORT: &[&str] = &["protocol", "direction", "port", "state"];
 
-pub static SOCKETS: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_sockets",
-    help: "Sockets by protocol, address family and state, as the kernel reports them over sock_diag. TCP: request sockets count as syn_recv, TIME_WAIT sockets in their FIN_WAIT2 substate as fin_wait2 (as in ss). UDP: connected (connect() gave a default peer) or unconnected.",
-    labels: BY_STATE,
-};
-pub static RECEIVE_QUEUE: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_receive_queue_bytes",
-    help: "Receive queues summed over non-listening sockets. TCP: bytes received but not yet read. UDP: receive memory charged to the sockets (buffer overhead included, so more than the payload).",
-    labels: BY_STATE,
-};
-pub static SEND_QUEUE: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_send_queue_bytes",
-    help: "Send queues summed over non-listening sockets. TCP: bytes written but not yet acknowledged by the peer. UDP: send memory not yet released by the device.",
-    labels: BY_STATE,
-};
-pub static SYN_QUEUE: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_listen_syn_queue",
-    help: "Half-open connections (SYN received, final ACK not yet) by local port: the SYN queue of the listener on that port. From the tcp collector's dump.",
-    labels: &["protocol", "family", "port"],
-};
-pub static LISTEN_QUEUE: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_listen_queue",
-    help: "Connections completed and waiting for accept(), per listening address, summed over an SO_REUSEPORT group.",
-    labels: BY_LISTENER,
-};
-pub static LISTEN_QUEUE_MAX: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_listen_queue_max",
-    help: "Accept queue limit (the listen() backlog capped by net.core.somaxconn), per listening address, summed over an SO_REUSEPORT group.",
-    labels: BY_LISTENER,
-};
-pub static LISTEN_SOCKETS: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_listen_sockets",
-    help: "Listening sockets bound to the address (more than 1 for an SO_REUSEPORT group).",
-    labels: BY_LISTENER,
-};
-pub static LISTEN_DROPS: Spec = Spec {
-    kind: Type::Counter,
-    name: "sockdiag_listen_drops_total",
-    help: "SYNs and connections the listening socket dropped: its accept or SYN queue was full (counted with the kernel's ListenDrops) or its socket filter rejected them. Restarts at 0 when the listening socket is reopened.",
-    labels: BY_LISTENER,
-};
-pub static UDP_DROPS: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_udp_receive_drops",
-    help: "Datagrams dropped on receive (full receive buffer, checksum or filter), summed over the UDP sockets open now. A gauge: a socket's count leaves the sum when it closes.",
-    labels: &["family"],
-};
-pub static UNIX_SOCKETS: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_unix_sockets",
-    help: "Unix domain sockets by type and state. Connected counts accepted and connecting sockets and both ends of socketpairs; a connection still waiting in a listener's queue shows as its client socket here and in sockdiag_unix_listen_queue (the kernel does not list the waiting server end).",
-    labels: BY_UNIX_STATE,
-};
-pub static UNIX_RECEIVE_QUEUE: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_unix_receive_queue_bytes",
-    help: "Unix receive queues summed over non-listening sockets: unread bytes for stream and seqpacket; for dgram the kernel reports only the first queued datagram's length.",
-    labels: BY_UNIX_STATE,
-};
-pub static UNIX_SEND_QUEUE: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_unix_send_queue_bytes",
-    help: "Unix send memory not yet consumed by the receiver, summed over non-listening sockets.",
-    labels: BY_UNIX_STATE,
-};
-pub static UNIX_LISTEN_QUEUE: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_unix_listen_queue",
-    help: "Connections waiting for accept() per unix listener path (relative paths as ./path); abstract names are summed as @abstract, unnamed as @unnamed, listeners beyond --collector.unix.max-listeners as @other.",
-    labels: &["path"],
-};
-pub static UNIX_LISTEN_QUEUE_MAX: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_unix_listen_queue_max",
-    help: "Accept backlog limit per unix listener path (summed like sockdiag_unix_listen_queue).",
-    labels: &["path"],
-};
-pub static PORT_SOCKETS: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_port_sockets",
-    help: "Sockets by state for the ports of --collector.tcp.ports / --collector.udp.ports: direction local is the port we serve, remote a port we connect to.",
-    labels: BY_PORT,
-};
-pub static PORT_DROPS: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_port_receive_drops",
-    help: "Datagrams dropped on receive by the UDP sockets bound to each port of --collector.udp.ports (a gauge, like sockdiag_udp_receive_drops).",
-    labels: &["protocol", "port"],
-};
-pub static SERIES_DROPPED: Spec = Spec {
-    kind: Type::Gauge,
-    name: "sockdiag_series_dropped",
-    help: "What a cardinality cap left out of the last collection, by the metric it belongs to: listeners for the listener metrics, unix paths, per-port series, and cgroups (summed into other) for sockdiag_cgroup_sockets.",
-    labels: &["metric"],
-};
 pub static COLLECT_DURATION: Spec = Spec {
     kind: Type::Gauge,
     name: "sockdiag_collect_duration_seconds",
@@ -190,25 +84,9 @@ pub static NODE_TCP_STATES: Spec = Spec {
     labels: &["state"],
 };
 
-/// The catalogue, in output order (the encoder sorts by name anyway).
-pub static CATALOGUE: &[&Spec] = &[
-    &SOCKETS,
-    &RECEIVE_QUEUE,
-    &SEND_QUEUE,
-    &SYN_QUEUE,
-    &LISTEN_QUEUE,
-    &LISTEN_QUEUE_MAX,
-    &LISTEN_SOCKETS,
-    &LISTEN_DROPS,
-    &UDP_DROPS,
-    &UNIX_SOCKETS,
-    &UNIX_RECEIVE_QUEUE,
-    &UNIX_SEND_QUEUE,
-    &UNIX_LISTEN_QUEUE,
-    &UNIX_LISTEN_QUEUE_MAX,
-    &PORT_SOCKETS,
-    &PORT_DROPS,
-    &SERIES_DROPPED,
+/// The metrics of the exporter itself (health, namespaces, cgroups, build),
+/// next to the collectors' own ([`collectors::specs`]).
+pub static EXPORTER_SPECS: &[&Spec] = &[
     &COLLECT_DURATION,
     &COLLECT_SUCCESS,
     &COLLECT_TIMESTAMP,
@@ -220,6 +98,13 @@ pub static CATALOGUE: &[&Spec] = &[
     &BUILD_INFO,
     &NODE_TCP_STATES,
 ];
+
+/// Every metric the exporter serves (besides the process metrics).
+pub fn catalogue() -> Vec<&'static Spec> {
+    collectors::specs()
+        .chain(EXPORTER_SPECS.iter().copied())
+        .collect()
+}
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("SOCKDIAG_REVISION");
@@ -237,12 +122,6 @@ pub struct Shape {
     pub netns: bool,
     /// `--collector.cgroup`: serve `sockdiag_cgroup_sockets`.
     pub cgroup: bool,
-    /// TCP listeners beyond this many are left out (`--collector.listeners.max`).
-    pub max_listeners: usize,
-    /// Unix listener paths beyond this many are summed as `@other`.
-    pub max_unix_listeners: usize,
-    /// Per-port series per protocol at most (`--collector.ports.max-series`).
-    pub max_port_series: usize,
 }
 
 impl Default for Shape {
@@ -252,9 +131,6 @@ impl Default for Shape {
             compat_node_exporter: false,
             netns: false,
             cgroup: false,
-            max_listeners: 1000,
-            max_unix_listeners: 200,
-            max_port_series: 2000,
         }
     }
 }
@@ -352,10 +228,22 @@ impl Metrics {
                 continue;
             }
             match report.kind {
-                Kind::Tcp => self.record_tcp(out, stats, ns, netns == OWN_NETNS),
-                Kind::Listeners => self.record_listeners(out, stats, ns),
-                Kind::Udp => self.record_udp(out, stats, ns),
-                Kind::Unix => self.record_unix(out, stats, ns),
+                Kind::Tcp => {
+                    stats.tcp.families(stats.options, out, ns);
+                    if self.shape.compat_node_exporter && netns == OWN_NETNS {
+                        for state in TcpState::ALL {
+                            out.int(
+                                &NODE_TCP_STATES,
+                                &[state.label()],
+                                None,
+                                stats.tcp.total(state),
+                            );
+                        }
+                    }
+                }
+                Kind::Listeners => stats.listen.families(stats.options, out, ns),
+                Kind::Udp => stats.udp.families(stats.options, out, ns),
+                Kind::Unix => stats.unix.families(stats.options, out, ns),
             }
         }
     }
@@ -426,160 +314,6 @@ impl Metrics {
         out.int(&SERIES_DROPPED, &[CGROUP_SOCKETS.name], ns, dropped as u64);
     }
 
-    fn record_tcp(&self, out: &mut Families, stats: Stats<'_>, ns: Ns<'_>, own: bool) {
-        let tcp = stats.tcp;
-        for family in Family::ALL {
-            for state in TcpState::ALL {
-                let labels = &["tcp", family.label(), state.label()];
-                let (f, s) = (family as usize, state as usize);
-                out.int(&SOCKETS, labels, ns, tcp.sockets[f][s]);
-                out.int(&RECEIVE_QUEUE, labels, ns, tcp.receive_queue_bytes[f][s]);
-                out.int(&SEND_QUEUE, labels, ns, tcp.send_queue_bytes[f][s]);
-            }
-        }
-        for ((family, port), n) in tcp.syn_queue() {
-            out.int(
-                &SYN_QUEUE,
-                &["tcp", family.label(), &port.to_string()],
-                ns,
-                n,
-            );
-        }
-        let states = TcpState::ALL.map(|s| s.label());
-        self.record_ports(out, "tcp", &tcp.ports.series(), &states, ns);
-        if self.shape.compat_node_exporter && own {
-            for state in TcpState::ALL {
-                out.int(&NODE_TCP_STATES, &[state.label()], None, tcp.total(state));
-            }
-        }
-    }
-
-    /// Per-port series for one protocol, capped at `max_port_series`.
-    fn record_ports<const N: usize>(
-        &self,
-        out: &mut Families,
-        protocol: &str,
-        series: &[((crate::aggregate::Direction, u16), [u64; N])],
-        states: &[&str; N],
-        ns: Ns<'_>,
-    ) -> Vec<u16> {
-        let capped = cap::first(series.iter().cloned(), self.shape.max_port_series / N);
-        let mut kept_local = Vec::new();
-        for ((direction, port), counts) in &capped.rows {
-            let port_label = port.to_string();
-            for (state, n) in states.iter().zip(counts) {
-                out.int(
-                    &PORT_SOCKETS,
-                    &[protocol, direction.label(), &port_label, state],
-                    ns,
-                    *n,
-                );
-            }
-            if *direction == crate::aggregate::Direction::Local {
-                kept_local.push(*port);
-            }
-        }
-        if !series.is_empty() {
-            out.add(
-                &SERIES_DROPPED,
-                &[PORT_SOCKETS.name],
-                ns,
-                (capped.dropped * N) as u64 as f64,
-            );
-        }
-        kept_local
-    }
-
-    fn record_listeners(&self, out: &mut Families, stats: Stats<'_>, ns: Ns<'_>) {
-        let capped = cap::first(stats.listen.listeners(), self.shape.max_listeners);
-        for (key, listener) in &capped.rows {
-            let address = format_address(key.family, &key.address);
-            let port = key.port.to_string();
-            let labels = &["tcp", key.family.label(), address.as_str(), port.as_str()];
-            out.int(&LISTEN_QUEUE, labels, ns, listener.queue);
-            out.int(&LISTEN_QUEUE_MAX, labels, ns, listener.max);
-            out.int(&LISTEN_SOCKETS, labels, ns, listener.sockets);
-            out.int(&LISTEN_DROPS, labels, ns, listener.drops);
-        }
-        out.int(
-            &SERIES_DROPPED,
-            &[LISTEN_QUEUE.name],
-            ns,
-            capped.dropped as u64,
-        );
-    }
-
-    fn record_udp(&self, out: &mut Families, stats: Stats<'_>, ns: Ns<'_>) {
-        let udp = stats.udp;
-        for family in Family::ALL {
-            for state in UdpState::ALL {
-                let labels = &["udp", family.label(), state.label()];
-                let (f, s) = (family as usize, state as usize);
-                out.int(&SOCKETS, labels, ns, udp.sockets[f][s]);
-                out.int(&RECEIVE_QUEUE, labels, ns, udp.receive_queue_bytes[f][s]);
-                out.int(&SEND_QUEUE, labels, ns, udp.send_queue_bytes[f][s]);
-            }
-            out.int(
-                &UDP_DROPS,
-                &[family.label()],
-                ns,
-                udp.drops[family as usize],
-            );
-        }
-        let states = UdpState::ALL.map(|s| s.label());
-        let kept = self.record_ports(out, "udp", &udp.ports.series(), &states, ns);
-        let mut cut = 0u64;
-        for (port, drops) in udp.port_drops() {
-            if kept.binary_search(&port).is_ok() {
-                out.int(&PORT_DROPS, &["udp", &port.to_string()], ns, drops);
-            } else {
-                cut += 1;
-            }
-        }
-        if !udp.ports.series().is_empty() {
-            out.int(&SERIES_DROPPED, &[PORT_DROPS.name], ns, cut);
-        }
-    }
-
-    fn record_unix(&self, out: &mut Families, stats: Stats<'_>, ns: Ns<'_>) {
-        let unix = stats.unix;
-        for kind in UnixType::ALL {
-            for state in UnixState::ALL {
-                let labels = &[kind.label(), state.label()];
-                let (t, s) = (kind as usize, state as usize);
-                out.int(&UNIX_SOCKETS, labels, ns, unix.sockets[t][s]);
-                out.int(
-                    &UNIX_RECEIVE_QUEUE,
-                    labels,
-                    ns,
-                    unix.receive_queue_bytes[t][s],
-                );
-                out.int(&UNIX_SEND_QUEUE, labels, ns, unix.send_queue_bytes[t][s]);
-            }
-        }
-        // Named paths compete for the cap, the rest summed as @other; the
-        // summed @abstract / @unnamed series are always kept.
-        let (paths, summed): (Vec<_>, Vec<_>) = unix
-            .listeners()
-            .into_iter()
-            .partition(|(name, _)| matches!(name, crate::aggregate::UnixName::Path(_)));
-        let capped = cap::first(paths, self.shape.max_unix_listeners).merge_rest(|o, l| {
-            o.queue += l.queue;
-            o.max += l.max;
-        });
-        for (name, listener) in summed.iter().chain(&capped.rows) {
-            let label = name.label();
-            out.int(&UNIX_LISTEN_QUEUE, &[&label], ns, listener.queue);
-            out.int(&UNIX_LISTEN_QUEUE_MAX, &[&label], ns, listener.max);
-        }
-        if let Some(other) = capped.other {
-            out.int(&UNIX_LISTEN_QUEUE, &["@other"], ns, other.queue);
-            out.int(&UNIX_LISTEN_QUEUE_MAX, &["@other"], ns, other.max);
-        }
-        let dropped = capped.dropped as u64;
-        out.int(&SERIES_DROPPED, &[UNIX_LISTEN_QUEUE.name], ns, dropped);
-    }
-
     /// The text exposition format (version 0.0.4) of the collection
     /// recorded since [`begin`](Self::begin).
     pub fn encode(&self) -> String {
@@ -596,9 +330,10 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    use crate::aggregate::{PortSet, TcpStats};
-    use crate::collect::CollectError;
+    use crate::collectors::ports::PortSet;
+    use crate::collectors::tcp::TcpStats;
     use crate::diag::{AF_INET, AF_INET6};
+    use crate::dump::CollectError;
     use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
 
     fn value(text: &str, series: &str) -> Option<f64> {
@@ -612,7 +347,7 @@ mod tests {
             .count()
     }
 
-    use crate::collect::OwnedStats as All;
+    use crate::collectors::OwnedStats as All;
 
     fn report(kind: Kind, ok: bool) -> Report {
         Report {
@@ -621,7 +356,7 @@ mod tests {
             duration: Duration::from_millis(5),
             error: (!ok).then_some(CollectError {
                 request: "test",
-                kind: crate::collect::ErrorKind::Eof,
+                kind: crate::dump::ErrorKind::Eof,
             }),
         }
     }
@@ -639,11 +374,11 @@ mod tests {
 
     #[test]
     fn catalogue_names_are_unique_and_in_base_units() {
-        let mut names: Vec<_> = CATALOGUE.iter().map(|s| s.name).collect();
+        let mut names: Vec<_> = catalogue().iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), CATALOGUE.len());
-        for spec in CATALOGUE {
+        assert_eq!(names.len(), catalogue().len());
+        for spec in catalogue() {
             let compat = spec.name == NODE_TCP_STATES.name;
             assert!(
                 spec.name.starts_with("sockdiag_") || compat,
@@ -806,14 +541,15 @@ mod tests {
 
     #[test]
     fn caps_count_what_they_leave_out() {
-        let metrics = Metrics::new(Shape {
-            max_listeners: 2,
-            max_unix_listeners: 1,
-            max_port_series: 11 * 2,
-            ..shape()
-        });
+        let metrics = Metrics::new(shape());
         let mut all = All {
             tcp: TcpStats::new(PortSet::parse("1-100").unwrap()),
+            options: crate::collectors::Options {
+                max_listeners: 2,
+                max_unix_listeners: 1,
+                max_port_series: 11 * 2,
+                ..Default::default()
+            },
             ..All::default()
         };
         for port in 1..=5 {

@@ -26,7 +26,7 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::collect::{Collector, Options, Report, Stats};
+use crate::collectors::{Collector, Options, Report, Stats};
 use crate::log::{self, Level};
 use crate::metrics::OWN_NETNS;
 use crate::netns::{self, Namespace, NsId, PerNamespace};

@@ -4,47 +4,12 @@
 
 use std::fmt::Write as _;
 
-use crate::aggregate::{
-    Direction, ListenStats, Listener, TcpStats, UdpStats, UnixListener, UnixStats,
-};
 use crate::cap;
 use crate::cgroup::CgroupRows;
-use crate::collect::{Kind, Report, Stats};
-use crate::diag::{format_address, Family, TcpState, UdpState, UnixState, UnixType};
+use crate::collectors::{Kind, Report, Stats};
+use crate::diag::TcpState;
 use crate::namespaces::{NetnsOutcome, Part};
-
-/// How many listeners the summary shows.
-pub const TOP_LISTENERS: usize = 10;
-
-/// Lays out rows as aligned columns: the first `left` columns left-aligned,
-/// the rest (numbers) right-aligned.
-fn columns(rows: &[Vec<String>], left: usize) -> String {
-    let width = |i: usize| rows.iter().filter_map(|r| r.get(i)).map(String::len).max();
-    let widths: Vec<usize> = (0..rows.iter().map(Vec::len).max().unwrap_or(0))
-        .map(|i| width(i).unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            if i < left {
-                let _ = write!(line, "{cell:<w$}", w = widths[i]);
-            } else {
-                let _ = write!(line, "{cell:>w$}", w = widths[i]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-fn row(cells: impl IntoIterator<Item = String>) -> Vec<String> {
-    cells.into_iter().collect()
-}
+use crate::table::{columns, row};
 
 /// The human summary: one section per collector that ran (its numbers, or
 /// why it failed), then how each collection went.
@@ -59,10 +24,10 @@ pub fn table(stats: Stats<'_>, reports: &[Report]) -> String {
             continue;
         }
         match report.kind {
-            Kind::Tcp => tcp(&mut out, stats.tcp),
-            Kind::Listeners => listeners(&mut out, stats.listen),
-            Kind::Udp => udp(&mut out, stats.udp),
-            Kind::Unix => unix(&mut out, stats.unix),
+            Kind::Tcp => stats.tcp.table(&mut out),
+            Kind::Listeners => stats.listen.table(&mut out),
+            Kind::Udp => stats.udp.table(&mut out),
+            Kind::Unix => stats.unix.table(&mut out),
         }
     }
     if !out.is_empty() {
@@ -160,224 +125,6 @@ fn cgroup_table(out: &mut String, rows: &CgroupRows) {
     out.push_str(&columns(&table, 1));
 }
 
-fn tcp(out: &mut String, stats: &TcpStats) {
-    let (v4, v6) = (Family::Ipv4 as usize, Family::Ipv6 as usize);
-    let mut rows = vec![row(
-        ["TCP sockets", "ipv4", "ipv6", "total"].map(String::from)
-    )];
-    for state in TcpState::ALL {
-        let s = state as usize;
-        rows.push(row([
-            state.label().to_string(),
-            stats.sockets[v4][s].to_string(),
-            stats.sockets[v6][s].to_string(),
-            stats.total(state).to_string(),
-        ]));
-    }
-    out.push_str(&columns(&rows, 1));
-
-    out.push('\n');
-    let mut rows = vec![row([
-        "TCP queued bytes",
-        "recv ipv4",
-        "send ipv4",
-        "recv ipv6",
-        "send ipv6",
-    ]
-    .map(String::from))];
-    for state in TcpState::ALL {
-        if state == TcpState::Listen {
-            continue; // listeners queue connections, not bytes
-        }
-        let s = state as usize;
-        rows.push(row([
-            state.label().to_string(),
-            stats.receive_queue_bytes[v4][s].to_string(),
-            stats.send_queue_bytes[v4][s].to_string(),
-            stats.receive_queue_bytes[v6][s].to_string(),
-            stats.send_queue_bytes[v6][s].to_string(),
-        ]));
-    }
-    out.push_str(&columns(&rows, 1));
-
-    let syn = stats.syn_queue();
-    if !syn.is_empty() {
-        out.push('\n');
-        let mut rows = vec![row(["SYN queue", "port", "half-open"].map(String::from))];
-        for ((family, port), n) in syn {
-            rows.push(row([
-                family.label().to_string(),
-                port.to_string(),
-                n.to_string(),
-            ]));
-        }
-        out.push_str(&columns(&rows, 1));
-    }
-    ports(
-        out,
-        "TCP",
-        &stats.ports.series(),
-        &TcpState::ALL.map(|s| s.label()),
-    );
-}
-
-/// The per-port view of one protocol (only when ports are configured).
-fn ports<const N: usize>(
-    out: &mut String,
-    protocol: &str,
-    series: &[((Direction, u16), [u64; N])],
-    states: &[&str; N],
-) {
-    if series.is_empty() {
-        return;
-    }
-    out.push('\n');
-    let mut header = vec![format!("{protocol} by port"), "direction".into()];
-    header.extend(states.iter().map(|s| s.to_string()));
-    let mut rows = vec![header];
-    for ((direction, port), counts) in series {
-        let mut cells = vec![port.to_string(), direction.label().to_string()];
-        cells.extend(counts.iter().map(u64::to_string));
-        rows.push(cells);
-    }
-    out.push_str(&columns(&rows, 2));
-}
-
-fn listeners(out: &mut String, stats: &ListenStats) {
-    let listeners = fullest(out, "listeners", stats.listeners(), |l: &Listener| {
-        (l.queue, l.max)
-    });
-    if listeners.is_empty() {
-        out.push_str("(no listening sockets)\n");
-        return;
-    }
-    let mut rows = vec![row([
-        "family", "address", "port", "queue", "max", "sockets", "drops",
-    ]
-    .map(String::from))];
-    for (key, l) in &listeners {
-        rows.push(row([
-            key.family.label().to_string(),
-            format_address(key.family, &key.address),
-            key.port.to_string(),
-            l.queue.to_string(),
-            l.max.to_string(),
-            l.sockets.to_string(),
-            l.drops.to_string(),
-        ]));
-    }
-    out.push_str(&columns(&rows, 2));
-}
-
-/// The [`TOP_LISTENERS`] fullest listeners (fill ratio, then queue length,
-/// then key), under their section heading.
-fn fullest<K: Ord, L>(
-    out: &mut String,
-    what: &str,
-    listeners: Vec<(K, L)>,
-    queue_max: impl Fn(&L) -> (u64, u64),
-) -> Vec<(K, L)> {
-    let fill = |l: &L| {
-        let (queue, max) = queue_max(l);
-        (queue as f64 / max.max(1) as f64, queue)
-    };
-    let capped = cap::ranked(listeners, TOP_LISTENERS, |a, b| {
-        let ((fa, qa), (fb, qb)) = (fill(a), fill(b));
-        fb.total_cmp(&fa).then(qb.cmp(&qa))
-    });
-    let _ = writeln!(
-        out,
-        "Fullest {what} ({} of {}, by accept queue fill)",
-        capped.rows.len(),
-        capped.total()
-    );
-    capped.rows
-}
-
-fn udp(out: &mut String, stats: &UdpStats) {
-    let mut rows = vec![row([
-        "UDP sockets",
-        "ipv4",
-        "ipv6",
-        "recv bytes ipv4",
-        "send bytes ipv4",
-        "recv bytes ipv6",
-        "send bytes ipv6",
-    ]
-    .map(String::from))];
-    for state in UdpState::ALL {
-        let s = state as usize;
-        rows.push(row([
-            state.label().to_string(),
-            stats.sockets[0][s].to_string(),
-            stats.sockets[1][s].to_string(),
-            stats.receive_queue_bytes[0][s].to_string(),
-            stats.send_queue_bytes[0][s].to_string(),
-            stats.receive_queue_bytes[1][s].to_string(),
-            stats.send_queue_bytes[1][s].to_string(),
-        ]));
-    }
-    rows.push(row([
-        "receive drops".to_string(),
-        stats.drops[0].to_string(),
-        stats.drops[1].to_string(),
-    ]));
-    out.push_str(&columns(&rows, 1));
-    ports(
-        out,
-        "UDP",
-        &stats.ports.series(),
-        &UdpState::ALL.map(|s| s.label()),
-    );
-    let drops = stats.port_drops();
-    if !drops.is_empty() {
-        out.push('\n');
-        let mut rows = vec![row(["UDP drops by port", "drops"].map(String::from))];
-        for (port, n) in drops {
-            rows.push(row([port.to_string(), n.to_string()]));
-        }
-        out.push_str(&columns(&rows, 1));
-    }
-}
-
-fn unix(out: &mut String, stats: &UnixStats) {
-    let mut header = vec!["Unix sockets".to_string()];
-    header.extend(UnixState::ALL.map(|s| s.label().to_string()));
-    header.extend(["recv bytes", "send bytes"].map(String::from));
-    let mut rows = vec![header];
-    for kind in UnixType::ALL {
-        let t = kind as usize;
-        let mut cells = vec![kind.label().to_string()];
-        cells.extend(stats.sockets[t].iter().map(u64::to_string));
-        cells.push(stats.receive_queue_bytes[t].iter().sum::<u64>().to_string());
-        cells.push(stats.send_queue_bytes[t].iter().sum::<u64>().to_string());
-        rows.push(cells);
-    }
-    out.push_str(&columns(&rows, 1));
-
-    out.push('\n');
-    let listeners = fullest(
-        out,
-        "unix listeners",
-        stats.listeners(),
-        |l: &UnixListener| (l.queue, l.max),
-    );
-    if listeners.is_empty() {
-        out.push_str("(no listening unix sockets)\n");
-        return;
-    }
-    let mut rows = vec![row(["path", "queue", "max", "sockets"].map(String::from))];
-    for (name, l) in &listeners {
-        rows.push(row([
-            name.label(),
-            l.queue.to_string(),
-            l.max.to_string(),
-            l.sockets.to_string(),
-        ]));
-    }
-    out.push_str(&columns(&rows, 1));
-}
-
 /// Escapes text for HTML element content and attribute values.
 pub fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -413,13 +160,14 @@ pub fn landing_page(telemetry_path: &str, freshness: &str, summary: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::PortSet;
-    use crate::collect::{CollectError, ErrorKind};
+    use crate::collectors::ports::PortSet;
+    use crate::collectors::tcp::TcpStats;
     use crate::diag::{AF_INET, AF_INET6};
+    use crate::dump::{CollectError, ErrorKind};
     use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
     use std::time::{Duration, SystemTime};
 
-    use crate::collect::OwnedStats as All;
+    use crate::collectors::OwnedStats as All;
 
     fn all() -> All {
         let mut all = All {

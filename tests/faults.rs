@@ -391,8 +391,9 @@ fn dump_command_reports_each_fault() {
 // The real socket
 // ---------------------------------------------------------------------------
 
-use sockdiag_exporter::collect::{Collector, DumpMode, ErrorKind, Options};
+use sockdiag_exporter::collectors::{tcp::DumpMode, Collector, Options};
 use sockdiag_exporter::diag::DumpRequest;
+use sockdiag_exporter::dump::ErrorKind;
 use sockdiag_exporter::transport::{Netlink, Transport};
 
 /// A real NETLINK_SOCK_DIAG socket whose requests are never sent: the
@@ -450,7 +451,7 @@ fn real_socket_with_a_half_read_dump_fails_then_recovers() {
     // A dump we abandon after its first datagram: the socket still holds
     // the rest, and the kernel still runs it.
     socket.send(&DumpRequest::Legacy.encode(999)).unwrap();
-    let mut buf = vec![0; sockdiag_exporter::collect::RECV_BUFFER];
+    let mut buf = vec![0; sockdiag_exporter::dump::RECV_BUFFER];
     let first = socket.recv(&mut buf).unwrap();
     assert!(first > 0);
     let options = Options::tcp_only(DumpMode::Legacy, Duration::from_secs(5));

@@ -58,7 +58,7 @@ fn argv_corpus_replays_cleanly() {
 /// The harness itself catches what it should: stats that do not add up.
 #[test]
 fn harness_flags_inconsistent_stats() {
-    use sockdiag_exporter::aggregate::{TcpStats, UnixStats};
+    use sockdiag_exporter::collectors::{tcp::TcpStats, unix::UnixStats};
     use sockdiag_exporter::diag::TcpState;
     assert_eq!(harness::check_tcp(&TcpStats::default(), 0), None);
     let mut syn = TcpStats::default();

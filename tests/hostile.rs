@@ -48,7 +48,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(200);
 /// again at once when every slot is busy, plus sampling jitter.
 const FD_SLACK: u64 = 2;
 /// The poll loop, plus the side collectors' thread while a collection runs
-/// (`collect::Collector::collect`). The side collectors' netlink socket is
+/// (`collectors::Collector::collect`). The side collectors' netlink socket is
 /// opened at start-up, so it is part of the idle fd count.
 const MAX_THREADS: u64 = 2;
 /// Single ports listed for the big-body server (see the module comment).

@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::ns::*;
 use common::{poll_until, require_sys_admin, require_tool, skip};
 use sockdiag_exporter::cgroup::{self, Attribution};
-use sockdiag_exporter::collect::{Collector, DumpMode, Options};
+use sockdiag_exporter::collectors::{tcp::DumpMode, Collector, Options};
 use sockdiag_exporter::diag::TcpState;
 use sockdiag_exporter::netns::{self, Namespace, PerNamespace};
 use sockdiag_exporter::transport::Netlink;

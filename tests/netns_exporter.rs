@@ -21,7 +21,7 @@ use common::{
     parse_prometheus, poll_until, require_root, require_sys_admin, require_tool, run_exporter,
     skip, Exposition, Server, BIN, STATES,
 };
-use sockdiag_exporter::collect::{Collector, DumpMode, Options};
+use sockdiag_exporter::collectors::{tcp::DumpMode, Collector, Options};
 use sockdiag_exporter::diag::TcpState;
 use sockdiag_exporter::namespaces::{Fleet, InNamespace, NetnsConfig};
 use sockdiag_exporter::netns;

@@ -238,10 +238,10 @@ pub fn run_helper_if_asked() {
         }
         // A dump of the own namespace works without privilege.
         let dump = Netlink::open(Duration::from_secs(5)).map(|t| {
-            let mut c = sockdiag_exporter::collect::Collector::new(
+            let mut c = sockdiag_exporter::collectors::Collector::new(
                 t,
-                sockdiag_exporter::collect::Options::tcp_only(
-                    sockdiag_exporter::collect::DumpMode::Auto,
+                sockdiag_exporter::collectors::Options::tcp_only(
+                    sockdiag_exporter::collectors::tcp::DumpMode::Auto,
                     Duration::from_secs(5),
                 ),
             );
