@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use crate::cap;
 
 /// How many listeners the summary shows.
-
 pub const TOP_LISTENERS: usize = 10;
 
 /// Lays out rows as aligned columns: the first `left` columns left-aligned,
