@@ -144,7 +144,7 @@ def main():
          patch(tcp, NLMSG_DONE, pid=999) + tcp)
     # All collectors on one socket: legacy 1, listen 2 and 3, udp 4 and 5,
     # unix 6. The listen ipv6 dump gets a DONE with the ipv4 dump's seq:
-    everything = legacy[0][1]
+    everything = list(legacy[0][1])
     for name, data in legacy[1:]:
         everything += patch(data, NLMSG_DONE, seq=2) if name == "listen ipv6" else data
     seed("all-stale-side-done", ALL, everything)
