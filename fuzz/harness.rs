@@ -42,6 +42,11 @@ pub const COLLECTIONS: usize = 3;
 pub struct Scenario {
     pub name: &'static str,
     pub options: fn() -> Options,
+    /// The side collectors get a transport of their own
+    /// (`Collector::with_side`), run on a thread while tcp runs, as in the
+    /// server. The input after byte 0 is then a little-endian u16 length,
+    /// that many bytes for the main transport, and the rest for the side.
+    pub side: bool,
 }
 
 fn only(kind: Kind) -> Options {
@@ -69,26 +74,32 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "tcp legacy",
         options: || tcp(DumpMode::Legacy),
+        side: false,
     },
     Scenario {
         name: "tcp by-family",
         options: || tcp(DumpMode::ByFamily),
+        side: false,
     },
     Scenario {
         name: "tcp auto",
         options: || tcp(DumpMode::Auto),
+        side: false,
     },
     Scenario {
         name: "listeners",
         options: || only(Kind::Listeners),
+        side: false,
     },
     Scenario {
         name: "udp",
         options: || only(Kind::Udp),
+        side: false,
     },
     Scenario {
         name: "unix",
         options: || only(Kind::Unix),
+        side: false,
     },
     Scenario {
         name: "all collectors, per-port views",
@@ -97,6 +108,7 @@ pub const SCENARIOS: &[Scenario] = &[
             udp_ports: ports(),
             ..Options::default()
         },
+        side: false,
     },
     Scenario {
         name: "tcp legacy, cgroup counts",
@@ -104,6 +116,12 @@ pub const SCENARIOS: &[Scenario] = &[
             cgroup: true,
             ..tcp(DumpMode::Legacy)
         },
+        side: false,
+    },
+    Scenario {
+        name: "all collectors, side transport",
+        options: Options::default,
+        side: true,
     },
 ];
 
@@ -358,17 +376,86 @@ pub fn netlink_seen(data: &[u8], seen: &mut Seen) {
         return;
     };
     let scenario = &SCENARIOS[(selector & 0x0f) as usize % SCENARIOS.len()];
-    let script = Script::new(rest, selector & 0x10 != 0);
+    let check_port = selector & 0x10 != 0;
     let options = Options {
         deadline: Duration::from_secs(60),
         ..(scenario.options)()
     };
-    let mut collector = Collector::new(script, options);
+    if scenario.side {
+        let (main, side) = match rest {
+            [lo, hi, rest @ ..] => {
+                rest.split_at(usize::from(u16::from_le_bytes([*lo, *hi])).min(rest.len()))
+            }
+            _ => (rest, &[][..]),
+        };
+        let collector = Collector::new(Script::new(main, check_port), options)
+            .with_side(Script::new(side, check_port));
+        run(scenario, collector, seen);
+    } else {
+        run(
+            scenario,
+            Collector::new(Script::new(rest, check_port), options),
+            seen,
+        );
+    }
+}
+
+/// What a transport booked ([`Script`]'s log), for either transport type.
+pub trait Booked {
+    /// Every dump request sent through it, with what it delivered.
+    fn booked(&self) -> &[Dump];
+    /// The script has nothing left to deliver.
+    fn exhausted(&self) -> bool;
+}
+
+impl Booked for Script<'_> {
+    fn booked(&self) -> &[Dump] {
+        &self.dumps
+    }
+    fn exhausted(&self) -> bool {
+        self.rest.is_empty()
+    }
+}
+
+/// The side transport of a collector that has none.
+impl Booked for Box<dyn Transport + Send> {
+    fn booked(&self) -> &[Dump] {
+        &[]
+    }
+    fn exhausted(&self) -> bool {
+        true
+    }
+}
+
+/// How many dumps each transport of `collector` has booked so far.
+fn booked_so_far<S: Transport + Send + Booked>(collector: &Collector<Script, S>) -> (usize, usize) {
+    let side = collector.side_transport().map_or(0, |s| s.booked().len());
+    (collector.transport().dumps.len(), side)
+}
+
+/// The dumps booked on both transports since `first` ([`booked_so_far`]).
+fn booked_since<S: Transport + Send + Booked>(
+    collector: &Collector<Script, S>,
+    first: (usize, usize),
+) -> Vec<Dump> {
+    let mut dumps = collector.transport().dumps[first.0..].to_vec();
+    if let Some(side) = collector.side_transport() {
+        dumps.extend_from_slice(&side.booked()[first.1..]);
+    }
+    dumps
+}
+
+/// Runs up to [`COLLECTIONS`] collections, checking each.
+fn run<S: Transport + Send + Booked>(
+    scenario: &Scenario,
+    mut collector: Collector<Script, S>,
+    seen: &mut Seen,
+) {
     for n in 1..=COLLECTIONS {
-        let first = collector.transport().dumps.len();
+        let first = booked_so_far(&collector);
         let reports = collector.collect();
-        let dumps = &collector.transport().dumps[first..];
-        let broken = check(&collector, &reports, first).or_else(|| {
+        let dumps = booked_since(&collector, first);
+        let broken = check(&collector, &reports, &dumps).or_else(|| {
             let tcp_ok = reports
                 .iter()
                 .any(|r| r.kind == Kind::Tcp && r.error.is_none());
@@ -376,7 +463,7 @@ pub fn netlink_seen(data: &[u8], seen: &mut Seen) {
                 return None;
             }
             seen.compared += 1;
-            let delivered = final_attempt(dumps, Kind::Tcp, collector.plan());
+            let delivered = final_attempt(&dumps, Kind::Tcp, collector.plan());
             same_answer_both_ways(
                 collector.options(),
                 collector.plan(),
@@ -400,7 +487,8 @@ pub fn netlink_seen(data: &[u8], seen: &mut Seen) {
                 seen.foreign_done_failed[k] += u64::from(foreign);
             }
         }
-        if collector.transport().rest.is_empty() {
+        let side_done = collector.side_transport().map_or(true, Booked::exhausted);
+        if collector.transport().exhausted() && side_done {
             break;
         }
     }
@@ -439,10 +527,13 @@ fn final_attempt<'d>(dumps: &'d [Dump], kind: Kind, tcp_plan: &[DumpRequest]) ->
     mine[mine.len() - n..].to_vec()
 }
 
-/// Checks one collection (`first`: the index of its first dump in the
-/// script's log); returns a broken invariant.
-fn check(collector: &Collector<Script>, reports: &[Report], first: usize) -> Option<String> {
-    let dumps = &collector.transport().dumps[first..];
+/// Checks one collection (`dumps`: what both transports booked during it);
+/// returns a broken invariant.
+fn check<S: Transport + Send>(
+    collector: &Collector<Script, S>,
+    reports: &[Report],
+    dumps: &[Dump],
+) -> Option<String> {
     check_collection(collector.stats(), reports, dumps, collector.plan()).or_else(|| {
         // Rendering must not panic; a failed collector shows only its error.
         let table = sockdiag_exporter::render::table(collector.stats(), reports);
@@ -1014,7 +1105,7 @@ pub fn same_answer_both_ways(
             payloads.len()
         ));
     }
-    if let Some(broken) = check(&collector, &reports, 0) {
+    if let Some(broken) = check(&collector, &reports, &collector.transport().dumps) {
         return Some(format!("the same sockets dumped {way}: {broken}"));
     }
     TcpView::of(stats)

@@ -17,7 +17,7 @@ import struct
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
 # Scenario indexes in fuzz/harness.rs SCENARIOS; PORT_CHECK is bit 4.
-TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL = range(7)
+TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL, CGROUP, SIDE = range(9)
 PORT_CHECK = 0x10
 ENOBUFS, EINTR, TIMEOUT, EOF, OVERSIZED, ECONNRESET = range(0xfff0, 0xfff6)
 NLMSG_DONE = 3
@@ -98,6 +98,14 @@ def seed(name, selector, steps):
         f.write(bytes([selector]) + frames(steps))
 
 
+def seed_side(name, selector, main_steps, side_steps):
+    """A seed for a side-transport scenario: a u16 length, the main
+    transport's frames, then the side transport's."""
+    main = frames(main_steps)
+    with open(os.path.join(CORPUS, "netlink", "seed-" + name), "wb") as f:
+        f.write(bytes([selector]) + struct.pack("<H", len(main)) + main + frames(side_steps))
+
+
 def main():
     os.makedirs(os.path.join(CORPUS, "argv"), exist_ok=True)
     os.makedirs(os.path.join(CORPUS, "netlink"), exist_ok=True)
@@ -159,6 +167,15 @@ def main():
         broken += udp4[:1] + [ECONNRESET] if name == "udp ipv4" else \
             [] if name == "udp ipv6" else data
     seed("all-udp-fails-midway", ALL, good + broken + good)
+
+    # The side collectors on their own transport (and thread), as in the
+    # server: each transport numbers its own requests from 1.
+    side = [d for name, data in legacy if name != "legacy" for d in data]
+    seed_side("side", SIDE, tcp * 3, side * 3)
+    side_broken = [step for name, data in legacy if name != "legacy"
+                   for step in (udp4[:1] + [ECONNRESET] if name == "udp ipv4" else
+                                [] if name == "udp ipv6" else data)]
+    seed_side("side-udp-fails-midway", SIDE, tcp * 3, side + side_broken + side)
 
 
 main()

@@ -334,3 +334,22 @@ fn legacy_and_by_family_answers_are_compared() {
         "{broken}"
     );
 }
+
+/// The side-transport seeds really run the side collectors on their own
+/// transport: three good collections of every collector, then one where
+/// udp fails midway while the others, tcp included, succeed.
+#[test]
+fn side_transport_seeds_run_every_collector() {
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/netlink");
+    let run = |name: &str| {
+        let mut seen = harness::Seen::default();
+        harness::netlink_seen(&std::fs::read(corpus.join(name)).unwrap(), &mut seen);
+        seen
+    };
+    let seen = run("seed-side");
+    assert_eq!(seen.succeeded, [3; 4], "{seen:?}");
+    assert_eq!(seen.compared, 3, "{seen:?}");
+    let seen = run("seed-side-udp-fails-midway");
+    assert_eq!(seen.succeeded, [3, 3, 2, 3], "{seen:?}");
+    assert_eq!(seen.failed, [0, 0, 1, 0], "{seen:?}");
+}
