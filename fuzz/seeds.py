@@ -17,9 +17,11 @@ import struct
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
 # Scenario indexes in fuzz/harness.rs SCENARIOS; PORT_CHECK is bit 4.
-TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL = range(7)
+TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL, CGROUP, SIDE = range(9)
 PORT_CHECK = 0x10
 ENOBUFS, EINTR, TIMEOUT, EOF, OVERSIZED, ECONNRESET = range(0xfff0, 0xfff6)
+NLMSG_DONE = 3
+NLM_F_DUMP_INTR = 0x10
 
 ARGV = [
     ["--web.listen-address=127.0.0.1:0", "--web.telemetry-path", "/m", "--cache.ttl=250ms",
@@ -64,6 +66,28 @@ def zero_headers(datagram):
     return bytes(out)
 
 
+def patch(datagrams, kind, seq=None, pid=None, flags=0):
+    """The datagrams with every message of type `kind` (None: all) given
+    this seq and pid, and `flags` ORed into its flags."""
+    out = []
+    for datagram in datagrams:
+        d = bytearray(datagram)
+        at = 0
+        while at + 16 <= len(d):
+            length, typ, fl = struct.unpack_from("=IHH", d, at)
+            if kind is None or typ == kind:
+                struct.pack_into("=H", d, at + 6, fl | flags)
+                if seq is not None:
+                    struct.pack_into("=I", d, at + 8, seq)
+                if pid is not None:
+                    struct.pack_into("=I", d, at + 12, pid)
+            if length < 16:
+                break
+            at += (length + 3) & ~3
+        out.append(bytes(d))
+    return out
+
+
 def frames(steps):
     return b"".join(struct.pack("<H", s) if isinstance(s, int)
                     else struct.pack("<H", len(s)) + s for s in steps)
@@ -72,6 +96,14 @@ def frames(steps):
 def seed(name, selector, steps):
     with open(os.path.join(CORPUS, "netlink", "seed-" + name), "wb") as f:
         f.write(bytes([selector]) + frames(steps))
+
+
+def seed_side(name, selector, main_steps, side_steps):
+    """A seed for a side-transport scenario: a u16 length, the main
+    transport's frames, then the side transport's."""
+    main = frames(main_steps)
+    with open(os.path.join(CORPUS, "netlink", "seed-" + name), "wb") as f:
+        f.write(bytes([selector]) + struct.pack("<H", len(main)) + main + frames(side_steps))
 
 
 def main():
@@ -107,6 +139,43 @@ def main():
     seed("oversized", TCP_LEGACY, [OVERSIZED] + tcp)
     seed("econnreset", TCP_AUTO, [ECONNRESET] + tcp)
     seed("truncated", TCP_LEGACY, [first[:100]] + tcp)
+
+    # Sequence numbers: each dump request takes the next one, from 1. An
+    # answer that is not for the request in flight must fail its collector.
+    # The second collection's DONE carries the first one's seq (stale):
+    seed("stale-done", TCP_LEGACY, tcp + patch(tcp, NLMSG_DONE, seq=1) + tcp)
+    # A DONE from no request of ours, then a clean collection:
+    udp = of(legacy, "udp ipv4", "udp ipv6")
+    seed("foreign-done", UDP, patch(udp, NLMSG_DONE, seq=0x41414141) + udp)
+    # A DONE for another netlink port:
+    seed("foreign-port-done", TCP_LEGACY | PORT_CHECK,
+         patch(tcp, NLMSG_DONE, pid=999) + tcp)
+    # All collectors on one socket: legacy 1, listen 2 and 3, udp 4 and 5,
+    # unix 6. The listen ipv6 dump gets a DONE with the ipv4 dump's seq:
+    everything = list(legacy[0][1])
+    for name, data in legacy[1:]:
+        everything += patch(data, NLMSG_DONE, seq=2) if name == "listen ipv6" else data
+    seed("all-stale-side-done", ALL, everything)
+    # A dump flagged inconsistent is retried: only the retry counts.
+    seed("intr-retry", TCP_LEGACY, patch(tcp, None, flags=NLM_F_DUMP_INTR) + tcp)
+    # One collector fails after part of its answer, in the middle of a
+    # collection, between two good ones: its series must go, the others stay.
+    good = [d for _, data in legacy for d in data]
+    udp4 = of(legacy, "udp ipv4")
+    broken = []
+    for name, data in legacy:
+        broken += udp4[:1] + [ECONNRESET] if name == "udp ipv4" else \
+            [] if name == "udp ipv6" else data
+    seed("all-udp-fails-midway", ALL, good + broken + good)
+
+    # The side collectors on their own transport (and thread), as in the
+    # server: each transport numbers its own requests from 1.
+    side = [d for name, data in legacy if name != "legacy" for d in data]
+    seed_side("side", SIDE, tcp * 3, side * 3)
+    side_broken = [step for name, data in legacy if name != "legacy"
+                   for step in (udp4[:1] + [ECONNRESET] if name == "udp ipv4" else
+                                [] if name == "udp ipv6" else data)]
+    seed_side("side-udp-fails-midway", SIDE, tcp * 3, side + side_broken + side)
 
 
 main()
