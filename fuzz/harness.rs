@@ -55,13 +55,7 @@ pub struct Scenario {
 }
 
 fn only(kind: Kind) -> Options {
-    Options {
-        tcp: kind == Kind::Tcp,
-        listeners: kind == Kind::Listeners,
-        udp: kind == Kind::Udp,
-        unix: kind == Kind::Unix,
-        ..Options::default()
-    }
+    Options::only(&[kind])
 }
 
 fn tcp(mode: DumpMode) -> Options {
@@ -473,7 +467,7 @@ fn run<S: Transport + Send + Booked>(
                 collector.options(),
                 collector.plan(),
                 &delivered,
-                &collector.tcp,
+                collector.stats().tcp,
             )
         });
         if let Some(broken) = broken {
@@ -1094,10 +1088,7 @@ pub fn same_answer_both_ways(
         (DumpMode::Legacy, answer(&payloads, TCPDIAG_GETSOCK))
     };
     let other = Options {
-        tcp: true,
-        listeners: false,
-        udp: false,
-        unix: false,
+        enabled: vec![Kind::Tcp],
         tcp_dump: mode,
         ..options.clone()
     };
@@ -1114,7 +1105,7 @@ pub fn same_answer_both_ways(
         return Some(format!("the same sockets dumped {way}: {broken}"));
     }
     TcpView::of(stats)
-        .difference(&TcpView::of(&collector.tcp))
+        .difference(&TcpView::of(collector.stats().tcp))
         .map(|d| format!("{plan:?} and {way} dumps of the same sockets differ in {d}"))
 }
 

@@ -10,7 +10,7 @@ use argh::FromArgs;
 
 use crate::collectors::ports::PortSet;
 use crate::collectors::tcp::DumpMode;
-use crate::collectors::Options;
+use crate::collectors::{Kind, Options};
 use crate::config::{duration, ListenAddr};
 use crate::log::Level;
 use crate::metrics::Shape;
@@ -281,10 +281,10 @@ impl Args {
     /// What to collect.
     pub fn options(&self) -> Options {
         Options {
-            tcp: !self.no_collector_tcp,
-            listeners: !self.no_collector_listeners,
-            udp: !self.no_collector_udp,
-            unix: !self.no_collector_unix,
+            enabled: Kind::ALL
+                .into_iter()
+                .filter(|kind| !self.collector_disabled(*kind))
+                .collect(),
             tcp_dump: self.collector_tcp_dump,
             tcp_ports: self.collector_tcp_ports.clone(),
             udp_ports: self.collector_udp_ports.clone(),
@@ -293,6 +293,17 @@ impl Args {
             max_listeners: self.collector_listeners_max,
             max_unix_listeners: self.collector_unix_max_listeners,
             max_port_series: self.collector_ports_max_series,
+        }
+    }
+
+    /// `--no-collector.NAME` (the last of the pair given) for a socket
+    /// collector.
+    fn collector_disabled(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Tcp => self.no_collector_tcp,
+            Kind::Listeners => self.no_collector_listeners,
+            Kind::Udp => self.no_collector_udp,
+            Kind::Unix => self.no_collector_unix,
         }
     }
 
@@ -593,7 +604,7 @@ mod tests {
     #[test]
     fn collector_switches_last_one_wins() {
         let options = parse(&argv(&[])).unwrap().options();
-        assert!(options.tcp && options.udp && options.unix && options.listeners);
+        assert_eq!(options.enabled, Kind::ALL);
         let args = parse(&argv(&[
             "--no-collector.udp",
             "--collector.udp",
@@ -606,10 +617,7 @@ mod tests {
         ]))
         .unwrap();
         let options = args.options();
-        assert!(options.tcp);
-        assert!(options.udp);
-        assert!(!options.unix);
-        assert!(!options.listeners);
+        assert_eq!(options.enabled, [Kind::Tcp, Kind::Udp]);
         assert!(matches!(args.command, Some(Command::Dump(_))));
     }
 

@@ -227,23 +227,16 @@ impl Metrics {
             if report.error.is_some() {
                 continue;
             }
-            match report.kind {
-                Kind::Tcp => {
-                    stats.tcp.families(stats.options, out, ns);
-                    if self.shape.compat_node_exporter && netns == OWN_NETNS {
-                        for state in TcpState::ALL {
-                            out.int(
-                                &NODE_TCP_STATES,
-                                &[state.label()],
-                                None,
-                                stats.tcp.total(state),
-                            );
-                        }
-                    }
+            stats.families(report.kind, out, ns);
+            if report.kind == Kind::Tcp && self.shape.compat_node_exporter && netns == OWN_NETNS {
+                for state in TcpState::ALL {
+                    out.int(
+                        &NODE_TCP_STATES,
+                        &[state.label()],
+                        None,
+                        stats.tcp.total(state),
+                    );
                 }
-                Kind::Listeners => stats.listen.families(stats.options, out, ns),
-                Kind::Udp => stats.udp.families(stats.options, out, ns),
-                Kind::Unix => stats.unix.families(stats.options, out, ns),
             }
         }
     }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::cap;
 use crate::cgroup::CgroupRows;
-use crate::collectors::{Kind, Report, Stats};
+use crate::collectors::{Report, Stats};
 use crate::diag::TcpState;
 use crate::namespaces::{NetnsOutcome, Part};
 use crate::table::{columns, row};
@@ -23,12 +23,7 @@ pub fn table(stats: Stats<'_>, reports: &[Report]) -> String {
             let _ = writeln!(out, "{} collection failed: {error}", report.kind.label());
             continue;
         }
-        match report.kind {
-            Kind::Tcp => stats.tcp.table(&mut out),
-            Kind::Listeners => stats.listen.table(&mut out),
-            Kind::Udp => stats.udp.table(&mut out),
-            Kind::Unix => stats.unix.table(&mut out),
-        }
+        stats.table(report.kind, &mut out);
     }
     if !out.is_empty() {
         out.push('\n');
@@ -162,6 +157,7 @@ mod tests {
     use super::*;
     use crate::collectors::ports::PortSet;
     use crate::collectors::tcp::TcpStats;
+    use crate::collectors::Kind;
     use crate::diag::{AF_INET, AF_INET6};
     use crate::dump::{CollectError, ErrorKind};
     use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};

@@ -324,11 +324,11 @@ fn legacy_and_by_family_answers_are_compared() {
     let dumps: Vec<&Dump> = collector.transport().dumps.iter().collect();
     let plan = [DumpRequest::Legacy];
     assert_eq!(
-        harness::same_answer_both_ways(&options, &plan, &dumps, &collector.tcp),
+        harness::same_answer_both_ways(&options, &plan, &dumps, collector.stats().tcp),
         None
     );
     // Stats that do not match what was delivered are caught.
-    let mut other = collector.tcp.clone();
+    let mut other = collector.stats().tcp.clone();
     other.sockets[1][TcpState::CloseWait as usize] -= 1;
     other.sockets[0][TcpState::CloseWait as usize] += 1;
     let broken = harness::same_answer_both_ways(&options, &plan, &dumps, &other).expect("flagged");

@@ -326,7 +326,7 @@ fn cgroup_ids_map_to_the_test_cgroups() {
     // Auto sends the legacy AF_UNSPEC request; by-family the v2 one.
     let mut legacy = Collector::new(open(), options(DumpMode::Auto));
     let mut by_family = Collector::new(open(), options(DumpMode::ByFamily));
-    assert!(legacy.tcp.counts_cgroups());
+    assert!(legacy.stats().tcp.counts_cgroups());
 
     // Wait (bounded) for the closes to settle into exactly 2 TIME_WAIT.
     poll_until(Duration::from_secs(10), || {

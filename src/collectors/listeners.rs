@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{drops, inet, Options, SERIES_DROPPED};
+use super::{drops, inet, Options, SocketCollector, SERIES_DROPPED};
 use crate::cap;
 use crate::diag::{format_address, DumpRequest, Family, TcpState, INET_DIAG_MSG_LEN};
 use crate::dump::{CollectError, Dumper, Sink};
@@ -184,6 +184,26 @@ impl ListenStats {
             ]));
         }
         out.push_str(&columns(&rows, 2));
+    }
+}
+
+impl SocketCollector for ListenStats {
+    const NAME: &'static str = "listeners";
+    const SIDE: bool = true;
+    fn specs() -> &'static [&'static Spec] {
+        SPECS
+    }
+    fn new(_options: &Options) -> ListenStats {
+        ListenStats::default()
+    }
+    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+        ListenStats::collect(self, dumper)
+    }
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
+        ListenStats::families(self, options, out, ns)
+    }
+    fn table(&self, out: &mut String) {
+        ListenStats::table(self, out)
     }
 }
 

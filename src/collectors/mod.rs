@@ -43,16 +43,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::diag::{
     meminfo, Attributes, DumpRequest, Family, InetDiagMsg, INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS,
 };
+use crate::dump::Sink;
 use crate::dump::{CollectError, Dumper};
-use crate::exposition::{Spec, Type};
+use crate::exposition::{Families, Ns, Spec, Type};
 use crate::log::{self, Level};
 use crate::parse::ParseError;
 use crate::transport::Transport;
-use listeners::ListenStats;
 use ports::PortSet;
-use tcp::{tcp_plan, DumpMode, TcpPart, TcpStats};
-use udp::UdpStats;
-use unix::UnixStats;
+use tcp::{DumpMode, TcpStats};
 
 fn inet(payload: &[u8]) -> Result<(InetDiagMsg<'_>, Family), ParseError> {
     let msg = InetDiagMsg::new(payload).ok_or(ParseError::ShortSocket {
@@ -114,36 +112,12 @@ pub static SERIES_DROPPED: Spec = Spec {
     labels: &["metric"],
 };
 
-/// The collectors, in the order they run and are reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Tcp,
-    Listeners,
-    Udp,
-    Unix,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Tcp, Kind::Listeners, Kind::Udp, Kind::Unix];
-
-    /// The `collector` label value and the flag name (`--collector.tcp`).
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Tcp => "tcp",
-            Kind::Listeners => "listeners",
-            Kind::Udp => "udp",
-            Kind::Unix => "unix",
-        }
-    }
-}
-
 /// What to collect (from the `--collector.*` flags).
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub tcp: bool,
-    pub listeners: bool,
-    pub udp: bool,
-    pub unix: bool,
+    /// The collectors to run (`--[no-]collector.NAME`), in [`Kind::ALL`]
+    /// order.
+    pub enabled: Vec<Kind>,
     pub tcp_dump: DumpMode,
     /// `--collector.tcp.ports`: per-port views (empty: none).
     pub tcp_ports: PortSet,
@@ -165,10 +139,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            tcp: true,
-            listeners: true,
-            udp: true,
-            unix: true,
+            enabled: Kind::ALL.to_vec(),
             tcp_dump: DumpMode::Auto,
             tcp_ports: PortSet::default(),
             udp_ports: PortSet::default(),
@@ -185,65 +156,30 @@ impl Options {
     /// Only the TCP collector (tests, benchmarks, TCP-only fixtures).
     pub fn tcp_only(tcp_dump: DumpMode, deadline: Duration) -> Options {
         Options {
-            listeners: false,
-            udp: false,
-            unix: false,
+            enabled: vec![Kind::Tcp],
             tcp_dump,
             deadline,
             ..Options::default()
         }
     }
 
-    /// Whether a side transport would be used: tcp and at least one of
-    /// listeners, udp and unix are enabled, so the side collectors can run
-    /// while tcp does. Otherwise there is nothing to overlap, and a second
-    /// transport would sit unused.
+    /// Only these collectors.
+    pub fn only(kinds: &[Kind]) -> Options {
+        Options {
+            enabled: kinds.to_vec(),
+            ..Options::default()
+        }
+    }
+
+    /// Whether a side transport would be used: a collector that runs on the
+    /// main socket and one that may run beside it are both enabled, so the
+    /// two can overlap. Otherwise a second transport would sit unused.
     pub fn wants_side(&self) -> bool {
-        self.tcp && (self.listeners || self.udp || self.unix)
+        self.enabled.iter().any(|k| k.side()) && self.enabled.iter().any(|k| !k.side())
     }
 
     pub fn enabled(&self, kind: Kind) -> bool {
-        match kind {
-            Kind::Tcp => self.tcp,
-            Kind::Listeners => self.listeners,
-            Kind::Udp => self.udp,
-            Kind::Unix => self.unix,
-        }
-    }
-}
-
-/// Borrowed stats of every collector, for the metrics and the table.
-#[derive(Clone, Copy)]
-pub struct Stats<'a> {
-    pub tcp: &'a TcpStats,
-    pub listen: &'a ListenStats,
-    pub udp: &'a UdpStats,
-    pub unix: &'a UnixStats,
-    /// What they were collected with (caps for the series).
-    pub options: &'a Options,
-}
-
-/// Owned stats of every collector, for tests that build stats by hand.
-#[cfg(test)]
-#[derive(Default)]
-pub(crate) struct OwnedStats {
-    pub tcp: TcpStats,
-    pub listen: ListenStats,
-    pub udp: UdpStats,
-    pub unix: UnixStats,
-    pub options: Options,
-}
-
-#[cfg(test)]
-impl OwnedStats {
-    pub fn stats(&self) -> Stats<'_> {
-        Stats {
-            tcp: &self.tcp,
-            listen: &self.listen,
-            udp: &self.udp,
-            unix: &self.unix,
-            options: &self.options,
-        }
+        self.enabled.contains(&kind)
     }
 }
 
@@ -268,36 +204,6 @@ impl Report {
     }
 }
 
-/// The collectors that may run beside tcp, in the order they run.
-const SIDE: [Kind; 3] = [Kind::Listeners, Kind::Udp, Kind::Unix];
-
-/// The side collectors' stats, borrowed apart from tcp's so that they can
-/// be filled on another thread while tcp's are filled on this one.
-struct SideStats<'a> {
-    listen: &'a mut ListenStats,
-    udp: &'a mut UdpStats,
-    unix: &'a mut UnixStats,
-}
-
-impl SideStats<'_> {
-    /// Runs the side collectors in `kinds` (never tcp) through `dumper`,
-    /// one report each, in order.
-    fn collect<S: Transport>(&mut self, dumper: &mut Dumper<S>, kinds: &[Kind]) -> Vec<Report> {
-        kinds
-            .iter()
-            .map(|&kind| {
-                timed(kind, || match kind {
-                    Kind::Listeners => self.listen.collect(dumper),
-                    Kind::Udp => self.udp.collect(dumper),
-                    Kind::Unix => self.unix.collect(dumper),
-                    // Callers pass side kinds only; tcp has its own path.
-                    Kind::Tcp => Ok(()),
-                })
-            })
-            .collect()
-    }
-}
-
 /// Runs one collector and times it.
 fn timed(kind: Kind, run: impl FnOnce() -> Result<(), CollectError>) -> Report {
     let started = SystemTime::now();
@@ -311,25 +217,21 @@ fn timed(kind: Kind, run: impl FnOnce() -> Result<(), CollectError>) -> Report {
     }
 }
 
-/// The enabled collectors and their latest stats (valid for the collectors
+/// The enabled collectors and their latest counts (valid for the collectors
 /// whose last report has no error).
 ///
 /// Built with [`Collector::new`], every collector shares one transport and
 /// they run one after another. [`Collector::with_side`] gives the side
-/// collectors (listeners, udp, unix) a transport `S` of their own, and
-/// [`Collector::collect`] then runs them on a scoped thread while tcp runs
-/// on the calling thread.
+/// collectors (those whose [`SocketCollector::SIDE`] is set) a transport
+/// `S` of their own, and [`Collector::collect`] then runs them on a scoped
+/// thread while the others run on the calling thread.
 pub struct Collector<T, S = Box<dyn Transport + Send>> {
     dumper: Dumper<T>,
     /// The side collectors' own dumper, if they have a transport of their own.
     side: Option<Dumper<S>>,
     options: Options,
-    /// Auto mode saw the kernel refuse the legacy request.
-    legacy_refused: bool,
-    pub tcp: TcpStats,
-    pub listen: ListenStats,
-    pub udp: UdpStats,
-    pub unix: UnixStats,
+    /// Every collector's counts (and state kept between collections).
+    all: All,
 }
 
 impl<T: Transport> Collector<T> {
@@ -338,34 +240,26 @@ impl<T: Transport> Collector<T> {
         Collector {
             dumper: Dumper::new(transport, options.deadline),
             side: None,
-            tcp: TcpStats::new(options.tcp_ports.clone()).with_cgroups(options.cgroup),
-            udp: UdpStats::new(options.udp_ports.clone()),
-            listen: ListenStats::default(),
-            unix: UnixStats::default(),
+            all: All::new(&options),
             options,
-            legacy_refused: false,
         }
     }
 }
 
 impl<T: Transport, S: Transport + Send> Collector<T, S> {
-    /// Gives the side collectors (listeners, udp, unix) their own transport,
-    /// which must answer like the main one (a second netlink socket in the
-    /// same namespace, or a second copy of the same fixture). From then on a
-    /// collection with tcp and at least one side collector enabled runs the
-    /// side collectors on a scoped thread while tcp runs on the caller's
-    /// (see [`Options::wants_side`]); otherwise `side` is never used.
+    /// Gives the side collectors their own transport, which must answer
+    /// like the main one (a second netlink socket in the same namespace, or
+    /// a second copy of the same fixture). From then on a collection with a
+    /// main and a side collector enabled runs the side collectors on a
+    /// scoped thread while the main ones run on the caller's (see
+    /// [`Options::wants_side`]); otherwise `side` is never used.
     pub fn with_side<S2: Transport + Send>(self, side: S2) -> Collector<T, S2> {
         let deadline = self.options.deadline;
         Collector {
             dumper: self.dumper,
             side: Some(Dumper::new(side, deadline)),
             options: self.options,
-            legacy_refused: self.legacy_refused,
-            tcp: self.tcp,
-            listen: self.listen,
-            udp: self.udp,
-            unix: self.unix,
+            all: self.all,
         }
     }
 
@@ -385,69 +279,56 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
 
     /// The TCP requests the next collection sends.
     pub fn plan(&self) -> &'static [DumpRequest] {
-        tcp_plan(self.options.tcp_dump, self.legacy_refused)
+        self.all.tcp.plan()
     }
 
-    /// The latest stats of every collector.
+    /// The latest counts of every collector.
     pub fn stats(&self) -> Stats<'_> {
-        Stats {
-            tcp: &self.tcp,
-            listen: &self.listen,
-            udp: &self.udp,
-            unix: &self.unix,
-            options: &self.options,
-        }
+        self.all.stats(&self.options)
     }
 
     /// Runs every enabled collector once, each to its own outcome, and
     /// returns their reports in [`Kind::ALL`] order, each with its own
     /// start and duration.
     ///
-    /// With a side transport, tcp and at least one side collector enabled,
+    /// With a side transport and both a main and a side collector enabled,
     /// the side collectors run in order on a scoped thread (through the
-    /// side transport) while tcp runs on the calling thread; the thread is
-    /// joined before this returns, and a panic on it is resumed here. If
-    /// the thread cannot be spawned, the collection runs on this thread
-    /// after a warning. Otherwise everything runs here, one after another,
-    /// through the main transport.
+    /// side transport) while the main ones run on the calling thread; the
+    /// thread is joined before this returns, and a panic on it is resumed
+    /// here. If the thread cannot be spawned, the collection runs on this
+    /// thread after a warning. Otherwise everything runs here, one after
+    /// another, through the main transport.
     pub fn collect(&mut self) -> Vec<Report> {
-        let side_kinds: Vec<Kind> = SIDE
-            .into_iter()
-            .filter(|kind| self.options.enabled(*kind))
-            .collect();
         let Collector {
             dumper,
             side,
             options,
-            legacy_refused,
-            tcp,
-            listen,
-            udp,
-            unix,
+            all,
         } = self;
-        let mut tcp = TcpPart {
-            dumper,
-            mode: options.tcp_dump,
-            legacy_refused,
-            stats: tcp,
-        };
-        let mut stats = SideStats { listen, udp, unix };
+        let parts: Vec<PartMut<'_>> = all
+            .parts()
+            .into_iter()
+            .filter(|part| options.enabled(part.kind()))
+            .collect();
+        let (mut main, mut beside): (Vec<_>, Vec<_>) =
+            parts.into_iter().partition(|part| !part.kind().side());
         let mut reports = Vec::with_capacity(Kind::ALL.len());
         if let Some(side) = side.as_mut().filter(|_| options.wants_side()) {
             let split = std::thread::scope(|scope| {
                 let thread = std::thread::Builder::new()
                     .name("collect-side".into())
-                    .spawn_scoped(scope, || stats.collect(side, &side_kinds))?;
-                let tcp_report = timed(Kind::Tcp, || tcp.collect());
+                    .spawn_scoped(scope, || run(&mut beside, side))?;
+                let main_reports = run(&mut main, dumper);
                 let side_reports = thread
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                Ok::<_, io::Error>((tcp_report, side_reports))
+                Ok::<_, io::Error>((main_reports, side_reports))
             });
             match split {
-                Ok((tcp_report, side_reports)) => {
-                    reports.push(tcp_report);
+                Ok((main_reports, side_reports)) => {
+                    reports.extend(main_reports);
                     reports.extend(side_reports);
+                    reports.sort_by_key(|report| report.kind);
                     return reports;
                 }
                 Err(e) => log::log(
@@ -457,57 +338,198 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
                 ),
             }
         }
-        if options.tcp {
-            reports.push(timed(Kind::Tcp, || tcp.collect()));
-        }
-        reports.extend(stats.collect(tcp.dumper, &side_kinds));
+        reports.extend(run(&mut main, dumper));
+        reports.extend(run(&mut beside, dumper));
+        reports.sort_by_key(|report| report.kind);
         reports
     }
 
     /// Runs one collector on the main transport.
     pub fn collect_one(&mut self, kind: Kind) -> Result<(), CollectError> {
-        match kind {
-            Kind::Tcp => self.collect_tcp().map(|_| ()),
-            side => {
-                let mut stats = SideStats {
-                    listen: &mut self.listen,
-                    udp: &mut self.udp,
-                    unix: &mut self.unix,
-                };
-                match stats.collect(&mut self.dumper, &[side]).pop() {
-                    Some(Report { error: Some(e), .. }) => Err(e),
-                    _ => Ok(()),
-                }
-            }
+        let mut part = self.all.parts().into_iter().find(|p| p.kind() == kind);
+        match part.as_mut() {
+            Some(part) => part.collect(&mut self.dumper),
+            None => Ok(()),
         }
     }
 
     /// Runs the TCP collector on the main transport, falling back from the
     /// legacy request in auto mode.
     pub fn collect_tcp(&mut self) -> Result<&TcpStats, CollectError> {
-        TcpPart {
-            dumper: &mut self.dumper,
-            mode: self.options.tcp_dump,
-            legacy_refused: &mut self.legacy_refused,
-            stats: &mut self.tcp,
-        }
-        .collect()?;
-        Ok(&self.tcp)
+        self.all.tcp.collect(&mut self.dumper)?;
+        Ok(&self.all.tcp)
     }
+}
+
+/// Runs `parts` in order through `dumper`, one timed report each.
+fn run<T: Transport>(parts: &mut [PartMut<'_>], dumper: &mut Dumper<T>) -> Vec<Report> {
+    parts
+        .iter_mut()
+        .map(|part| timed(part.kind(), || part.collect(dumper)))
+        .collect()
+}
+
+/// What each collector module provides, registered in [`registry!`]'s list
+/// below: adding a collector is its module, one line there, and its tests.
+pub trait SocketCollector: Sink + Send + Default {
+    /// The `collector` label value and the flag name (`--collector.NAME`).
+    const NAME: &'static str;
+    /// Whether it walks other kernel tables than tcp's and so may run on
+    /// the side socket while tcp runs.
+    const SIDE: bool;
+    /// The metrics it alone produces.
+    fn specs() -> &'static [&'static Spec];
+    /// Its state for a collector built with `options`.
+    fn new(options: &Options) -> Self;
+    /// Runs its dumps through `dumper` into its counts.
+    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError>;
+    /// Its series for one namespace (`ns`: the `netns` label, if any).
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>);
+    /// Its section of the table dump.
+    fn table(&self, out: &mut String);
+}
+
+/// Generates, from the one list of collectors, everything that has one
+/// entry per collector: [`Kind`], [`Stats`] and the owned state, and the
+/// dispatch from a kind to its module.
+macro_rules! registry {
+    ($($kind:ident: $field:ident: $ty:ty),* $(,)?) => {
+        /// The collectors, in the order they run and are reported.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kind {
+            $($kind),*
+        }
+
+        impl Kind {
+            pub const ALL: [Kind; [$(Kind::$kind),*].len()] = [$(Kind::$kind),*];
+
+            /// The `collector` label value and the flag name (`--collector.tcp`).
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => <$ty as SocketCollector>::NAME),*
+                }
+            }
+
+            /// Whether it may run on the side socket.
+            pub fn side(self) -> bool {
+                match self {
+                    $(Kind::$kind => <$ty as SocketCollector>::SIDE),*
+                }
+            }
+
+            /// The metrics it alone produces.
+            pub fn specs(self) -> &'static [&'static Spec] {
+                match self {
+                    $(Kind::$kind => <$ty as SocketCollector>::specs()),*
+                }
+            }
+        }
+
+        /// Borrowed counts of every collector, for the metrics and the table.
+        #[derive(Clone, Copy)]
+        pub struct Stats<'a> {
+            $(pub $field: &'a $ty,)*
+            /// What they were collected with (caps for the series).
+            pub options: &'a Options,
+        }
+
+        impl Stats<'_> {
+            /// Collector `kind`'s series for one namespace.
+            pub fn families(&self, kind: Kind, out: &mut Families, ns: Ns<'_>) {
+                match kind {
+                    $(Kind::$kind => self.$field.families(self.options, out, ns)),*
+                }
+            }
+
+            /// Collector `kind`'s section of the table dump.
+            pub fn table(&self, kind: Kind, out: &mut String) {
+                match kind {
+                    $(Kind::$kind => SocketCollector::table(self.$field, out)),*
+                }
+            }
+        }
+
+        /// Owned counts of every collector.
+        #[derive(Default)]
+        struct All {
+            $($field: $ty),*
+        }
+
+        impl All {
+            fn new(options: &Options) -> All {
+                All {
+                    $($field: <$ty as SocketCollector>::new(options)),*
+                }
+            }
+
+            fn stats<'a>(&'a self, options: &'a Options) -> Stats<'a> {
+                Stats {
+                    $($field: &self.$field,)*
+                    options,
+                }
+            }
+
+            /// One mutable handle per collector, in [`Kind::ALL`] order.
+            fn parts(&mut self) -> Vec<PartMut<'_>> {
+                vec![$(PartMut::$kind(&mut self.$field)),*]
+            }
+        }
+
+        /// One collector's counts, borrowed apart from the others' so that
+        /// collectors can run on two threads.
+        enum PartMut<'a> {
+            $($kind(&'a mut $ty)),*
+        }
+
+        impl PartMut<'_> {
+            fn kind(&self) -> Kind {
+                match self {
+                    $(PartMut::$kind(_) => Kind::$kind),*
+                }
+            }
+
+            fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+                match self {
+                    $(PartMut::$kind(c) => SocketCollector::collect(&mut **c, dumper)),*
+                }
+            }
+        }
+
+        /// Owned counts of every collector, for tests that build counts by
+        /// hand.
+        #[cfg(test)]
+        #[derive(Default)]
+        pub(crate) struct OwnedStats {
+            $(pub $field: $ty,)*
+            pub options: Options,
+        }
+
+        #[cfg(test)]
+        impl OwnedStats {
+            pub fn stats(&self) -> Stats<'_> {
+                Stats {
+                    $($field: &self.$field,)*
+                    options: &self.options,
+                }
+            }
+        }
+    };
+}
+
+// The collectors, in the order they run and are reported.
+registry! {
+    Tcp: tcp: tcp::TcpStats,
+    Listeners: listen: listeners::ListenStats,
+    Udp: udp: udp::UdpStats,
+    Unix: unix: unix::UnixStats,
 }
 
 /// Every metric the collectors produce.
 pub fn specs() -> impl Iterator<Item = &'static Spec> {
-    [
-        SHARED_SPECS,
-        tcp::SPECS,
-        listeners::SPECS,
-        udp::SPECS,
-        unix::SPECS,
-    ]
-    .into_iter()
-    .flatten()
-    .copied()
+    std::iter::once(SHARED_SPECS)
+        .chain(Kind::ALL.into_iter().map(Kind::specs))
+        .flatten()
+        .copied()
 }
 
 /// The metrics more than one collector produces.

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use super::ports::{PortCounts, PortSet};
-use super::{inet, Options, RECEIVE_QUEUE, SEND_QUEUE, SOCKETS};
+use super::{inet, Options, SocketCollector, RECEIVE_QUEUE, SEND_QUEUE, SOCKETS};
 use crate::diag::{self, DumpRequest, Family, InetDiagMsg, TcpState, INET_DIAG_MSG_LEN};
 use crate::dump::{CollectError, Dumper, ErrorKind, Sink};
 use crate::exposition::{Families, Ns, Spec, Type};
@@ -32,9 +32,10 @@ use crate::transport::Transport;
 pub type ByState = [[u64; TcpState::COUNT]; 2];
 
 /// Which requests a collection uses (`--collector.tcp.dump`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DumpMode {
     /// Legacy first; per-family from the first refusal on.
+    #[default]
     Auto,
     /// Only the legacy AF_UNSPEC dump.
     Legacy,
@@ -126,6 +127,11 @@ pub struct TcpStats {
     pub ports: PortCounts<{ TcpState::COUNT }>,
     /// Per-cgroup counts, when [`count_cgroups`](Self::count_cgroups) is on.
     cgroups: Option<Box<CgroupCounts>>,
+    /// The requests to send (`--collector.tcp.dump`).
+    pub mode: DumpMode,
+    /// Auto mode saw the kernel refuse the legacy request: per-family dumps
+    /// from then on. Kept across collections.
+    legacy_refused: bool,
 }
 
 impl TcpStats {
@@ -263,7 +269,7 @@ fn is_unsupported(errno: i32) -> bool {
 
 /// The TCP requests for `mode`, once auto mode has (or has not) seen the
 /// kernel refuse the legacy request.
-pub(super) fn tcp_plan(mode: DumpMode, legacy_refused: bool) -> &'static [DumpRequest] {
+fn tcp_plan(mode: DumpMode, legacy_refused: bool) -> &'static [DumpRequest] {
     match mode {
         DumpMode::Legacy => LEGACY,
         DumpMode::ByFamily => BY_FAMILY,
@@ -272,31 +278,24 @@ pub(super) fn tcp_plan(mode: DumpMode, legacy_refused: bool) -> &'static [DumpRe
     }
 }
 
-/// The TCP collector: the main dumper, the dump mode, the auto-mode
-/// fallback state and the stats, borrowed apart from the side collectors'.
-pub(super) struct TcpPart<'a, T> {
-    pub(super) dumper: &'a mut Dumper<T>,
-    pub(super) mode: DumpMode,
-    pub(super) legacy_refused: &'a mut bool,
-    pub(super) stats: &'a mut TcpStats,
-}
+impl TcpStats {
+    /// The TCP requests the next collection sends.
+    pub fn plan(&self) -> &'static [DumpRequest] {
+        tcp_plan(self.mode, self.legacy_refused)
+    }
 
-impl<T: Transport> TcpPart<'_, T> {
-    /// Runs the TCP dumps, falling back from the legacy request in auto
-    /// mode.
-    pub(super) fn collect(&mut self) -> Result<(), CollectError> {
-        match self
-            .dumper
-            .run(tcp_plan(self.mode, *self.legacy_refused), self.stats)
-        {
+    /// Runs the TCP dumps into these counts, falling back from the legacy
+    /// request in auto mode.
+    pub fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+        match dumper.run(self.plan(), self) {
             Err(error) if self.is_legacy_refusal(&error) => {
-                *self.legacy_refused = true;
+                self.legacy_refused = true;
                 log::log(
                     Level::Warn,
                     "the kernel refused the legacy AF_UNSPEC dump; using per-family dumps from now on",
                     &[("err", &error)],
                 );
-                self.dumper.run(tcp_plan(self.mode, true), self.stats)
+                dumper.run(self.plan(), self)
             }
             result => result,
         }
@@ -308,7 +307,7 @@ impl<T: Transport> TcpPart<'_, T> {
     /// fail this collection and leave the legacy request in use.
     fn is_legacy_refusal(&self, error: &CollectError) -> bool {
         self.mode == DumpMode::Auto
-            && !*self.legacy_refused
+            && !self.legacy_refused
             && error.request == DumpRequest::Legacy.name()
             && matches!(
                 error.kind,
@@ -316,7 +315,7 @@ impl<T: Transport> TcpPart<'_, T> {
                     ParseError::KernelError { errno } | ParseError::DoneError { errno }
                 ) if is_unsupported(errno)
             )
-            && self.stats.sockets == ByState::default()
+            && self.sockets == ByState::default()
     }
 }
 
@@ -411,6 +410,28 @@ impl TcpStats {
         }
         self.ports
             .table(out, "TCP", &TcpState::ALL.map(|s| s.label()));
+    }
+}
+
+impl SocketCollector for TcpStats {
+    const NAME: &'static str = "tcp";
+    const SIDE: bool = false;
+    fn specs() -> &'static [&'static Spec] {
+        SPECS
+    }
+    fn new(options: &Options) -> TcpStats {
+        let mut stats = TcpStats::new(options.tcp_ports.clone()).with_cgroups(options.cgroup);
+        stats.mode = options.tcp_dump;
+        stats
+    }
+    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+        TcpStats::collect(self, dumper)
+    }
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
+        TcpStats::families(self, options, out, ns)
+    }
+    fn table(&self, out: &mut String) {
+        TcpStats::table(self, out)
     }
 }
 

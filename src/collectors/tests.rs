@@ -2,6 +2,7 @@
 //! request goes to, failure isolation, the side thread.
 
 use super::tcp::BY_FAMILY;
+use super::unix::UnixStats;
 use super::*;
 use crate::diag::{TcpState, AF_INET, AF_INET6, NLMSG_DONE, NLMSG_ERROR, TCPDIAG_GETSOCK};
 use crate::dump::{ErrorKind, RECV_BUFFER};
@@ -327,10 +328,10 @@ fn side_collectors_run_on_the_side_transport_on_another_thread() {
     assert!(side.threads.iter().all(|t| *t != me), "side ran here");
     assert!(side.threads.windows(2).all(|w| w[0] == w[1]));
 
-    assert_eq!(c.tcp.total(TcpState::Established), 1);
-    assert_eq!(c.listen.listeners().len(), 1);
-    assert_eq!(c.udp.sockets[0], [1, 0]);
-    assert_eq!(unix_total(&c.unix), 1);
+    assert_eq!(c.all.tcp.total(TcpState::Established), 1);
+    assert_eq!(c.all.listen.listeners().len(), 1);
+    assert_eq!(c.all.udp.sockets[0], [1, 0]);
+    assert_eq!(unix_total(&c.all.unix), 1);
 }
 
 #[test]
@@ -346,9 +347,9 @@ fn a_failing_side_collector_does_not_blank_tcp_or_the_others() {
     assert_eq!(failed(&reports), [Kind::Udp]);
     let error = reports[2].error.as_ref().unwrap();
     assert_eq!(error.request, DumpRequest::Udp(Family::Ipv4).name());
-    assert_eq!(c.tcp.total(TcpState::Established), 1);
-    assert_eq!(c.listen.listeners().len(), 1);
-    assert_eq!(unix_total(&c.unix), 1);
+    assert_eq!(c.all.tcp.total(TcpState::Established), 1);
+    assert_eq!(c.all.listen.listeners().len(), 1);
+    assert_eq!(unix_total(&c.all.unix), 1);
     // The failure reset the side transport only.
     assert_eq!(c.side_transport().unwrap().resets, 1);
     assert_eq!(c.transport().resets, 0);
@@ -361,9 +362,9 @@ fn a_failing_tcp_collector_does_not_blank_the_side_ones() {
     let reports = c.collect();
     assert_eq!(kinds(&reports), Kind::ALL);
     assert_eq!(failed(&reports), [Kind::Tcp]);
-    assert_eq!(c.listen.listeners().len(), 1);
-    assert_eq!(c.udp.sockets[0], [1, 0]);
-    assert_eq!(unix_total(&c.unix), 1);
+    assert_eq!(c.all.listen.listeners().len(), 1);
+    assert_eq!(c.all.udp.sockets[0], [1, 0]);
+    assert_eq!(unix_total(&c.all.unix), 1);
     assert_eq!(c.transport().resets, 1);
     assert_eq!(c.side_transport().unwrap().resets, 0);
 }
@@ -382,7 +383,7 @@ fn no_thread_and_no_side_transport_when_nothing_overlaps() {
 
     // No tcp: the side collectors run here, on the main transport.
     let options = Options {
-        tcp: false,
+        enabled: Kind::ALL[1..].to_vec(),
         ..all_on(Duration::from_secs(5))
     };
     assert!(!options.wants_side());
@@ -471,8 +472,7 @@ impl Transport for Stalls {
 fn a_stalled_side_dump_ends_at_the_deadline_and_tcp_still_succeeds() {
     let deadline = Duration::from_millis(100);
     let options = Options {
-        listeners: false,
-        unix: false,
+        enabled: vec![Kind::Tcp, Kind::Udp],
         ..all_on(deadline)
     };
     let mut c = Collector::new(tcp_answer(), options).with_side(Stalls::default());
@@ -486,5 +486,5 @@ fn a_stalled_side_dump_ends_at_the_deadline_and_tcp_still_succeeds() {
         udp.error
     );
     assert!(udp.duration >= deadline, "{:?}", udp.duration);
-    assert_eq!(c.tcp.total(TcpState::Established), 1);
+    assert_eq!(c.all.tcp.total(TcpState::Established), 1);
 }

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use super::ports::{PortCounts, PortSet};
-use super::{drops, inet, Options, RECEIVE_QUEUE, SEND_QUEUE, SERIES_DROPPED, SOCKETS};
+use super::{
+    drops, inet, Options, SocketCollector, RECEIVE_QUEUE, SEND_QUEUE, SERIES_DROPPED, SOCKETS,
+};
 use crate::diag::{DumpRequest, Family, UdpState, INET_DIAG_MSG_LEN};
 use crate::dump::{CollectError, Dumper, Sink};
 use crate::exposition::{Families, Ns, Spec, Type};
@@ -195,6 +197,26 @@ impl UdpStats {
             }
             out.push_str(&columns(&rows, 1));
         }
+    }
+}
+
+impl SocketCollector for UdpStats {
+    const NAME: &'static str = "udp";
+    const SIDE: bool = true;
+    fn specs() -> &'static [&'static Spec] {
+        SPECS
+    }
+    fn new(options: &Options) -> UdpStats {
+        UdpStats::new(options.udp_ports.clone())
+    }
+    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+        UdpStats::collect(self, dumper)
+    }
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
+        UdpStats::families(self, options, out, ns)
+    }
+    fn table(&self, out: &mut String) {
+        UdpStats::table(self, out)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::{Options, SERIES_DROPPED};
+use super::{Options, SocketCollector, SERIES_DROPPED};
 use crate::cap;
 use crate::diag::{
     meminfo, Attributes, DumpRequest, UnixDiagMsg, UnixState, UnixType, UNIX_DIAG_NAME,
@@ -300,6 +300,26 @@ impl UnixStats {
             ]));
         }
         out.push_str(&columns(&rows, 1));
+    }
+}
+
+impl SocketCollector for UnixStats {
+    const NAME: &'static str = "unix";
+    const SIDE: bool = true;
+    fn specs() -> &'static [&'static Spec] {
+        SPECS
+    }
+    fn new(_options: &Options) -> UnixStats {
+        UnixStats::default()
+    }
+    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+        UnixStats::collect(self, dumper)
+    }
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
+        UnixStats::families(self, options, out, ns)
+    }
+    fn table(&self, out: &mut String) {
+        UnixStats::table(self, out)
     }
 }
 
