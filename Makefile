@@ -54,7 +54,7 @@ bench:
 bench-netns:
 	$(CARGO) bench --locked --bench netns
 
-## soak: 1M scrapes at full speed against 100k sockets with churn, RSS/fds/threads must stay flat (root; not in make test; see benches/soak.rs for SOAK_* settings)
+## soak: 2000 collections (cache TTL 0, paced by the 4x rule) against 100k sockets with churn; fails on an RSS slope over 256 B/collection or fd/thread growth (root; not in make test; SOAK_* settings in benches/soak.rs)
 soak:
 	$(CARGO) build --release --locked
 	nice -n 10 $(CARGO) bench --locked --bench soak

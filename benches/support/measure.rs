@@ -113,16 +113,68 @@ pub fn median(v: &[f64]) -> f64 {
 /// Median over rounds of a[i] / b[i], for rounds where both were measured:
 /// interleaved rounds pair up, so slow drifts in machine load cancel out.
 pub fn paired_ratio(a: &[f64], b: &[f64]) -> Option<f64> {
-    let r: Vec<f64> = a
-        .iter()
-        .zip(b)
-        .filter(|(x, y)| x.is_finite() && y.is_finite() && **y > 0.0)
-        .map(|(x, y)| x / y)
-        .collect();
-    if r.is_empty() {
-        None
-    } else {
-        Some(median(&r))
+    Spread::of_ratios(a, b).map(|s| s.median)
+}
+
+/// How a per-round figure is spread over the rounds: median, the 10th and
+/// 90th percentiles (nearest rank) and the extremes.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub n: usize,
+    pub min: f64,
+    pub p10: f64,
+    pub median: f64,
+    pub p90: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(v: &[f64]) -> Option<Spread> {
+        let mut s: Vec<f64> = v.iter().cloned().filter(|x| x.is_finite()).collect();
+        if s.is_empty() {
+            return None;
+        }
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let n = s.len();
+        let rank = |p: f64| s[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Some(Spread {
+            n,
+            min: s[0],
+            p10: rank(0.10),
+            median: median(&s),
+            p90: rank(0.90),
+            max: s[n - 1],
+        })
+    }
+
+    /// The per-round ratios a[i] / b[i], for rounds where both were measured.
+    pub fn of_ratios(a: &[f64], b: &[f64]) -> Option<Spread> {
+        let r: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && **y > 0.0)
+            .map(|(x, y)| x / y)
+            .collect();
+        Spread::of(&r)
+    }
+
+    /// `1.02x [0.97..1.10]`: median, then min..max over the rounds.
+    pub fn ratio_text(&self) -> String {
+        format!("{:.2}x [{:.2}..{:.2}]", self.median, self.min, self.max)
+    }
+
+    /// `median 1.021x, p10..p90 0.990..1.060, min..max 0.970..1.100, 11 rounds`.
+    /// With 10 rounds or more the 10th and 90th percentiles come first.
+    pub fn ratio_long(&self) -> String {
+        let pct = if self.n >= 10 {
+            format!(", p10..p90 {:.3}..{:.3}", self.p10, self.p90)
+        } else {
+            String::new()
+        };
+        format!(
+            "median {:.3}x{pct}, min..max {:.3}..{:.3}, {} rounds",
+            self.median, self.min, self.max, self.n
+        )
     }
 }
 

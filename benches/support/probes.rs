@@ -1,9 +1,16 @@
 //! The comparison programs, run as helper-mode subprocesses of the bench
 //! binary so that their wall time and peak RSS are measured exactly like ours:
 //!
-//! - `two_dump`: the naive lower bound. SOCK_DIAG_BY_FAMILY for AF_INET, then
+//! - `one_dump`: the floor, the bench's main baseline. One legacy
+//!   TCPDIAG_GETSOCK (nlmsg type 18) dump with family AF_UNSPEC, so the
+//!   kernel walks its TCP hash tables once for both families; all states, no
+//!   extensions, a 32 KiB receive buffer, reading and walking the messages
+//!   only. Raw libc, nothing allocated per socket. This is the same kernel
+//!   work our `tcp` collector asks for, with nothing done per socket.
+//! - `two_dump`: the naive loop. SOCK_DIAG_BY_FAMILY for AF_INET, then
 //!   AF_INET6, all states, no extensions, a 32 KiB receive buffer, counting
-//!   messages only. Raw libc, nothing allocated per socket.
+//!   messages only. Raw libc, nothing allocated per socket. The kernel walks
+//!   its tables twice, once per family.
 //! - `mix`: the same two dumps, but tallying state and queues per family: how
 //!   the bench prints the actual socket mix it built (the fastest way we have).
 //! - `count_other`: UDP (per family) and unix dumps tallying state, the
@@ -16,6 +23,8 @@ use std::time::Instant;
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The legacy inet_diag request type for TCP (linux/inet_diag.h).
+const TCPDIAG_GETSOCK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -55,6 +64,24 @@ struct DumpRequest {
     pad: u8,
     idiag_states: u32,
     id: [u8; 48],
+}
+
+/// nlmsghdr + the legacy inet_diag_req (family, src_len, dst_len, ext,
+/// inet_diag_sockid, states, dbs), 76 bytes.
+#[repr(C)]
+struct LegacyDumpRequest {
+    nlmsg_len: u32,
+    nlmsg_type: u16,
+    nlmsg_flags: u16,
+    nlmsg_seq: u32,
+    nlmsg_pid: u32,
+    idiag_family: u8,
+    idiag_src_len: u8,
+    idiag_dst_len: u8,
+    idiag_ext: u8,
+    id: [u8; 48],
+    idiag_states: u32,
+    idiag_dbs: u32,
 }
 
 /// nlmsghdr + unix_diag_req, 40 bytes.
@@ -133,6 +160,34 @@ impl DiagSocket {
             std::slice::from_raw_parts(
                 &req as *const DumpRequest as *const u8,
                 std::mem::size_of::<DumpRequest>(),
+            )
+        };
+        self.dump_raw(bytes, f)
+    }
+
+    /// One legacy TCPDIAG_GETSOCK dump with family AF_UNSPEC: every TCP
+    /// socket of both families in one walk of the kernel's tables.
+    fn dump_legacy_unspec(&mut self, seq: u32, f: impl FnMut(&[u8])) -> io::Result<()> {
+        let req = LegacyDumpRequest {
+            nlmsg_len: std::mem::size_of::<LegacyDumpRequest>() as u32,
+            nlmsg_type: TCPDIAG_GETSOCK,
+            nlmsg_flags: NLM_F_REQUEST | NLM_F_DUMP,
+            nlmsg_seq: seq,
+            nlmsg_pid: 0,
+            idiag_family: libc::AF_UNSPEC as u8,
+            idiag_src_len: 0,
+            idiag_dst_len: 0,
+            idiag_ext: 0,
+            id: [0; 48],
+            idiag_states: ALL_STATES,
+            idiag_dbs: 0,
+        };
+        // SAFETY: as for dump_inet: repr(C), every field initialised, no
+        // padding (76 bytes of u8/u16/u32 fields in 4-byte order).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &req as *const LegacyDumpRequest as *const u8,
+                std::mem::size_of::<LegacyDumpRequest>(),
             )
         };
         self.dump_raw(bytes, f)
@@ -233,6 +288,17 @@ impl Drop for DiagSocket {
         // SAFETY: fd was opened by open() and is closed once.
         unsafe { libc::close(self.fd) };
     }
+}
+
+/// Helper mode `one-dump` (the floor): prints `messages=N duration_seconds=S`.
+pub fn one_dump() -> io::Result<()> {
+    let start = Instant::now();
+    let mut s = DiagSocket::open()?;
+    let mut count = 0u64;
+    s.dump_legacy_unspec(1, |_| count += 1)?;
+    let secs = start.elapsed().as_secs_f64();
+    println!("messages={count} duration_seconds={secs:.6}");
+    Ok(())
 }
 
 /// Helper mode `two-dump`: prints `messages=N duration_seconds=S`.
