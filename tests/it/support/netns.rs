@@ -3,10 +3,10 @@
 //! * `require_root_netns`: move the calling test thread into a private
 //!   network namespace (root only), so a test's sockets are the only ones
 //!   there.
-//! * `Helper`: a child process that is this very test binary run again in
-//!   helper mode (`run_helper_if_asked`, from the test `ENTRY`), set up before exec as asked: moved
-//!   into a cgroup, into a new network namespace, or down to an unprivileged
-//!   uid. It opens an exact mix of IPv4 loopback sockets (or runs a
+//! * `Helper`: a child process that is this very test binary run again on
+//!   the test `ENTRY` in helper mode (`run_helper_if_asked`), set up before
+//!   exec as asked: moved into a cgroup, into a new network namespace, or
+//!   down to an unprivileged uid. It opens an exact mix of IPv4 loopback sockets (or runs a
 //!   discovery), prints one `SDTEST-READY` line and waits for stdin to
 //!   close. Dropping it kills it by PID.
 //! * `NamedNs`: an `ip netns add` namespace with a test-unique name, deleted
