@@ -61,7 +61,7 @@ soak:
 
 ## golden: regenerate tests/golden/* from the recorded fixtures (nothing is written unless legacy = by-family)
 golden:
-	UPDATE_GOLDEN=1 $(CARGO) test --locked --test golden
+	UPDATE_GOLDEN=1 $(CARGO) test --locked --test it golden::
 
 ## fixtures: re-record tests/fixtures/*.fixture from a real kernel (root), checked against /proc and ss first; then `make golden`
 # record.py writes into a scratch directory and exits non-zero on any

@@ -46,7 +46,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cap;
 use crate::outcome::OsError;
@@ -634,8 +634,13 @@ impl Attribution {
 
 /// Reads the cgroup v2 path of a process from /proc/PID/cgroup (the `0::`
 /// line), for tests and diagnostics.
+#[cfg(any(test, feature = "testing"))]
 pub fn process_cgroup(pid: u32) -> io::Result<Option<String>> {
-    let text = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("cgroup"))?;
+    let text = fs::read_to_string(
+        std::path::Path::new("/proc")
+            .join(pid.to_string())
+            .join("cgroup"),
+    )?;
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix("0::"))

@@ -6,7 +6,7 @@
 //! it. So a netlink socket opened once inside a namespace dumps that
 //! namespace from then on, from any thread: collecting from a namespace only
 //! needs a brief visit to open the socket ([`run_on_new_thread`] or
-//! [`with_netns`]), and [`PerNamespace`] keeps one per namespace until the
+//! `with_netns`, tests only), and [`PerNamespace`] keeps one per namespace until the
 //! namespace is gone. Such a socket holds a reference that keeps its
 //! namespace alive, so the cache must be trimmed to the live set after every
 //! discovery ([`PerNamespace::retain_live`]).
@@ -39,18 +39,20 @@
 //! Discovery costs one stat per process (1.9 ms for 124 processes here).
 //! Entering costs little (measured, release build, busy host: opening a
 //! netlink socket through [`run_on_new_thread`] 49 us per namespace, through
-//! [`with_netns`] 156 us, which pays two setns). The dumps are what cost:
+//! `with_netns` 156 us, which pays two setns). The dumps are what cost:
 //! the kernel's TCP hash tables are shared by all namespaces, so a dump of
 //! even an empty namespace walks every TCP socket on the host and skips the
 //! foreign ones. N namespaces cost N such walks (measured: an empty
 //! namespace's dump took 0.15 ms on a quiet host and 150-300 ms while
 //! another process held 810k TCP sockets elsewhere).
 //!
-//! The private-namespace helpers ([`enter_private`], [`set_link_up`],
-//! [`write_sysctl`]) let tests and the benchmark load generator build an
-//! exact socket mix that nothing else on the host can disturb.
+//! The private-namespace helpers (`enter_private`, `set_link_up`,
+//! `write_sysctl`) let tests and the benchmark load generator build an
+//! exact socket mix that nothing else on the host can disturb. They, like
+//! `with_netns` and `by_label`, exist only with the `testing` feature
+//! (on for tests, benches and the fuzz harness), not in the binary's API.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
@@ -65,6 +67,7 @@ use crate::outcome::OsError;
 ///
 /// Needs CAP_SYS_ADMIN (root). The namespace disappears when the last thread,
 /// process or socket holding it is gone, so the caller never has to delete it.
+#[cfg(any(test, feature = "testing"))]
 pub fn enter_private() -> io::Result<()> {
     // SAFETY: unshare takes no pointers; it only changes this thread's nsproxy.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -74,6 +77,7 @@ pub fn enter_private() -> io::Result<()> {
 }
 
 /// Sets IFF_UP on the named interface of the calling thread's namespace.
+#[cfg(any(test, feature = "testing"))]
 pub fn set_link_up(name: &str) -> io::Result<()> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
@@ -112,6 +116,7 @@ pub fn set_link_up(name: &str) -> io::Result<()> {
 
 /// Writes a per-namespace sysctl such as `net/ipv4/tcp_tw_reuse`, as seen by
 /// the calling thread's network namespace.
+#[cfg(any(test, feature = "testing"))]
 pub fn write_sysctl(name: &str, value: &str) -> io::Result<()> {
     std::fs::write(format!("/proc/sys/{name}"), value)
 }
@@ -611,10 +616,12 @@ fn setns(fd: &File) -> io::Result<()> {
 
 /// Puts the thread back into its own namespace when dropped, also while a
 /// panic unwinds.
+#[cfg(any(test, feature = "testing"))]
 struct GoBack {
     home: File,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Drop for GoBack {
     fn drop(&mut self) {
         if let Err(e) = setns(&self.home) {
@@ -644,6 +651,7 @@ impl Drop for GoBack {
 /// (EPERM without CAP_SYS_ADMIN); `f` has not run then. If returning fails
 /// the process aborts, because no caller could go on safely on a thread in
 /// the wrong namespace. [`run_on_new_thread`] avoids that case altogether.
+#[cfg(any(test, feature = "testing"))]
 pub fn with_netns<R>(ns: &Namespace, f: impl FnOnce() -> R) -> io::Result<R> {
     let home = File::open(THREAD_SELF_NET)?;
     if NsId::of(&home.metadata()?) == ns.id {
@@ -770,7 +778,8 @@ impl<T> PerNamespace<T> {
 }
 
 /// Discovered namespaces by label, for logs and tests.
-pub fn by_label(discovery: &Discovery) -> BTreeMap<&str, &Namespace> {
+#[cfg(any(test, feature = "testing"))]
+pub fn by_label(discovery: &Discovery) -> std::collections::BTreeMap<&str, &Namespace> {
     discovery
         .namespaces
         .iter()

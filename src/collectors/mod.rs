@@ -154,6 +154,7 @@ impl Default for Options {
 
 impl Options {
     /// Only the TCP collector (tests, benchmarks, TCP-only fixtures).
+    #[cfg(any(test, feature = "testing"))]
     pub fn tcp_only(tcp_dump: DumpMode, deadline: Duration) -> Options {
         Options {
             enabled: vec![Kind::Tcp],

@@ -162,6 +162,7 @@ impl TcpStats {
     }
 
     /// Whether per-cgroup counting is on.
+    #[cfg(any(test, feature = "testing"))]
     pub fn counts_cgroups(&self) -> bool {
         self.cgroups.is_some()
     }

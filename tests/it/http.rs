@@ -3,11 +3,8 @@
 //! These need no private namespace and run as any user, on 127.0.0.1:0 in
 //! the host namespace.
 
-mod common;
-#[path = "common/timing.rs"]
-mod timing;
-
-use common::*;
+use crate::support;
+use crate::support::*;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -277,7 +274,7 @@ fn next_collection_after(server: &Server, limit: Duration) -> Option<Duration> {
 fn cache_ttl_holds_and_then_expires() {
     let long = Server::start(&["--cache.ttl", "3s"]);
     let took = next_collection_after(&long, Duration::from_secs(8));
-    timing::assert_between(
+    support::timing::assert_between(
         "with --cache.ttl 3s, the first scrape served a new collection",
         took,
         2.95,
@@ -285,7 +282,7 @@ fn cache_ttl_holds_and_then_expires() {
     );
     let short = Server::start(&["--cache.ttl", "200ms"]);
     let took = next_collection_after(&short, Duration::from_secs(3));
-    timing::assert_between(
+    support::timing::assert_between(
         "with --cache.ttl 200ms, the first scrape served a new collection",
         took,
         0.19,
@@ -405,8 +402,13 @@ fn stalled_reader_is_cut_after_write_timeout() {
     let mut s = stalled_reader(&server, REQUESTS);
     let stalled_at = Instant::now();
     let client = s.local_addr().unwrap();
-    let took = timing::server_closed_after(server.addr, client, stalled_at, Duration::from_secs(8));
-    timing::assert_between(
+    let took = support::timing::server_closed_after(
+        server.addr,
+        client,
+        stalled_at,
+        Duration::from_secs(8),
+    );
+    support::timing::assert_between(
         "a client that stops reading, with --web.write-timeout 1s, cut",
         took,
         0.9,

@@ -3,11 +3,7 @@
 //! client, when installed), every client_auth_type, min/max_version, basic
 //! auth good/bad/missing, bad config files, and slow TLS clients that must
 //! not hold up anyone else. Certificates are made fresh by each test
-//! (`common::Pki`, rcgen); nothing secret is checked in.
-
-mod common;
-#[path = "common/timing.rs"]
-mod timing;
+//! (`support::Pki`, rcgen); nothing secret is checked in.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -15,7 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::support;
+use crate::support::{
     basic_auth, bcrypt_hash, parse_prometheus, run_exporter, tls_client, tls_request, ClientCert,
     Pki, Server,
 };
@@ -72,7 +69,7 @@ fn scrapes_over_tls_and_refuses_plain_http() {
         );
     }
     // Plain HTTP on the TLS port gets Go's answer, not a hang.
-    let r = common::http_request(server.addr, "GET", "/metrics", &[]).unwrap();
+    let r = support::http_request(server.addr, "GET", "/metrics", &[]).unwrap();
     assert_eq!(r.status, 400);
     assert!(
         r.text().contains("HTTP request to an HTTPS server"),
@@ -394,7 +391,7 @@ fn a_stalled_handshake_is_cut_at_the_read_timeout() {
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
         Err(e) => panic!("reading the half-handshake connection: {e}"),
     };
-    timing::assert_between(
+    support::timing::assert_between(
         "half a ClientHello with --web.read-timeout 1s cut",
         took,
         0.9,
@@ -407,7 +404,7 @@ fn a_stalled_handshake_is_cut_at_the_read_timeout() {
 /// curl links OpenSSL: a second, independent TLS implementation.
 #[test]
 fn curl_scrapes_with_client_cert_and_basic_auth() {
-    if !common::require_tool("curl", "`make deps` installs it") {
+    if !support::require_tool("curl", "`make deps` installs it") {
         return;
     }
     let pki = Pki::new("curl");
@@ -493,7 +490,7 @@ fn password_guessing_does_not_hold_up_a_known_scraper() {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
-        let r = common::parse_response_bytes(&raw).unwrap();
+        let r = support::parse_response_bytes(&raw).unwrap();
         if r.status == 503 {
             assert_eq!(r.header("retry-after"), Some("1"));
         }

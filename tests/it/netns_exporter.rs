@@ -9,15 +9,14 @@
 //! deleted by a guard) and helper processes in private namespaces (killed by
 //! PID); they skip with a printed reason when not root.
 
-mod common;
-
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::ns::*;
-use common::{
+use crate::support;
+use crate::support::netns::*;
+use crate::support::{
     parse_prometheus, poll_until, require_root, require_sys_admin, require_tool, run_exporter,
     skip, Exposition, Server, BIN, STATES,
 };
@@ -27,14 +26,6 @@ use sockdiag_exporter::namespaces::{Fleet, InNamespace, NetnsConfig};
 use sockdiag_exporter::netns;
 use sockdiag_exporter::transport::Netlink;
 use sockdiag_exporter::transport::Transport;
-
-const ENTRY: &str = "helper_process_entry";
-
-/// Not a test: the body of helper processes (see tests/common/ns.rs).
-#[test]
-fn helper_process_entry() {
-    run_helper_if_asked();
-}
 
 const IP_HINT: &str = "iproute2, for named namespaces; `make deps` installs it";
 
@@ -130,7 +121,7 @@ fn every_namespace_is_collected_under_its_label() {
     let helper_label = format!("ino:{ino}");
 
     // One-shot dump: exact counts per namespace.
-    let exp = common::dump_metrics(&["--collector.netns"]);
+    let exp = support::dump_metrics(&["--collector.netns"]);
     assert_tcp(&exp, &named.name, 3.0, 4.0);
     assert_tcp(&exp, &helper_label, 2.0, 2.0);
     assert_eq!(
@@ -162,7 +153,7 @@ fn every_namespace_is_collected_under_its_label() {
     assert_eq!(netns_ok, if unreadable == 0.0 { 1.0 } else { 0.0 });
 
     // The limit keeps the own namespace and counts the rest.
-    let limited = common::dump_metrics(&["--collector.netns", "--collector.netns.max=1"]);
+    let limited = support::dump_metrics(&["--collector.netns", "--collector.netns.max=1"]);
     assert_eq!(labels_of(&limited), ["host"]);
     assert!(limited.value("sockdiag_netns_skipped", &[]) >= 2.0);
     assert_eq!(
@@ -346,7 +337,7 @@ fn pod_like_helper_is_counted_by_netns_and_cgroup() {
         .expect("helper namespace");
     let netns = format!("ino:{ino}");
     let path = format!("/{name}/pod");
-    let exp = common::dump_metrics(&["--collector.netns", "--collector.cgroup"]);
+    let exp = support::dump_metrics(&["--collector.netns", "--collector.cgroup"]);
     for state in STATES {
         let want = match state {
             "listen" => 2.0,
@@ -391,7 +382,7 @@ fn pod_like_helper_is_counted_by_netns_and_cgroup() {
         1.0
     );
     // Depth 1: summed into the test's top cgroup.
-    let exp = common::dump_metrics(&[
+    let exp = support::dump_metrics(&[
         "--collector.netns",
         "--collector.cgroup",
         "--collector.cgroup.depth=1",
@@ -421,7 +412,7 @@ fn cgroup_series_cap_keeps_the_heaviest_and_sums_the_rest() {
     let Some((top, name)) = test_cgroup("cap") else {
         return;
     };
-    if !common::require_root_netns() {
+    if !support::require_root_netns() {
         return;
     }
     // (cgroup, pairs): 1 listener + 2 ESTABLISHED per pair.
@@ -470,7 +461,8 @@ fn cgroup_series_cap_keeps_the_heaviest_and_sums_the_rest() {
     };
     let path = |pod: &str| format!("/{name}/{pod}");
 
-    let at_three = common::dump_metrics(&["--collector.cgroup", "--collector.cgroup.max-series=3"]);
+    let at_three =
+        support::dump_metrics(&["--collector.cgroup", "--collector.cgroup.max-series=3"]);
     // `none` (sockets without a cgroup id) is never cut and not counted
     // against the cap.
     let none = "none".to_string();
@@ -489,7 +481,7 @@ fn cgroup_series_cap_keeps_the_heaviest_and_sums_the_rest() {
     assert_eq!(dropped(&at_three), 0.0);
 
     let at_two =
-        common::dump_metrics(&["--collector.cgroup", "--collector.cgroup.max-series", "2"]);
+        support::dump_metrics(&["--collector.cgroup", "--collector.cgroup.max-series", "2"]);
     assert_eq!(rows(&at_two), [path("c"), none, "other".to_string()]);
     assert_eq!(value(&at_two, &path("c"), "established"), 6.0);
     assert_eq!(value(&at_two, "other", "listen"), 2.0);

@@ -1,4 +1,4 @@
-//! Socket builders and independent kernel views for `tests/collectors.rs`.
+//! Socket builders and independent kernel views for the collector tests.
 //!
 //! std has no knob for several things the collector tests need (an exact
 //! SO_RCVBUF on a UDP socket, a BPF filter attached before a nonblocking TCP
@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{cvt, parse_proc_addr, setsockopt_int, Family};
+use super::mix::{cvt, parse_proc_addr, setsockopt_int, Family};
 
 /// socket(2) with SOCK_CLOEXEC, owned.
 pub fn socket(domain: libc::c_int, ty: libc::c_int) -> OwnedFd {

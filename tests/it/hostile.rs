@@ -27,8 +27,6 @@
 //! for the whole scenario (one collection), so the scenario measures the HTTP
 //! loop and not the collection.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -38,7 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{connect_small_rcvbuf, timed_scrape, ProcStats, Sampler, Server};
+use crate::support;
+use crate::support::{connect_small_rcvbuf, timed_scrape, ProcStats, Sampler, Server};
 
 /// The bound a normal scrape must meet while a hostile client runs.
 const SCRAPE_LIMIT: Duration = Duration::from_secs(1);
@@ -662,7 +661,7 @@ fn parse_wrk(out: &str) -> WrkSummary {
 /// even from the debug build; the rate is printed, not asserted.
 #[test]
 fn wrk_at_full_speed() {
-    if !common::require_tool("wrk", "`make deps` installs it") {
+    if !support::require_tool("wrk", "`make deps` installs it") {
         return;
     }
     let _serial = serial();

@@ -14,8 +14,6 @@
 //! skipped with a reason without root or without Prometheus. Prometheus is
 //! stopped by PID when the test ends, also when it fails.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -23,7 +21,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 /// Nothing else listens in the private namespace.

@@ -7,30 +7,20 @@
 //! every namespace, cgroup and process a test makes carries the test
 //! process id in its name and is removed by a guard, also on failure.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use common::ns::*;
-use common::{poll_until, require_sys_admin, require_tool, skip};
+use crate::support;
+use crate::support::netns::*;
+use crate::support::{poll_until, require_sys_admin, require_tool, skip};
 use sockdiag_exporter::cgroup::{self, Attribution};
 use sockdiag_exporter::collectors::{tcp::DumpMode, Collector, Options};
 use sockdiag_exporter::diag::TcpState;
 use sockdiag_exporter::netns::{self, Namespace, PerNamespace};
 use sockdiag_exporter::transport::Netlink;
-
-const ENTRY: &str = "helper_process_entry";
-
-/// Not a test: the body of helper processes (see tests/common/ns.rs). In a
-/// normal run it returns at once.
-#[test]
-fn helper_process_entry() {
-    run_helper_if_asked();
-}
 
 const IP_HINT: &str = "iproute2, for named namespaces; `make deps` installs it";
 
@@ -269,7 +259,7 @@ fn cgroup_ids_map_to_the_test_cgroups() {
     };
     // The sockets live in this thread's private namespace (helpers inherit
     // it), so the dump holds nothing else.
-    if !common::require_root_netns() {
+    if !support::require_root_netns() {
         return;
     }
     let cg_a = TestCgroup::create(&top.path, "a").unwrap();
@@ -424,7 +414,7 @@ fn cgroup_ids_map_to_the_test_cgroups() {
     // ends and the cgroup is removed. The kernel keeps sending c's id (the
     // socket pins the dying cgroup); the id is gone from the tree, so the
     // next collection counts the listener as unknown.
-    let stolen = common::steal_socket_fd(
+    let stolen = support::steal_socket_fd(
         hc.pid as libc::pid_t,
         hc.field("listener_inode").parse().unwrap(),
     )

@@ -7,16 +7,13 @@
 //! and an unsent body stalled every scrape. Every request with a body must
 //! now get 413 and a closed connection, and the server keeps serving.
 
-mod common;
-#[path = "common/timing.rs"]
-mod timing;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{read_response, Server};
+use crate::support;
+use crate::support::{read_response, Server};
 
 fn send(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -150,8 +147,8 @@ fn a_head_not_finished_within_the_read_timeout_is_cut() {
     let mut slow = TcpStream::connect(server.addr).unwrap();
     let started = Instant::now();
     slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x").unwrap();
-    let took = timing::closed_after(&mut slow, started, Duration::from_secs(8));
-    timing::assert_between(
+    let took = support::timing::closed_after(&mut slow, started, Duration::from_secs(8));
+    support::timing::assert_between(
         "a half-sent head with --web.read-timeout 1s closed",
         took,
         0.9,
@@ -175,8 +172,8 @@ fn a_head_not_finished_within_the_read_timeout_is_cut() {
         .expect("a request after 0.6 s idle must be served (read timeout 1 s)");
     assert_eq!(second.status, 200);
     let idle_since = Instant::now();
-    let took = timing::closed_after(&mut kept, idle_since, Duration::from_secs(8));
-    timing::assert_between(
+    let took = support::timing::closed_after(&mut kept, idle_since, Duration::from_secs(8));
+    support::timing::assert_between(
         "an idle keep-alive connection with --web.read-timeout 1s closed",
         took,
         0.9,
@@ -204,8 +201,8 @@ fn idle_connections_are_kept_up_to_the_cap_exactly() {
     }
     let fourth = TcpStream::connect(server.addr).unwrap();
     let started = Instant::now();
-    let took = timing::closed_after(&mut idle[0], started, Duration::from_secs(3));
-    timing::assert_between(
+    let took = support::timing::closed_after(&mut idle[0], started, Duration::from_secs(3));
+    support::timing::assert_between(
         "the oldest idle connection, once a 4th connected with --web.max-connections 3, closed",
         took,
         0.0,

@@ -1,9 +1,12 @@
-//! Helpers for the namespace and cgroup tests (tests/netns_cgroup.rs).
+//! Helpers for the namespace and cgroup tests (netns_cgroup, netns_exporter).
 //!
-//! * `Helper`: a child process that is this very test binary run again in
-//!   helper mode (`run_helper_if_asked`), set up before exec as asked: moved
-//!   into a cgroup, into a new network namespace, or down to an unprivileged
-//!   uid. It opens an exact mix of IPv4 loopback sockets (or runs a
+//! * `require_root_netns`: move the calling test thread into a private
+//!   network namespace (root only), so a test's sockets are the only ones
+//!   there.
+//! * `Helper`: a child process that is this very test binary run again on
+//!   the test `ENTRY` in helper mode (`run_helper_if_asked`), set up before
+//!   exec as asked: moved into a cgroup, into a new network namespace, or
+//!   down to an unprivileged uid. It opens an exact mix of IPv4 loopback sockets (or runs a
 //!   discovery), prints one `SDTEST-READY` line and waits for stdin to
 //!   close. Dropping it kills it by PID.
 //! * `NamedNs`: an `ip netns add` namespace with a test-unique name, deleted
@@ -29,7 +32,37 @@ use sockdiag_exporter::diag::{
     self, Attributes, DumpRequest, Family, INET_DIAG_MSG_LEN, SOCK_DIAG_BY_FAMILY,
 };
 use sockdiag_exporter::netns;
+
+use super::skips::{require_root, skip};
 use sockdiag_exporter::transport::{Netlink, Transport};
+
+/// The test a helper process runs: `helper_process_entry` in tests/it/main.rs,
+/// at the top of the binary so its name has no module prefix.
+pub const ENTRY: &str = "helper_process_entry";
+
+/// Moves the calling thread into a fresh private network namespace with `lo`
+/// up and `tcp_tw_reuse` off. Returns false after [`skip`] (which fails the
+/// test in strict mode) when that is impossible; the caller must then
+/// return early.
+///
+/// Child processes spawned later from this thread inherit the namespace.
+pub fn require_root_netns() -> bool {
+    if !require_root("create a private network namespace") {
+        return false;
+    }
+    if let Err(e) = sockdiag_exporter::netns::enter_private() {
+        skip(format_args!(
+            "needs CAP_SYS_ADMIN to enter a private network namespace: {e}"
+        ));
+        return false;
+    }
+    // Without this, connect() on loopback may recycle our TIME_WAIT sockets.
+    // A failure here would make the TIME_WAIT counts unreliable: that is a
+    // broken test environment, not a skip.
+    sockdiag_exporter::netns::write_sysctl("net/ipv4/tcp_tw_reuse", "0")
+        .expect("set net/ipv4/tcp_tw_reuse=0 in the private namespace");
+    true
+}
 
 /// Set in a helper's environment to the helper mode ("sockets", "discover").
 pub const HELPER_ENV: &str = "SOCKDIAG_TEST_HELPER";

@@ -3,9 +3,7 @@
 //! socket, queue-bytes and listener series the exporter reports for it,
 //! through each dump mode, the table format and the HTTP endpoint.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 
 /// The design in numbers, written out by hand so a mistake in the mix
 /// builder cannot silently change what the exporter is held to.

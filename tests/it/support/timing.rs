@@ -1,9 +1,7 @@
 //! Timing when a timeout's effect happens, for the tests of the timeout
 //! flags: when the server closes a connection, seen from the client (EOF or
 //! reset) or, for a client that must not read, from the server's end of the
-//! connection in `/proc/thread-self/net/tcp`. Included with
-//! `#[path = "common/timing.rs"] mod timing;` by the tests that use it.
-#![allow(dead_code)]
+//! connection in `/proc/thread-self/net/tcp`.
 
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};

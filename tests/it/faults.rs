@@ -21,13 +21,11 @@
 //! (SO_RCVTIMEO must end it) and a new request on a socket still holding a
 //! half-read dump (the kernel's EBUSY / stale answers; reset and retry).
 
-mod common;
-
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// `--collector.timeout` for these tests: long enough for a loaded machine
 /// to finish the good dump, short enough to keep the stuck-dump tests quick.

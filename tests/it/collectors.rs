@@ -6,8 +6,6 @@
 //! exactly with what the test made and with what the kernel says through
 //! interfaces that do not use sock_diag (SO_MEMINFO, ioctls, /proc).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -15,8 +13,8 @@ use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener, UnixStream};
 use std::time::Duration;
 
-use common::sockets::*;
-use common::*;
+use crate::support::sockets::*;
+use crate::support::*;
 
 use Family::{V4, V6};
 

@@ -2,11 +2,8 @@
 //! exit status 2 with a one-line error naming the flag, and `dump` in both
 //! formats. Runs as any user in whatever namespace the test runs in.
 
-mod common;
-#[path = "common/timing.rs"]
-mod timing;
-
-use common::*;
+use crate::support;
+use crate::support::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -253,13 +250,13 @@ fn server_flags_work_in_both_forms() {
             )
             .unwrap();
         let stalled_at = Instant::now();
-        let took = timing::server_closed_after(
+        let took = support::timing::server_closed_after(
             server.addr,
             stalled.local_addr().unwrap(),
             stalled_at,
             Duration::from_secs(8),
         );
-        timing::assert_between(
+        support::timing::assert_between(
             &format!("{args:?}: a client that stopped reading cut"),
             took,
             0.9,

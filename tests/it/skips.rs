@@ -1,22 +1,23 @@
-//! The skip mechanism itself (tests/common/skips.rs): which settings make a
+//! The skip mechanism itself (support/skips.rs): which settings make a
 //! skip fail, and what a skip prints and logs. The end-to-end checks run this
 //! binary again on `skip_probe`, a test that skips only when asked to.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::skips::strict_mode;
+use crate::support;
+use crate::support::skips::strict_mode;
 
 const PROBE_ENV: &str = "SOCKDIAG_SKIP_PROBE";
 const NEED: &str = "needs the probe's imaginary tool";
+/// The probe's name as libtest knows it (its path in this binary).
+const PROBE: &str = "skips::skip_probe";
 
 /// Not a test on its own: skips when run with SOCKDIAG_SKIP_PROBE=1 (by the
 /// tests below); otherwise returns at once.
 #[test]
 fn skip_probe() {
     if std::env::var_os(PROBE_ENV).is_some() {
-        common::skip(NEED);
+        support::skip(NEED);
     }
 }
 
@@ -24,7 +25,7 @@ fn skip_probe() {
 /// only (the outer run's values removed).
 fn probe(env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["skip_probe", "--exact", "--test-threads=1"])
+    cmd.args([PROBE, "--exact", "--test-threads=1"])
         .env(PROBE_ENV, "1")
         .env_remove("CI")
         .env_remove("SOCKDIAG_TEST_STRICT")
@@ -101,9 +102,9 @@ fn a_skip_prints_one_line_and_logs_it() {
         // Shown although libtest captured the test's output.
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("SKIP")).collect();
-        assert_eq!(lines, [format!("SKIP: skips::skip_probe: {NEED}")], "{all}");
+        assert_eq!(lines, [format!("SKIP: it::{PROBE}: {NEED}")], "{all}");
         let logged = std::fs::read_to_string(&log).unwrap();
-        let want = format!("skips::skip_probe: {NEED}\n").repeat(round);
+        let want = format!("it::{PROBE}: {NEED}\n").repeat(round);
         assert_eq!(logged, want, "round {round}");
     }
     std::fs::remove_file(&log).unwrap();
@@ -111,8 +112,5 @@ fn a_skip_prints_one_line_and_logs_it() {
     let out = probe(&[]);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    assert!(
-        all.contains(&format!("SKIP: skips::skip_probe: {NEED}")),
-        "{all}"
-    );
+    assert!(all.contains(&format!("SKIP: it::{PROBE}: {NEED}")), "{all}");
 }
