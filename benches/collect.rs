@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use sockdiag_exporter::netns;
+use sockdiag_exporter::scope::netns;
 use support::load::{self, Load, Plan};
 use support::measure::{self, median, Spread};
 use support::nodeexp::{self, NodeExporter};

@@ -12,7 +12,7 @@
 //!   TIME_WAIT sockets), half reset; the TIME_WAIT batch of the load is
 //!   renewed when it expires.
 //! - The exporter is the release binary with default flags but
-//!   `--cache.ttl 0s`, so the cache's other rule (src/cache.rs: a snapshot is
+//!   `--cache.ttl 0s`, so the cache's other rule (src/cycle/cache.rs: a snapshot is
 //!   served for RATE_FACTOR = 4 x the time its collection took) sets the pace:
 //!   a new collection about every 5 collection times, as many as the
 //!   exporter allows.
@@ -58,7 +58,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use load::{Load, Plan};
-use sockdiag_exporter::netns;
+use sockdiag_exporter::scope::netns;
 
 const HELPER_ENV: &str = "SOCKDIAG_SOAK_HELPER";
 /// Cargo builds the binary (bench profile = release settings) for benches.

@@ -26,14 +26,14 @@ use sockdiag_exporter::collectors::{
 };
 use sockdiag_exporter::collectors::{Collector, Kind, Options, Report, Stats};
 use sockdiag_exporter::config::{self, ListenAddr};
-use sockdiag_exporter::diag::{
+use sockdiag_exporter::export::metrics::{Metrics, Shape};
+use sockdiag_exporter::kernel::diag::{
     DumpRequest, Family, TcpState, UdpState, UnixState, UnixType, AF_INET, AF_INET6,
     INET_DIAG_MSG_LEN, NLMSG_DONE, NLMSG_HDRLEN, SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK,
     UNIX_DIAG_MSG_LEN,
 };
-use sockdiag_exporter::dump::RECV_BUFFER;
-use sockdiag_exporter::metrics::{Metrics, Shape};
-use sockdiag_exporter::transport::Transport;
+use sockdiag_exporter::kernel::dump::RECV_BUFFER;
+use sockdiag_exporter::kernel::transport::Transport;
 
 /// Collections run on one input, so state carried between them (fallback,
 /// a reset after a failure, sequence numbers) is fuzzed too.
@@ -535,7 +535,7 @@ fn check<S: Transport + Send>(
 ) -> Option<String> {
     check_collection(collector.stats(), reports, dumps, collector.plan()).or_else(|| {
         // Rendering must not panic; a failed collector shows only its error.
-        let table = sockdiag_exporter::render::table(collector.stats(), reports);
+        let table = sockdiag_exporter::export::render::table(collector.stats(), reports);
         for report in reports {
             let failed_line = format!("{} collection failed: ", report.kind.label());
             let failed = report.error.is_some();

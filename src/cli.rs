@@ -12,8 +12,8 @@ use crate::collectors::ports::PortSet;
 use crate::collectors::tcp::DumpMode;
 use crate::collectors::{Kind, Options};
 use crate::config::{duration, ListenAddr};
+use crate::export::metrics::Shape;
 use crate::log::Level;
-use crate::metrics::Shape;
 
 /// The flags users write with dots. argh derives each dashed name from the
 /// field name (`web_listen_address` -> `--web-listen-address`).

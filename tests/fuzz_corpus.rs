@@ -99,7 +99,7 @@ fn argv_corpus_replays_cleanly() {
 #[test]
 fn harness_flags_inconsistent_stats() {
     use sockdiag_exporter::collectors::{tcp::TcpStats, unix::UnixStats};
-    use sockdiag_exporter::diag::TcpState;
+    use sockdiag_exporter::kernel::diag::TcpState;
     assert_eq!(harness::check_tcp(&TcpStats::default()), None);
     let mut syn = TcpStats::default();
     syn.sockets[0][TcpState::SynRecv as usize] = 1;
@@ -159,8 +159,8 @@ use sockdiag_exporter::collectors::tcp::{DumpMode, TcpStats};
 use sockdiag_exporter::collectors::{
     listeners::ListenStats, udp::UdpStats, unix::UnixStats, Collector, Options, Report, Stats,
 };
-use sockdiag_exporter::diag::{DumpRequest, Family, TcpState, TCPDIAG_GETSOCK};
-use sockdiag_exporter::dump::{CollectError, ErrorKind};
+use sockdiag_exporter::kernel::diag::{DumpRequest, Family, TcpState, TCPDIAG_GETSOCK};
+use sockdiag_exporter::kernel::dump::{CollectError, ErrorKind};
 
 fn report(kind: Kind, failed: Option<&'static str>) -> Report {
     Report {

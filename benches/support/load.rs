@@ -48,7 +48,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sockdiag_exporter::netns;
+use sockdiag_exporter::scope::netns;
 
 /// Environment variable carrying a load helper's assignment.
 pub const LOAD_ENV: &str = "SOCKDIAG_BENCH_LOAD";

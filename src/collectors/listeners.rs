@@ -7,12 +7,12 @@ use std::collections::HashMap;
 
 use super::{drops, inet, Options, SocketCollector, SERIES_DROPPED};
 use crate::cap;
-use crate::diag::{format_address, DumpRequest, Family, TcpState, INET_DIAG_MSG_LEN};
-use crate::dump::{CollectError, Dumper, Sink};
 use crate::exposition::{Families, Ns, Spec, Type};
-use crate::parse::ParseError;
+use crate::kernel::diag::{format_address, DumpRequest, Family, TcpState, INET_DIAG_MSG_LEN};
+use crate::kernel::dump::{CollectError, Dumper, Sink};
+use crate::kernel::parse::ParseError;
+use crate::kernel::transport::Transport;
 use crate::table::{columns, fullest, row};
-use crate::transport::Transport;
 
 pub(super) const LISTEN: &[DumpRequest] = &[
     DumpRequest::Listen(Family::Ipv4),
@@ -210,8 +210,8 @@ impl SocketCollector for ListenStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::{AF_INET, AF_INET6};
-    use crate::parse::tests::{inet_diag_msg, inet_with_drops, rtattr, v4};
+    use crate::kernel::diag::{AF_INET, AF_INET6};
+    use crate::kernel::parse::tests::{inet_diag_msg, inet_with_drops, rtattr, v4};
 
     #[test]
     fn listeners_sum_reuseport_groups_with_drops() {

@@ -40,15 +40,15 @@ pub mod unix;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::diag::{
+use crate::exposition::{Families, Ns, Spec, Type};
+use crate::kernel::diag::{
     meminfo, Attributes, DumpRequest, Family, InetDiagMsg, INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS,
 };
-use crate::dump::Sink;
-use crate::dump::{CollectError, Dumper};
-use crate::exposition::{Families, Ns, Spec, Type};
+use crate::kernel::dump::Sink;
+use crate::kernel::dump::{CollectError, Dumper};
+use crate::kernel::parse::ParseError;
+use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
-use crate::parse::ParseError;
-use crate::transport::Transport;
 use ports::PortSet;
 use tcp::{DumpMode, TcpStats};
 
@@ -56,7 +56,7 @@ fn inet(payload: &[u8]) -> Result<(InetDiagMsg<'_>, Family), ParseError> {
     let msg = InetDiagMsg::new(payload).ok_or(ParseError::ShortSocket {
         offset: 0,
         payload: payload.len(),
-        needed: crate::diag::INET_DIAG_MSG_LEN,
+        needed: crate::kernel::diag::INET_DIAG_MSG_LEN,
     })?;
     let family = Family::from_kernel(msg.family()).ok_or(ParseError::UnknownFamily {
         family: msg.family(),

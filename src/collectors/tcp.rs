@@ -20,13 +20,13 @@ use std::collections::HashMap;
 
 use super::ports::{PortCounts, PortSet};
 use super::{inet, Options, SocketCollector, RECEIVE_QUEUE, SEND_QUEUE, SOCKETS};
-use crate::diag::{self, DumpRequest, Family, InetDiagMsg, TcpState, INET_DIAG_MSG_LEN};
-use crate::dump::{CollectError, Dumper, ErrorKind, Sink};
 use crate::exposition::{Families, Ns, Spec, Type};
+use crate::kernel::diag::{self, DumpRequest, Family, InetDiagMsg, TcpState, INET_DIAG_MSG_LEN};
+use crate::kernel::dump::{CollectError, Dumper, ErrorKind, Sink};
+use crate::kernel::parse::ParseError;
+use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
-use crate::parse::ParseError;
 use crate::table::{columns, row};
-use crate::transport::Transport;
 
 /// Per-family, per-state values, indexed `[Family as usize][TcpState as usize]`.
 pub type ByState = [[u64; TcpState::COUNT]; 2];
@@ -440,8 +440,8 @@ impl SocketCollector for TcpStats {
 mod tests {
     use super::super::ports::Direction;
     use super::*;
-    use crate::diag::{AF_INET, AF_INET6};
-    use crate::parse::tests::{inet_diag_msg, rtattr, v4};
+    use crate::kernel::diag::{AF_INET, AF_INET6};
+    use crate::kernel::parse::tests::{inet_diag_msg, rtattr, v4};
 
     #[test]
     fn counts_every_state_in_both_families() {

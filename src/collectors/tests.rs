@@ -4,9 +4,9 @@
 use super::tcp::BY_FAMILY;
 use super::unix::UnixStats;
 use super::*;
-use crate::diag::{TcpState, AF_INET, AF_INET6, NLMSG_DONE, NLMSG_ERROR, TCPDIAG_GETSOCK};
-use crate::dump::{ErrorKind, RECV_BUFFER};
-use crate::parse::tests::{inet_diag_msg, nlmsg, v4};
+use crate::kernel::diag::{TcpState, AF_INET, AF_INET6, NLMSG_DONE, NLMSG_ERROR, TCPDIAG_GETSOCK};
+use crate::kernel::dump::{ErrorKind, RECV_BUFFER};
+use crate::kernel::parse::tests::{inet_diag_msg, nlmsg, v4};
 use std::collections::VecDeque;
 
 /// A scripted kernel: for each request, a list of answers; records what
@@ -49,7 +49,7 @@ impl Transport for Script {
                     if len < 16 {
                         break;
                     }
-                    at += crate::diag::nlmsg_align(len);
+                    at += crate::kernel::diag::nlmsg_align(len);
                 }
                 let n = d.len().min(buf.len());
                 buf[..n].copy_from_slice(&d[..n]);
@@ -170,7 +170,7 @@ fn interrupted_dump_is_retried_once_then_reported() {
             TCPDIAG_GETSOCK,
             AF_INET,
             1,
-            crate::diag::NLM_F_DUMP_INTR,
+            crate::kernel::diag::NLM_F_DUMP_INTR,
         ))
     };
     let script = Script::default()
@@ -245,7 +245,7 @@ fn a_failed_collection_does_not_leak_into_the_next() {
 
 // -- side transport ----------------------------------------------------
 
-use crate::parse::tests::{inet_with_drops, unix_diag_msg};
+use crate::kernel::parse::tests::{inet_with_drops, unix_diag_msg};
 
 const SIDE_REQUESTS: [DumpRequest; 5] = [
     DumpRequest::Listen(Family::Ipv4),

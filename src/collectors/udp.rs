@@ -9,12 +9,12 @@ use super::ports::{PortCounts, PortSet};
 use super::{
     drops, inet, Options, SocketCollector, RECEIVE_QUEUE, SEND_QUEUE, SERIES_DROPPED, SOCKETS,
 };
-use crate::diag::{DumpRequest, Family, UdpState, INET_DIAG_MSG_LEN};
-use crate::dump::{CollectError, Dumper, Sink};
 use crate::exposition::{Families, Ns, Spec, Type};
-use crate::parse::ParseError;
+use crate::kernel::diag::{DumpRequest, Family, UdpState, INET_DIAG_MSG_LEN};
+use crate::kernel::dump::{CollectError, Dumper, Sink};
+use crate::kernel::parse::ParseError;
+use crate::kernel::transport::Transport;
 use crate::table::{columns, row};
-use crate::transport::Transport;
 
 pub(super) const UDP: &[DumpRequest] = &[
     DumpRequest::Udp(Family::Ipv4),
@@ -224,8 +224,8 @@ impl SocketCollector for UdpStats {
 mod tests {
     use super::super::ports::Direction;
     use super::*;
-    use crate::diag::{AF_INET, AF_INET6};
-    use crate::parse::tests::{inet_with_drops, v4};
+    use crate::kernel::diag::{AF_INET, AF_INET6};
+    use crate::kernel::parse::tests::{inet_with_drops, v4};
 
     #[test]
     fn udp_counts_states_queues_and_drops() {

@@ -8,15 +8,15 @@ use std::collections::HashMap;
 
 use super::{Options, SocketCollector, SERIES_DROPPED};
 use crate::cap;
-use crate::diag::{
+use crate::exposition::{Families, Ns, Spec, Type};
+use crate::kernel::diag::{
     meminfo, Attributes, DumpRequest, UnixDiagMsg, UnixState, UnixType, UNIX_DIAG_NAME,
     UNIX_DIAG_RQLEN,
 };
-use crate::dump::{CollectError, Dumper, Sink};
-use crate::exposition::{Families, Ns, Spec, Type};
-use crate::parse::ParseError;
+use crate::kernel::dump::{CollectError, Dumper, Sink};
+use crate::kernel::parse::ParseError;
+use crate::kernel::transport::Transport;
 use crate::table::{columns, fullest, row};
-use crate::transport::Transport;
 
 pub(super) const UNIX: &[DumpRequest] = &[DumpRequest::Unix];
 
@@ -91,7 +91,7 @@ impl UnixStats {
         let msg = UnixDiagMsg::new(payload).ok_or(ParseError::ShortSocket {
             offset: 0,
             payload: payload.len(),
-            needed: crate::diag::UNIX_DIAG_MSG_LEN,
+            needed: crate::kernel::diag::UNIX_DIAG_MSG_LEN,
         })?;
         let kind = UnixType::from_kernel(msg.kind())
             .ok_or(ParseError::UnknownUnixType { kind: msg.kind() })?;
@@ -99,7 +99,7 @@ impl UnixStats {
             .ok_or(ParseError::UnknownUnixState { state: msg.state() })?;
         let mut name: Option<&[u8]> = None;
         let mut queues: Option<(u32, u32)> = None;
-        for attribute in Attributes::new(&payload[crate::diag::UNIX_DIAG_MSG_LEN..]) {
+        for attribute in Attributes::new(&payload[crate::kernel::diag::UNIX_DIAG_MSG_LEN..]) {
             match attribute.map_err(ParseError::Attribute)? {
                 (UNIX_DIAG_NAME, bytes) => name = Some(bytes),
                 (UNIX_DIAG_RQLEN, bytes) => {
@@ -326,7 +326,7 @@ impl SocketCollector for UnixStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::tests::unix_diag_msg;
+    use crate::kernel::parse::tests::unix_diag_msg;
 
     #[test]
     fn unix_counts_types_states_and_listeners() {

@@ -390,9 +390,9 @@ fn dump_command_reports_each_fault() {
 // ---------------------------------------------------------------------------
 
 use sockdiag_exporter::collectors::{tcp::DumpMode, Collector, Options};
-use sockdiag_exporter::diag::DumpRequest;
-use sockdiag_exporter::dump::ErrorKind;
-use sockdiag_exporter::transport::{Netlink, Transport};
+use sockdiag_exporter::kernel::diag::DumpRequest;
+use sockdiag_exporter::kernel::dump::ErrorKind;
+use sockdiag_exporter::kernel::transport::{Netlink, Transport};
 
 /// A real NETLINK_SOCK_DIAG socket whose requests are never sent: the
 /// kernel has nothing to answer, so every recv blocks, like a dump that
@@ -449,7 +449,7 @@ fn real_socket_with_a_half_read_dump_fails_then_recovers() {
     // A dump we abandon after its first datagram: the socket still holds
     // the rest, and the kernel still runs it.
     socket.send(&DumpRequest::Legacy.encode(999)).unwrap();
-    let mut buf = vec![0; sockdiag_exporter::dump::RECV_BUFFER];
+    let mut buf = vec![0; sockdiag_exporter::kernel::dump::RECV_BUFFER];
     let first = socket.recv(&mut buf).unwrap();
     assert!(first > 0);
     let options = Options::tcp_only(DumpMode::Legacy, Duration::from_secs(5));
@@ -463,7 +463,7 @@ fn real_socket_with_a_half_read_dump_fails_then_recovers() {
     );
     // The failure reset the socket: the next collection is clean and exact.
     let stats = collector.collect_tcp().expect("collection after the reset");
-    let listen = sockdiag_exporter::diag::TcpState::Listen as usize;
+    let listen = sockdiag_exporter::kernel::diag::TcpState::Listen as usize;
     assert_eq!(stats.sockets[0][listen], LISTENERS as u64);
     assert_eq!(stats.sockets[1][listen], 0);
     drop(listeners);

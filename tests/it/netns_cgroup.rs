@@ -16,11 +16,11 @@ use std::time::Duration;
 use crate::support;
 use crate::support::netns::*;
 use crate::support::{poll_until, require_sys_admin, require_tool, skip};
-use sockdiag_exporter::cgroup::{self, Attribution};
 use sockdiag_exporter::collectors::{tcp::DumpMode, Collector, Options};
-use sockdiag_exporter::diag::TcpState;
-use sockdiag_exporter::netns::{self, Namespace, PerNamespace};
-use sockdiag_exporter::transport::Netlink;
+use sockdiag_exporter::kernel::diag::TcpState;
+use sockdiag_exporter::kernel::transport::Netlink;
+use sockdiag_exporter::scope::cgroup::{self, Attribution};
+use sockdiag_exporter::scope::netns::{self, Namespace, PerNamespace};
 
 const IP_HINT: &str = "iproute2, for named namespaces; `make deps` installs it";
 

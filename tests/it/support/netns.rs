@@ -28,13 +28,13 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use sockdiag_exporter::diag::{
+use sockdiag_exporter::kernel::diag::{
     self, Attributes, DumpRequest, Family, INET_DIAG_MSG_LEN, SOCK_DIAG_BY_FAMILY,
 };
-use sockdiag_exporter::netns;
+use sockdiag_exporter::scope::netns;
 
 use super::skips::{require_root, skip};
-use sockdiag_exporter::transport::{Netlink, Transport};
+use sockdiag_exporter::kernel::transport::{Netlink, Transport};
 
 /// The test a helper process runs: `helper_process_entry` in tests/it/main.rs,
 /// at the top of the binary so its name has no module prefix.
@@ -50,7 +50,7 @@ pub fn require_root_netns() -> bool {
     if !require_root("create a private network namespace") {
         return false;
     }
-    if let Err(e) = sockdiag_exporter::netns::enter_private() {
+    if let Err(e) = sockdiag_exporter::scope::netns::enter_private() {
         skip(format_args!(
             "needs CAP_SYS_ADMIN to enter a private network namespace: {e}"
         ));
@@ -59,7 +59,7 @@ pub fn require_root_netns() -> bool {
     // Without this, connect() on loopback may recycle our TIME_WAIT sockets.
     // A failure here would make the TIME_WAIT counts unreliable: that is a
     // broken test environment, not a skip.
-    sockdiag_exporter::netns::write_sysctl("net/ipv4/tcp_tw_reuse", "0")
+    sockdiag_exporter::scope::netns::write_sysctl("net/ipv4/tcp_tw_reuse", "0")
         .expect("set net/ipv4/tcp_tw_reuse=0 in the private namespace");
     true
 }

@@ -5,10 +5,10 @@
 use std::fmt::Write as _;
 
 use crate::cap;
-use crate::cgroup::CgroupRows;
 use crate::collectors::{Report, Stats};
-use crate::diag::TcpState;
-use crate::namespaces::{NetnsOutcome, Part};
+use crate::kernel::diag::TcpState;
+use crate::scope::cgroup::CgroupRows;
+use crate::scope::namespaces::{NetnsOutcome, Part};
 use crate::table::{columns, row};
 
 /// The human summary: one section per collector that ran (its numbers, or
@@ -147,8 +147,8 @@ pub fn landing_page(telemetry_path: &str, freshness: &str, summary: &str) -> Str
          <p>{}</p>\n<pre>{}</pre>\n<p>version {} revision {}</p>\n</body>\n</html>\n",
         html_escape(freshness),
         html_escape(summary),
-        crate::metrics::VERSION,
-        crate::metrics::REVISION,
+        crate::export::metrics::VERSION,
+        crate::export::metrics::REVISION,
     )
 }
 
@@ -158,9 +158,9 @@ mod tests {
     use crate::collectors::ports::PortSet;
     use crate::collectors::tcp::TcpStats;
     use crate::collectors::Kind;
-    use crate::diag::{AF_INET, AF_INET6};
-    use crate::dump::{CollectError, ErrorKind};
-    use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
+    use crate::kernel::diag::{AF_INET, AF_INET6};
+    use crate::kernel::dump::{CollectError, ErrorKind};
+    use crate::kernel::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
     use std::time::{Duration, SystemTime};
 
     use crate::collectors::OwnedStats as All;
@@ -251,7 +251,7 @@ mod tests {
                 duration: Duration::from_millis(3),
                 ok: false,
             },
-            problems: vec![crate::netns::Problem::NoSysAdmin],
+            problems: vec![crate::scope::netns::Problem::NoSysAdmin],
             namespaces: Vec::new(),
             skipped: 4,
             unreadable: 0,
@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(flat[by_cgroup + 3], "/a.service 1 0 0 0 1");
         at(&format!(
             "incomplete: {}",
-            crate::netns::Problem::NoSysAdmin
+            crate::scope::netns::Problem::NoSysAdmin
         ));
         assert!(
             text.contains("0 collected, 4 beyond --collector.netns.max"),

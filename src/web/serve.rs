@@ -33,14 +33,14 @@ use std::time::{Duration, Instant};
 use rustls::ServerConnection;
 use tiny_http::{HTTPVersion, Header, Method, Response, StatusCode};
 
-use crate::auth::{BasicAuth, Lookup, Verdict, Verifier};
-use crate::cache::Cache;
 use crate::config::ListenAddr;
-use crate::exporter::Exporter;
+use crate::cycle::cache::Cache;
+use crate::cycle::exporter::Exporter;
+use crate::export::render;
+use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
-use crate::render;
-use crate::transport::Transport;
-use crate::webconfig::WebConfig;
+use crate::web::auth::{BasicAuth, Lookup, Verdict, Verifier};
+use crate::web::webconfig::WebConfig;
 
 /// Binds the nonblocking listener, with TCP_NODELAY (inherited by accepted
 /// connections): without it, Nagle against delayed ACKs caps a keep-alive

@@ -520,10 +520,13 @@ fn read_processes(proc: &Path, problems: &mut Vec<Problem>) -> (Vec<(u32, NsId)>
     (out, denied)
 }
 
+/// The `netns` label of the exporter's own namespace.
+pub const OWN_NETNS: &str = "host";
+
 /// The label of a namespace (see the module doc).
 pub fn label(own: bool, name: Option<&str>, id: NsId) -> String {
     if own {
-        return "host".to_string();
+        return OWN_NETNS.to_string();
     }
     match name {
         Some(name) if name == "host" || name.starts_with("ino:") || name.starts_with("name:") => {

@@ -525,7 +525,7 @@ pub struct Capped<V> {
 
 /// Per-cgroup TCP counts of one namespace (one count per TCP state), after
 /// depth and cap: what the exporter serves and the table shows.
-pub type CgroupRows = Capped<[u64; crate::diag::TcpState::COUNT]>;
+pub type CgroupRows = Capped<[u64; crate::kernel::diag::TcpState::COUNT]>;
 
 // ---------------------------------------------------------------------------
 // Attribution: per-id counts to capped rows

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
-use crate::diag::{nlmsg_align, DumpRequest, NLMSG_HDRLEN};
+use crate::kernel::diag::{nlmsg_align, DumpRequest, NLMSG_HDRLEN};
 
 /// A message-oriented channel to something that answers dump requests.
 pub trait Transport {
@@ -575,7 +575,7 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::Family;
+    use crate::kernel::diag::Family;
 
     #[test]
     fn parses_fixture_text() {
@@ -648,8 +648,14 @@ mod tests {
 
     #[test]
     fn fixture_replays_with_the_request_sequence() {
-        let mut datagram = crate::parse::tests::nlmsg(3, 2, 41, 0, &0i32.to_ne_bytes());
-        datagram.extend(crate::parse::tests::nlmsg(3, 2, 40, 0, &0i32.to_ne_bytes()));
+        let mut datagram = crate::kernel::parse::tests::nlmsg(3, 2, 41, 0, &0i32.to_ne_bytes());
+        datagram.extend(crate::kernel::parse::tests::nlmsg(
+            3,
+            2,
+            40,
+            0,
+            &0i32.to_ne_bytes(),
+        ));
         let mut fixture = Fixture::new(vec![RecordedDump {
             request: DumpRequest::Legacy,
             seq: 41,

@@ -27,12 +27,11 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::collectors::{Collector, Options, Report, Stats};
+use crate::kernel::transport::{Netlink, Transport};
 use crate::log::{self, Level};
-use crate::metrics::OWN_NETNS;
-use crate::netns::{self, Namespace, NsId, PerNamespace};
 use crate::outcome::Health;
 use crate::outcome::{Lines, LogOnce};
-use crate::transport::{Netlink, Transport};
+use crate::scope::netns::{self, Namespace, NsId, PerNamespace, OWN_NETNS};
 
 /// A netlink socket opened inside a namespace. A reset after a failed dump
 /// reopens it there too: a socket opened on the collecting thread would

@@ -7,10 +7,10 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::diag::{DumpRequest, INET_DIAG_MSG_LEN, UNIX_DIAG_MSG_LEN};
+use crate::kernel::diag::{DumpRequest, INET_DIAG_MSG_LEN, UNIX_DIAG_MSG_LEN};
+use crate::kernel::parse::{walk_datagram, Expect, ParseError, Progress};
+use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
-use crate::parse::{walk_datagram, Expect, ParseError, Progress};
-use crate::transport::Transport;
 
 /// Bytes per recv. The kernel fills at most SKB_WITH_OVERHEAD(32768) per
 /// dump datagram, so 32 KiB always holds one; MSG_TRUNC catches the rest.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use flate2::{write::GzEncoder, Compression};
 
-use crate::exporter::Snapshot;
+use crate::cycle::exporter::Snapshot;
 
 /// The minimum spacing of collections, in multiples of their duration.
 pub const RATE_FACTOR: u32 = 4;

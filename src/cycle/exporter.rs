@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cgroup::{Attribution, CgroupRows, Problem as CgroupProblem, ROOT_CGROUP_ID};
 use crate::collectors::Kind;
-use crate::dump::ErrorKey;
+use crate::export::metrics::{Metrics, NetnsInfo};
+use crate::export::render;
+use crate::kernel::dump::ErrorKey;
+use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
-use crate::metrics::{Metrics, NetnsInfo};
-use crate::namespaces::{Fleet, Part};
 use crate::outcome::{Health, Lines, LogOnce, Problem};
-use crate::render;
-use crate::transport::Transport;
+use crate::scope::cgroup::{Attribution, CgroupRows, Problem as CgroupProblem, ROOT_CGROUP_ID};
+use crate::scope::namespaces::{Fleet, Part};
 
 /// How a collector's failure and recovery read in the log.
 const COLLECTOR_LINES: Lines<'static> = Lines {
@@ -287,12 +287,12 @@ impl<T: Transport> Exporter<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::Cgroup2Mount;
     use crate::collectors::ports::PortSet;
     use crate::collectors::tcp::TcpStats;
     use crate::collectors::{OwnedStats, Report};
-    use crate::diag::AF_INET;
-    use crate::parse::tests::{inet_diag_msg, v4};
+    use crate::kernel::diag::AF_INET;
+    use crate::kernel::parse::tests::{inet_diag_msg, v4};
+    use crate::scope::cgroup::Cgroup2Mount;
 
     fn tcp_ok() -> Vec<Report> {
         vec![Report {

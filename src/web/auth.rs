@@ -27,7 +27,7 @@ use std::thread;
 use base64::Engine as _;
 use ring::digest;
 
-use crate::webconfig::Users;
+use crate::web::webconfig::Users;
 
 /// Remembered good credentials at most (one per scraper, in practice).
 const GOOD_ENTRIES: usize = 32;
@@ -311,7 +311,7 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webconfig;
+    use crate::web::webconfig;
 
     fn header(user: &str, password: &str) -> String {
         format!(

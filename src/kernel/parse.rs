@@ -10,7 +10,7 @@ use std::fmt;
 
 use netlink_packet_core::NetlinkBuffer;
 
-use crate::diag::{
+use crate::kernel::diag::{
     nlmsg_align, BadAttribute, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSG_NOOP, NLMSG_OVERRUN,
     NLM_F_DUMP_INTR,
 };
@@ -263,7 +263,7 @@ where
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::diag::{
+    use crate::kernel::diag::{
         InetDiagMsg, AF_INET, AF_INET6, AF_UNIX, INET_DIAG_MSG_LEN, INET_DIAG_SKMEMINFO,
         SOCK_DIAG_BY_FAMILY, UNIX_DIAG_MSG_LEN, UNIX_DIAG_NAME, UNIX_DIAG_RQLEN,
     };

@@ -15,9 +15,10 @@ use prometheus::process_collector::ProcessCollector;
 
 use crate::collectors::SERIES_DROPPED;
 use crate::collectors::{self, Kind, Report, Stats};
-use crate::diag::TcpState;
 use crate::exposition::{Families, Ns, Spec, Type};
+use crate::kernel::diag::TcpState;
 use crate::outcome::Health;
+use crate::scope::netns::OWN_NETNS;
 
 const BY_COLLECTOR: &[&str] = &["collector"];
 
@@ -139,9 +140,6 @@ impl Default for Shape {
 /// and cgroup collectors' own health). Prometheus treats an empty label
 /// value as an absent label.
 const NO_NETNS: &str = "";
-
-/// The `netns` value of the exporter's own namespace.
-pub const OWN_NETNS: &str = "host";
 
 /// One namespace in the `sockdiag_netns_info` series.
 #[derive(Debug, Clone, Copy)]
@@ -325,9 +323,9 @@ mod tests {
 
     use crate::collectors::ports::PortSet;
     use crate::collectors::tcp::TcpStats;
-    use crate::diag::{AF_INET, AF_INET6};
-    use crate::dump::CollectError;
-    use crate::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
+    use crate::kernel::diag::{AF_INET, AF_INET6};
+    use crate::kernel::dump::CollectError;
+    use crate::kernel::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
 
     fn value(text: &str, series: &str) -> Option<f64> {
         text.lines()
@@ -349,7 +347,7 @@ mod tests {
             duration: Duration::from_millis(5),
             error: (!ok).then_some(CollectError {
                 request: "test",
-                kind: crate::dump::ErrorKind::Eof,
+                kind: crate::kernel::dump::ErrorKind::Eof,
             }),
         }
     }

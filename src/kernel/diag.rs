@@ -695,7 +695,7 @@ pub fn format_address(family: Family, raw: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::tests::rtattr;
+    use crate::kernel::parse::tests::rtattr;
 
     #[test]
     fn states_round_trip_in_kernel_order() {
