@@ -1,5 +1,5 @@
 //! The two fuzz harnesses, shared by the libFuzzer targets in
-//! fuzz_targets/ and by `cargo test` (tests/fuzz_corpus.rs), which replays
+//! fuzz_targets/ and by `cargo test` (tests/it/fuzz_corpus.rs), which replays
 //! every file under fuzz/corpus/ through these same functions. A harness
 //! panics when an invariant breaks; any other outcome is a pass.
 //!

@@ -13,6 +13,7 @@ mod cli;
 mod collectors;
 mod e2e_prometheus;
 mod faults;
+mod fuzz_corpus;
 mod golden;
 mod hostile;
 mod http;

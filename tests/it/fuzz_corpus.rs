@@ -3,7 +3,7 @@
 //! the libFuzzer targets call (fuzz/harness.rs), without libFuzzer, so every
 //! `cargo test` re-checks every input the fuzzers kept.
 
-#[path = "../fuzz/harness.rs"]
+#[path = "../../fuzz/harness.rs"]
 mod harness;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
