@@ -1160,13 +1160,19 @@ pub fn check_argv(args: &[String]) -> Option<String> {
     argv.extend_from_slice(args);
     match cli::parse(&argv) {
         Ok(parsed) => {
-            let (_options, _shape) = (parsed.options(), parsed.shape());
             if parsed.web_max_connections == 0 || parsed.web_max_header_bytes == 0 {
                 return Some(format!("a zero limit was accepted: {parsed:?}"));
             }
             let path = &parsed.web_telemetry_path;
             if !path.starts_with('/') || path == "/" {
                 return Some(format!("bad telemetry path accepted: {path:?}"));
+            }
+            // Resolving never panics: flags that cannot be combined are a
+            // clear error.
+            if let Err(e) = cli::Config::from_args(parsed) {
+                if !e.contains("cannot be combined") {
+                    return Some(format!("unclear refusal: {e}"));
+                }
             }
         }
         Err(exit) => match exit.status {

@@ -28,128 +28,107 @@ pub mod cli;
 
 use std::error::Error;
 use std::io::{self, Write as _};
+use std::path::Path;
 
-use cli::{Args, Command, DumpArgs, Format};
+use cli::{Args, Config, Format, Mode};
 use collectors::Collector;
 use cycle::exporter::{Cgroups, Exporter};
 use export::metrics::{self, Metrics};
 use kernel::transport::{Fixture, Netlink, Recorder, Transport};
-use scope::namespaces::{Fleet, NetnsConfig};
+use scope::namespaces::Fleet;
 use web::{serve, webconfig};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
-/// Runs what the flags ask for.
+/// Runs what the flags ask for: resolves them once into a [`Config`], then
+/// serves, dumps or prints the version.
 pub fn run(args: Args) -> Result<(), BoxError> {
-    if args.version {
-        let version = format!(
-            "sockdiag_exporter {} (revision {})\n",
-            metrics::VERSION,
-            metrics::REVISION
-        );
-        return Ok(print_stdout(&version)?);
-    }
-    check_flags(&args)?;
-    match args.command {
-        Some(Command::Dump(ref dump_args)) => dump(&args, dump_args),
-        None => serve_forever(args),
+    let config = Config::from_args(args)?;
+    match &config.mode {
+        Mode::Version => {
+            let version = format!(
+                "sockdiag_exporter {} (revision {})\n",
+                metrics::VERSION,
+                metrics::REVISION
+            );
+            Ok(print_stdout(&version)?)
+        }
+        Mode::Dump { format, record } => dump(&config, *format, record.as_deref()),
+        Mode::Serve => serve_forever(config),
     }
 }
 
-fn serve_forever(args: Args) -> Result<(), BoxError> {
-    log::set_level(args.log_level);
-    let web = match &args.web_config_file {
+fn serve_forever(config: Config) -> Result<(), BoxError> {
+    log::set_level(config.log_level);
+    let web = match &config.web_config_file {
         Some(path) => webconfig::load(path)
             .map_err(|e| format!("--web.config.file {}: {e}", path.display()))?,
         None => webconfig::WebConfig::default(),
     };
     serve::install_signal_handlers()?;
-    let listener = serve::bind(&args.web_listen_address).map_err(|e| {
+    let listener = serve::bind(&config.listen_address).map_err(|e| {
         format!(
             "cannot listen on --web.listen-address {}: {e}",
-            args.web_listen_address
+            config.listen_address
         )
     })?;
-    let transport = source(&args)?;
-    let collector = with_side(Collector::new(transport, args.options()), &args)?;
-    let mut exporter = exporter(&args, collector);
-    let config = serve::Config {
-        telemetry_path: args.web_telemetry_path,
-        cache_ttl: args.cache_ttl,
-        read_timeout: args.web_read_timeout,
-        write_timeout: args.web_write_timeout,
-        max_connections: args.web_max_connections,
-        max_header_bytes: args.web_max_header_bytes,
+    let transport = source(&config)?;
+    let collector = with_side(
+        Collector::new(transport, config.collectors.clone()),
+        &config,
+    )?;
+    let mut exporter = exporter(&config, collector);
+    let server = serve::Config {
         web,
+        ..config.server
     };
-    serve::serve(listener, &config, &mut exporter)
+    serve::serve(listener, &server, &mut exporter)
 }
 
 /// The own namespace's collector, plus every other namespace's with
 /// `--collector.netns`, and cgroup attribution with `--collector.cgroup`.
-fn exporter<T: Transport>(args: &Args, own: Collector<T>) -> Exporter<T> {
-    let netns = args.netns().then_some(NetnsConfig {
-        limit: args.collector_netns_max,
-        timeout: args.collector_timeout,
-    });
-    let exporter = Exporter::new(Fleet::new(own, netns), Metrics::new(args.shape()));
-    match args.cgroup() {
-        true => exporter.with_cgroups(Cgroups::detect(
-            args.collector_cgroup_depth.unwrap_or(0),
-            args.collector_cgroup_max_series,
-        )),
-        false => exporter,
+fn exporter<T: Transport>(config: &Config, own: Collector<T>) -> Exporter<T> {
+    let exporter = Exporter::new(
+        Fleet::new(own, config.netns),
+        Metrics::new(config.shape.clone()),
+    );
+    match config.cgroup {
+        Some(cgroup) => exporter.with_cgroups(Cgroups::detect(cgroup.depth, cgroup.max_series)),
+        None => exporter,
     }
-}
-
-/// Flags that cannot be combined.
-fn check_flags(args: &Args) -> Result<(), BoxError> {
-    if args.cgroup() && args.no_collector_tcp {
-        return Err("--collector.cgroup counts the tcp collector's sockets; it cannot be combined with --no-collector.tcp".into());
-    }
-    if args.netns() && args.source_fixture.is_some() {
-        return Err("--collector.netns reads the kernel's namespaces; it cannot be combined with --source.fixture".into());
-    }
-    if let Some(Command::Dump(DumpArgs {
-        record: Some(_), ..
-    })) = &args.command
-    {
-        if args.netns() {
-            return Err("dump --record records the own namespace's dumps only; it cannot be combined with --collector.netns".into());
-        }
-    }
-    Ok(())
 }
 
 /// Where dumps are answered: the kernel, or a fixture (`--source.fixture`).
 /// Each call opens a new one: a second netlink socket, or a second copy of
 /// the fixture, which answers only the requests sent to it.
-fn source(args: &Args) -> Result<Box<dyn Transport + Send>, BoxError> {
-    Ok(match &args.source_fixture {
+fn source(config: &Config) -> Result<Box<dyn Transport + Send>, BoxError> {
+    Ok(match &config.fixture {
         Some(path) => Box::new(Fixture::load(path)?),
         None => Box::new(
-            Netlink::open(args.collector_timeout)
+            Netlink::open(config.collectors.deadline)
                 .map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?,
         ),
     })
 }
 
-/// Gives the side collectors (listeners, udp, unix) a second transport from
-/// [`source`], so that they run while tcp does (see `collect`), when the
-/// flags enable tcp and at least one of them.
-fn with_side<T: Transport>(collector: Collector<T>, args: &Args) -> Result<Collector<T>, BoxError> {
+/// Gives the side collectors a second transport from [`source`], so that
+/// they run while tcp does (see `collectors`), when the flags enable both.
+fn with_side<T: Transport>(
+    collector: Collector<T>,
+    config: &Config,
+) -> Result<Collector<T>, BoxError> {
     Ok(if collector.options().wants_side() {
-        collector.with_side(source(args)?)
+        collector.with_side(source(config)?)
     } else {
         collector
     })
 }
 
 /// `dump`: one collection, printed to stdout.
-fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
-    log::set_level(args.log_level);
-    let source = source(args)?;
-    let source: Box<dyn Transport> = match &dump_args.record {
+fn dump(config: &Config, format: Format, record: Option<&Path>) -> Result<(), BoxError> {
+    log::set_level(config.log_level);
+    let source = source(config)?;
+    let source: Box<dyn Transport> = match record {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| format!("cannot create --record file {}: {e}", path.display()))?;
@@ -159,15 +138,15 @@ fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
     };
     // A recording is one socket's conversation: with --record everything
     // runs one after another through the recorder, without a side socket.
-    let collector = match dump_args.record {
-        Some(_) => Collector::new(source, args.options()),
-        None => with_side(Collector::new(source, args.options()), args)?,
+    let collector = match record {
+        Some(_) => Collector::new(source, config.collectors.clone()),
+        None => with_side(Collector::new(source, config.collectors.clone()), config)?,
     };
-    let mut exporter = exporter(args, collector).quiet();
+    let mut exporter = exporter(config, collector).quiet();
     let snapshot = exporter.refresh();
     let error = exporter.last_error();
     drop(exporter); // flushes a recording
-    let out = match dump_args.format {
+    let out = match format {
         Format::Prometheus => snapshot.text,
         Format::Table => snapshot.summary,
     };
@@ -175,7 +154,7 @@ fn dump(args: &Args, dump_args: &DumpArgs) -> Result<(), BoxError> {
         // One namespace failing must not hide the others: print what was
         // collected (the failed collectors' series are left out, their
         // success series say 0), then fail.
-        Some(error) if args.netns() => {
+        Some(error) if config.netns.is_some() => {
             print_stdout(&out)?;
             Err(format!("collection failed: {error}").into())
         }

@@ -2,6 +2,11 @@
 //! translation between the dotted names users type (`--web.listen-address`)
 //! and the dashed names argh accepts (`--web-listen-address`), in argv
 //! (`--flag value` and `--flag=value`) and back again in help and errors.
+//! [`Config`] is what the flags mean, resolved once for the rest to read.
+
+mod resolve;
+
+pub use resolve::{CgroupConfig, Config, Mode};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,9 +15,7 @@ use argh::FromArgs;
 
 use crate::collectors::ports::PortSet;
 use crate::collectors::tcp::DumpMode;
-use crate::collectors::{Kind, Options};
 use crate::config::{duration, ListenAddr};
-use crate::export::metrics::Shape;
 use crate::log::Level;
 
 /// The flags users write with dots. argh derives each dashed name from the
@@ -277,57 +280,6 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
-impl Args {
-    /// What to collect.
-    pub fn options(&self) -> Options {
-        Options {
-            enabled: Kind::ALL
-                .into_iter()
-                .filter(|kind| !self.collector_disabled(*kind))
-                .collect(),
-            tcp_dump: self.collector_tcp_dump,
-            tcp_ports: self.collector_tcp_ports.clone(),
-            udp_ports: self.collector_udp_ports.clone(),
-            cgroup: self.cgroup(),
-            deadline: self.collector_timeout,
-            max_listeners: self.collector_listeners_max,
-            max_unix_listeners: self.collector_unix_max_listeners,
-            max_port_series: self.collector_ports_max_series,
-        }
-    }
-
-    /// `--no-collector.NAME` (the last of the pair given) for a socket
-    /// collector.
-    fn collector_disabled(&self, kind: Kind) -> bool {
-        match kind {
-            Kind::Tcp => self.no_collector_tcp,
-            Kind::Listeners => self.no_collector_listeners,
-            Kind::Udp => self.no_collector_udp,
-            Kind::Unix => self.no_collector_unix,
-        }
-    }
-
-    /// `--collector.netns` (the last of the pair given).
-    pub fn netns(&self) -> bool {
-        self.collector_netns && !self.no_collector_netns
-    }
-
-    /// `--collector.cgroup` (the last of the pair given).
-    pub fn cgroup(&self) -> bool {
-        self.collector_cgroup && !self.no_collector_cgroup
-    }
-
-    /// How to shape the series.
-    pub fn shape(&self) -> Shape {
-        Shape {
-            process: true,
-            compat_node_exporter: self.compat_node_exporter,
-            netns: self.netns(),
-            cgroup: self.cgroup(),
-        }
-    }
-}
-
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
@@ -545,6 +497,7 @@ pub fn parse(argv: &[String]) -> Result<Args, Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collectors::Kind;
 
     fn argv(args: &[&str]) -> Vec<String> {
         std::iter::once("sockdiag_exporter")
@@ -603,7 +556,9 @@ mod tests {
 
     #[test]
     fn collector_switches_last_one_wins() {
-        let options = parse(&argv(&[])).unwrap().options();
+        let options = Config::from_args(parse(&argv(&[])).unwrap())
+            .unwrap()
+            .collectors;
         assert_eq!(options.enabled, Kind::ALL);
         let args = parse(&argv(&[
             "--no-collector.udp",
@@ -616,9 +571,9 @@ mod tests {
             "table",
         ]))
         .unwrap();
-        let options = args.options();
-        assert_eq!(options.enabled, [Kind::Tcp, Kind::Udp]);
-        assert!(matches!(args.command, Some(Command::Dump(_))));
+        let config = Config::from_args(args).unwrap();
+        assert_eq!(config.collectors.enabled, [Kind::Tcp, Kind::Udp]);
+        assert!(matches!(config.mode, Mode::Dump { .. }));
     }
 
     #[test]
@@ -631,13 +586,14 @@ mod tests {
             "--compat.node-exporter",
         ]))
         .unwrap();
-        let options = args.options();
+        let config = Config::from_args(args).unwrap();
+        let options = &config.collectors;
         assert!(options.tcp_ports.contains(8001));
         assert!(!options.tcp_ports.contains(8003));
         assert_eq!(options.tcp_ports.singles(), &[22, 5432]);
         assert!(options.udp_ports.contains(53));
-        assert!(args.shape().compat_node_exporter);
-        assert_eq!(args.options().max_port_series, 50);
+        assert!(config.shape.compat_node_exporter);
+        assert_eq!(options.max_port_series, 50);
         for bad in ["0", "70000", "80-79", "22,,80", "x", ""] {
             let err = parse(&argv(&["--collector.tcp.ports", bad])).unwrap_err();
             assert_eq!(err.status, 2, "{bad}");

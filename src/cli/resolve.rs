@@ -1,0 +1,148 @@
+//! The flags resolved once into what each layer reads: the collectors'
+//! options, the series' shape, the namespace and cgroup scopes, the
+//! server's settings and what to do (serve, dump, print the version).
+//! Flags that cannot be combined are refused here, before anything runs.
+
+use std::path::PathBuf;
+
+use super::{Args, Command, DumpArgs, Format};
+use crate::collectors::{Kind, Options};
+use crate::config::ListenAddr;
+use crate::export::metrics::Shape;
+use crate::log::Level;
+use crate::scope::namespaces::NetnsConfig;
+use crate::web::serve;
+use crate::web::webconfig::WebConfig;
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Print the version.
+    Version,
+    /// Serve metrics over HTTP.
+    Serve,
+    /// Collect once and print.
+    Dump {
+        format: Format,
+        /// Also record the netlink answers to this file.
+        record: Option<PathBuf>,
+    },
+}
+
+/// `--collector.cgroup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupConfig {
+    /// Path components kept, 0 for whole paths (`--collector.cgroup.depth`).
+    pub depth: usize,
+    /// Rows at most per namespace (`--collector.cgroup.max-series`).
+    pub max_series: usize,
+}
+
+/// The configuration the exporter runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub log_level: Level,
+    /// `--source.fixture`: answer dumps from this file instead of the kernel.
+    pub fixture: Option<PathBuf>,
+    pub collectors: Options,
+    pub shape: Shape,
+    /// `--collector.netns`.
+    pub netns: Option<NetnsConfig>,
+    /// `--collector.cgroup`.
+    pub cgroup: Option<CgroupConfig>,
+    pub listen_address: ListenAddr,
+    /// `--web.config.file`, loaded when the server starts.
+    pub web_config_file: Option<PathBuf>,
+    /// The server's settings (its `web` part comes from the file above).
+    pub server: serve::Config,
+}
+
+impl Config {
+    /// Resolves the flags; Err names the flags that cannot be combined.
+    pub fn from_args(args: Args) -> Result<Config, String> {
+        let netns = args.collector_netns && !args.no_collector_netns;
+        let cgroup = args.collector_cgroup && !args.no_collector_cgroup;
+        let collectors = Options {
+            enabled: Kind::ALL
+                .into_iter()
+                .filter(|kind| !collector_disabled(&args, *kind))
+                .collect(),
+            tcp_dump: args.collector_tcp_dump,
+            tcp_ports: args.collector_tcp_ports.clone(),
+            udp_ports: args.collector_udp_ports.clone(),
+            cgroup,
+            deadline: args.collector_timeout,
+            max_listeners: args.collector_listeners_max,
+            max_unix_listeners: args.collector_unix_max_listeners,
+            max_port_series: args.collector_ports_max_series,
+        };
+        let mode = match (&args.command, args.version) {
+            (_, true) => Mode::Version,
+            (None, false) => Mode::Serve,
+            (Some(Command::Dump(DumpArgs { format, record })), false) => Mode::Dump {
+                format: *format,
+                record: record.clone(),
+            },
+        };
+        if cgroup && !collectors.enabled(Kind::Tcp) {
+            return Err("--collector.cgroup counts the tcp collector's sockets; it cannot be combined with --no-collector.tcp".into());
+        }
+        if netns && args.source_fixture.is_some() {
+            return Err("--collector.netns reads the kernel's namespaces; it cannot be combined with --source.fixture".into());
+        }
+        if netns
+            && matches!(
+                mode,
+                Mode::Dump {
+                    record: Some(_),
+                    ..
+                }
+            )
+        {
+            return Err("dump --record records the own namespace's dumps only; it cannot be combined with --collector.netns".into());
+        }
+        Ok(Config {
+            log_level: args.log_level,
+            fixture: args.source_fixture,
+            shape: Shape {
+                process: true,
+                compat_node_exporter: args.compat_node_exporter,
+                netns,
+                cgroup,
+            },
+            netns: netns.then_some(NetnsConfig {
+                limit: args.collector_netns_max,
+                timeout: args.collector_timeout,
+            }),
+            cgroup: cgroup.then_some(CgroupConfig {
+                depth: args.collector_cgroup_depth.unwrap_or(0),
+                max_series: args.collector_cgroup_max_series,
+            }),
+            listen_address: args.web_listen_address,
+            web_config_file: args.web_config_file,
+            server: serve::Config {
+                telemetry_path: args.web_telemetry_path,
+                cache_ttl: args.cache_ttl,
+                read_timeout: args.web_read_timeout,
+                write_timeout: args.web_write_timeout,
+                max_connections: args.web_max_connections,
+                max_header_bytes: args.web_max_header_bytes,
+                web: WebConfig::default(),
+            },
+            collectors,
+            mode,
+        })
+    }
+}
+
+/// `--no-collector.NAME` (the last of the pair given) for a socket
+/// collector.
+fn collector_disabled(args: &Args, kind: Kind) -> bool {
+    match kind {
+        Kind::Tcp => args.no_collector_tcp,
+        Kind::Listeners => args.no_collector_listeners,
+        Kind::Udp => args.no_collector_udp,
+        Kind::Unix => args.no_collector_unix,
+    }
+}
