@@ -1143,7 +1143,7 @@ pub fn check_argv(args: &[String]) -> Option<String> {
     // stays).
     for arg in args.iter().take_while(|a| *a != "--") {
         let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
-        if !cli::DOTTED_FLAGS.contains(&name) {
+        if !cli::dotted_flags().iter().any(|f| f == name) {
             continue;
         }
         let dashed = name.replace('.', "-");

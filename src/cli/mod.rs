@@ -9,18 +9,21 @@ mod resolve;
 pub use resolve::{CgroupConfig, Config, Mode};
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use argh::FromArgs;
 
 use crate::collectors::ports::PortSet;
 use crate::collectors::tcp::DumpMode;
+use crate::collectors::Kind;
 use crate::config::{duration, ListenAddr};
 use crate::log::Level;
 
-/// The flags users write with dots. argh derives each dashed name from the
+/// The flags users write with dots, besides the socket collectors' switch
+/// pairs ([`collector_switches`]). argh derives each dashed name from the
 /// field name (`web_listen_address` -> `--web-listen-address`).
-pub const DOTTED_FLAGS: &[&str] = &[
+const STATIC_DOTTED_FLAGS: &[&str] = &[
     "--web.listen-address",
     "--web.telemetry-path",
     "--web.write-timeout",
@@ -42,35 +45,60 @@ pub const DOTTED_FLAGS: &[&str] = &[
     "--collector.cgroup.max-series",
     "--compat.node-exporter",
     "--source.fixture",
-    // Collector switches, each with a --no- form.
-    "--collector.tcp",
-    "--collector.udp",
-    "--collector.unix",
-    "--collector.listeners",
+    // Scope switches, each with a --no- form.
     "--collector.netns",
     "--collector.cgroup",
-    "--no-collector.tcp",
-    "--no-collector.udp",
-    "--no-collector.unix",
-    "--no-collector.listeners",
     "--no-collector.netns",
     "--no-collector.cgroup",
 ];
 
+/// `--collector.NAME` and `--no-collector.NAME` for every registered socket
+/// collector ([`Kind::ALL`]): the switches come from the collector list.
+pub fn collector_switches() -> impl Iterator<Item = (Kind, String, String)> {
+    Kind::ALL.into_iter().map(|kind| {
+        let name = kind.label();
+        (
+            kind,
+            format!("--collector.{name}"),
+            format!("--no-collector.{name}"),
+        )
+    })
+}
+
+/// Every flag users write with dots: the static ones and the collector
+/// switch pairs.
+pub fn dotted_flags() -> &'static [String] {
+    static FLAGS: OnceLock<Vec<String>> = OnceLock::new();
+    FLAGS.get_or_init(|| {
+        let mut flags: Vec<String> = STATIC_DOTTED_FLAGS.iter().map(|f| f.to_string()).collect();
+        for (_, on, off) in collector_switches() {
+            flags.push(on);
+            flags.push(off);
+        }
+        flags
+    })
+}
+
 /// Whether a (dashed) flag takes no value: the collector switch pairs,
 /// `--compat.node-exporter` and `--version`; every other flag in
-/// [`DOTTED_FLAGS`] takes one.
+/// [`dotted_flags`] takes one.
 fn is_switch(arg: &str) -> bool {
     let collector = arg
         .strip_prefix("--no-collector-")
         .or_else(|| arg.strip_prefix("--collector-"));
-    collector.is_some_and(|name| SWITCHED.contains(&name))
+    collector.is_some_and(|name| switched().any(|s| s == name))
         || arg == "--compat-node-exporter"
         || arg == "--version"
 }
 
-/// The collectors with an on/off switch pair.
-const SWITCHED: &[&str] = &["tcp", "listeners", "udp", "unix", "netns", "cgroup"];
+/// The names with an on/off switch pair: every socket collector, and the
+/// netns and cgroup scopes.
+fn switched() -> impl Iterator<Item = &'static str> {
+    Kind::ALL
+        .into_iter()
+        .map(Kind::label)
+        .chain(["netns", "cgroup"])
+}
 
 /// The `dump` subcommand's own flags; any other flag given after `dump` is
 /// a main-command flag and is moved in front of it.
@@ -210,30 +238,13 @@ pub struct Args {
     #[argh(option, arg_name = "count", default = "2000", from_str_fn(positive))]
     pub collector_ports_max_series: usize,
 
-    /// enable the TCP collector: sockets and queues by state (default on)
-    #[argh(switch)]
-    pub collector_tcp: bool,
-    /// disable the TCP collector
-    #[argh(switch)]
-    pub no_collector_tcp: bool,
-    /// enable the TCP listeners collector: accept queues and drops (default on)
-    #[argh(switch)]
-    pub collector_listeners: bool,
-    /// disable the TCP listeners collector
-    #[argh(switch)]
-    pub no_collector_listeners: bool,
-    /// enable the UDP collector (default on)
-    #[argh(switch)]
-    pub collector_udp: bool,
-    /// disable the UDP collector
-    #[argh(switch)]
-    pub no_collector_udp: bool,
-    /// enable the unix socket collector (default on)
-    #[argh(switch)]
-    pub collector_unix: bool,
-    /// disable the unix socket collector
-    #[argh(switch)]
-    pub no_collector_unix: bool,
+    /// socket collectors turned on by --collector.NAME (the switches are
+    /// listed in the help from the collector list)
+    #[argh(option, hidden_help)]
+    pub collector_on: Vec<String>,
+    /// socket collectors turned off by --no-collector.NAME
+    #[argh(option, hidden_help)]
+    pub collector_off: Vec<String>,
     /// collect from every network namespace on the host, each with its own
     /// netns label (needs CAP_SYS_ADMIN and CAP_SYS_PTRACE; default off)
     #[argh(switch)]
@@ -393,7 +404,9 @@ pub fn translate_argv(args: &[String]) -> Vec<String> {
             Some((name, value)) if name.starts_with("--") => (name, Some(value)),
             _ => (arg.as_str(), None),
         };
-        let known = DOTTED_FLAGS.iter().any(|f| *f == name || dashed(f) == name)
+        let known = dotted_flags()
+            .iter()
+            .any(|f| f == name || dashed(f) == name)
             || matches!(name, "--format" | "--record");
         match value {
             Some(value) if known => {
@@ -411,6 +424,39 @@ pub fn translate_argv(args: &[String]) -> Vec<String> {
     out
 }
 
+/// Rewrites each socket collector's switch (`--collector-NAME`,
+/// `--no-collector-NAME`) into the hidden options argh parses
+/// (`--collector-on NAME`, `--collector-off NAME`), so that `Args` needs no
+/// field per collector.
+fn to_collector_options(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut args = args.into_iter();
+    for arg in args.by_ref() {
+        if arg == "--" {
+            out.push(arg);
+            break;
+        }
+        let switch = collector_switches().find_map(|(kind, on, off)| {
+            if arg == dashed(&on) {
+                Some(("--collector-on", kind))
+            } else if arg == dashed(&off) {
+                Some(("--collector-off", kind))
+            } else {
+                None
+            }
+        });
+        match switch {
+            Some((option, kind)) => {
+                out.push(option.to_string());
+                out.push(kind.label().to_string());
+            }
+            None => out.push(arg),
+        }
+    }
+    out.extend(args);
+    out
+}
+
 /// Moves main-command flags (and their values) from after `dump` to before it.
 fn hoist_after_dump(args: Vec<String>) -> Vec<String> {
     let Some(at) = args.iter().position(|a| a == "dump") else {
@@ -422,7 +468,7 @@ fn hoist_after_dump(args: Vec<String>) -> Vec<String> {
         let arg = &args[i];
         let main_flag = arg.starts_with("--")
             && !DUMP_FLAGS.contains(&arg.as_str())
-            && (DOTTED_FLAGS.iter().any(|f| dashed(f) == *arg) || arg == "--version");
+            && (dotted_flags().iter().any(|f| dashed(f) == *arg) || arg == "--version");
         if main_flag {
             before.push(arg.clone());
             let switch = is_switch(arg);
@@ -445,7 +491,7 @@ fn hoist_after_dump(args: Vec<String>) -> Vec<String> {
 
 /// Drops every `--collector-X` / `--no-collector-X` but the last of each pair.
 fn last_switch_wins(args: &mut Vec<String>) {
-    for name in SWITCHED {
+    for name in switched() {
         let on = format!("--collector-{name}");
         let off = format!("--no-collector-{name}");
         if let Some(last) = args.iter().rposition(|a| *a == on || *a == off) {
@@ -461,7 +507,7 @@ fn last_switch_wins(args: &mut Vec<String>) {
 
 /// Rewrites argh's dashed names back to the dotted ones in its output.
 fn restore_dotted(text: &str) -> String {
-    let mut flags: Vec<&str> = DOTTED_FLAGS.to_vec();
+    let mut flags: Vec<&String> = dotted_flags().iter().collect();
     flags.sort_by_key(|f| std::cmp::Reverse(f.len()));
     let mut out = text.to_string();
     for flag in flags {
@@ -470,17 +516,38 @@ fn restore_dotted(text: &str) -> String {
     out
 }
 
+/// The main help with the socket collectors' switches, from the collector
+/// list, before its "Commands:" section (the `dump` help is left alone).
+fn with_collector_help(help: &str) -> String {
+    let Some(at) = help.find("\nCommands:") else {
+        return help.to_string();
+    };
+    let mut section = String::from("\nCollectors (each on by default):\n");
+    // Laid out as argh lays out its options: the text at column 20, on the
+    // next line when the flag is longer.
+    let mut line = |flag: &str, text: String| match flag.len() {
+        0..=16 => section.push_str(&format!("  {flag:<18}{text}\n")),
+        _ => section.push_str(&format!("  {flag}\n{:20}{text}\n", "")),
+    };
+    for (kind, on, off) in collector_switches() {
+        let name = kind.label();
+        line(&on, format!("enable the {name} collector: {}", kind.help()));
+        line(&off, format!("disable the {name} collector"));
+    }
+    format!("{}{section}{}", &help[..at], &help[at..])
+}
+
 /// Parses argv (program name first).
 pub fn parse(argv: &[String]) -> Result<Args, Exit> {
     let program = argv
         .first()
         .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
         .unwrap_or_else(|| "sockdiag_exporter".into());
-    let translated = translate_argv(argv.get(1..).unwrap_or(&[]));
+    let translated = to_collector_options(translate_argv(argv.get(1..).unwrap_or(&[])));
     let refs: Vec<&str> = translated.iter().map(String::as_str).collect();
     Args::from_args(&[&program], &refs).map_err(|early| match early.status {
         Ok(()) => Exit {
-            output: restore_dotted(&early.output),
+            output: with_collector_help(&restore_dotted(&early.output)),
             status: 0,
         },
         Err(()) => {
@@ -497,7 +564,6 @@ pub fn parse(argv: &[String]) -> Result<Args, Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::Kind;
 
     fn argv(args: &[&str]) -> Vec<String> {
         std::iter::once("sockdiag_exporter")
@@ -605,6 +671,29 @@ mod tests {
         }
     }
 
+    /// The switch pair of every registered collector works and is in the
+    /// help, in both forms, from the collector list alone.
+    #[test]
+    fn every_registered_collector_has_its_switch_pair() {
+        let help = parse(&argv(&["--help"])).unwrap_err().output;
+        for (kind, on, off) in collector_switches() {
+            assert!(help.contains(&on) && help.contains(&off), "{on}:\n{help}");
+            for form in [off.clone(), dashed(&off)] {
+                let config = Config::from_args(parse(&argv(&[&form])).unwrap()).unwrap();
+                let want: Vec<Kind> = Kind::ALL.into_iter().filter(|k| *k != kind).collect();
+                assert_eq!(config.collectors.enabled, want, "{form}");
+            }
+            let back = parse(&argv(&[&off, "dump", &on])).unwrap();
+            assert_eq!(
+                Config::from_args(back).unwrap().collectors.enabled,
+                Kind::ALL
+            );
+        }
+        let bogus = parse(&argv(&["--collector-off", "nope"])).unwrap();
+        let err = Config::from_args(bogus).unwrap_err();
+        assert!(err.contains("unknown collector \"nope\""), "{err}");
+    }
+
     #[test]
     fn switches_take_no_value() {
         for switch in ["--collector-netns", "--no-collector-cgroup", "--version"] {
@@ -658,9 +747,9 @@ mod tests {
     fn help_shows_dotted_names() {
         let help = parse(&argv(&["--help"])).unwrap_err();
         assert_eq!(help.status, 0);
-        for flag in DOTTED_FLAGS {
+        for flag in dotted_flags() {
             assert!(
-                help.output.contains(flag),
+                help.output.contains(flag.as_str()),
                 "{flag} missing:\n{}",
                 help.output
             );

@@ -64,10 +64,7 @@ impl Config {
         let netns = args.collector_netns && !args.no_collector_netns;
         let cgroup = args.collector_cgroup && !args.no_collector_cgroup;
         let collectors = Options {
-            enabled: Kind::ALL
-                .into_iter()
-                .filter(|kind| !collector_disabled(&args, *kind))
-                .collect(),
+            enabled: enabled_collectors(&args)?,
             tcp_dump: args.collector_tcp_dump,
             tcp_ports: args.collector_tcp_ports.clone(),
             udp_ports: args.collector_udp_ports.clone(),
@@ -136,13 +133,25 @@ impl Config {
     }
 }
 
-/// `--no-collector.NAME` (the last of the pair given) for a socket
-/// collector.
-fn collector_disabled(args: &Args, kind: Kind) -> bool {
-    match kind {
-        Kind::Tcp => args.no_collector_tcp,
-        Kind::Listeners => args.no_collector_listeners,
-        Kind::Udp => args.no_collector_udp,
-        Kind::Unix => args.no_collector_unix,
-    }
+/// The socket collectors on after `--[no-]collector.NAME` (of a pair only
+/// the last given counts; the argv translation keeps only that one).
+fn enabled_collectors(args: &Args) -> Result<Vec<Kind>, String> {
+    let kind = |name: &String| {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.label() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Kind::ALL.into_iter().map(Kind::label).collect();
+                format!("unknown collector {name:?} (known: {})", known.join(", "))
+            })
+    };
+    let off = args
+        .collector_off
+        .iter()
+        .map(kind)
+        .collect::<Result<Vec<_>, _>>()?;
+    args.collector_on
+        .iter()
+        .try_for_each(|name| kind(name).map(drop))?;
+    Ok(Kind::ALL.into_iter().filter(|k| !off.contains(k)).collect())
 }

@@ -189,6 +189,7 @@ impl ListenStats {
 
 impl SocketCollector for ListenStats {
     const NAME: &'static str = "listeners";
+    const HELP: &'static str = "TCP accept queues and drops per listener";
     const SIDE: bool = true;
     fn specs() -> &'static [&'static Spec] {
         SPECS

@@ -375,6 +375,8 @@ fn run<T: Transport>(parts: &mut [PartMut<'_>], dumper: &mut Dumper<T>) -> Vec<R
 pub trait SocketCollector: Sink + Send + Default {
     /// The `collector` label value and the flag name (`--collector.NAME`).
     const NAME: &'static str;
+    /// What it collects, for `--help` (lowercase, no final period).
+    const HELP: &'static str;
     /// Whether it walks other kernel tables than tcp's and so may run on
     /// the side socket while tcp runs.
     const SIDE: bool;
@@ -408,6 +410,13 @@ macro_rules! registry {
             pub fn label(self) -> &'static str {
                 match self {
                     $(Kind::$kind => <$ty as SocketCollector>::NAME),*
+                }
+            }
+
+            /// What it collects, for `--help`.
+            pub fn help(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => <$ty as SocketCollector>::HELP),*
                 }
             }
 

@@ -416,6 +416,7 @@ impl TcpStats {
 
 impl SocketCollector for TcpStats {
     const NAME: &'static str = "tcp";
+    const HELP: &'static str = "sockets and queues by state";
     const SIDE: bool = false;
     fn specs() -> &'static [&'static Spec] {
         SPECS

@@ -202,6 +202,7 @@ impl UdpStats {
 
 impl SocketCollector for UdpStats {
     const NAME: &'static str = "udp";
+    const HELP: &'static str = "UDP sockets, queues and drops";
     const SIDE: bool = true;
     fn specs() -> &'static [&'static Spec] {
         SPECS

@@ -305,6 +305,7 @@ impl UnixStats {
 
 impl SocketCollector for UnixStats {
     const NAME: &'static str = "unix";
+    const HELP: &'static str = "unix sockets, queues and listeners";
     const SIDE: bool = true;
     fn specs() -> &'static [&'static Spec] {
         SPECS
