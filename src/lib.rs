@@ -33,7 +33,9 @@ use cli::{Args, Command, DumpArgs, Format};
 use collectors::Collector;
 use cycle::exporter::{Cgroups, Exporter};
 use export::metrics::{self, Metrics};
-use kernel::transport::{Fixture, Netlink, Recorder, Transport};
+use kernel::fixture::Fixture;
+use kernel::recorder::Recorder;
+use kernel::transport::{Netlink, Transport};
 use scope::namespaces::{Fleet, NetnsConfig};
 use web::{serve, webconfig};
 
