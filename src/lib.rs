@@ -34,7 +34,9 @@ use cli::{Args, Config, Format, Mode};
 use collectors::Collector;
 use cycle::exporter::{Cgroups, Exporter};
 use export::metrics::{self, Metrics};
-use kernel::transport::{Fixture, Netlink, Recorder, Transport};
+use kernel::fixture::Fixture;
+use kernel::recorder::Recorder;
+use kernel::transport::{Netlink, Transport};
 use scope::namespaces::Fleet;
 use web::{serve, webconfig};
 
