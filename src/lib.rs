@@ -35,7 +35,7 @@ use cycle::exporter::{Cgroups, Exporter};
 use export::metrics::{self, Metrics};
 use kernel::transport::{Fixture, Netlink, Recorder, Transport};
 use scope::namespaces::{Fleet, NetnsConfig};
-use web::{serve, webconfig};
+use web::{respond, serve, webconfig};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -73,7 +73,7 @@ fn serve_forever(args: Args) -> Result<(), BoxError> {
     let transport = source(&args)?;
     let collector = with_side(Collector::new(transport, args.options()), &args)?;
     let mut exporter = exporter(&args, collector);
-    let config = serve::Config {
+    let config = respond::Config {
         telemetry_path: args.web_telemetry_path,
         cache_ttl: args.cache_ttl,
         read_timeout: args.web_read_timeout,
