@@ -38,7 +38,7 @@ use kernel::fixture::Fixture;
 use kernel::recorder::Recorder;
 use kernel::transport::{Netlink, Transport};
 use scope::namespaces::Fleet;
-use web::{serve, webconfig};
+use web::{respond, serve, webconfig};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -80,7 +80,7 @@ fn serve_forever(config: Config) -> Result<(), BoxError> {
         &config,
     )?;
     let mut exporter = exporter(&config, collector);
-    let server = serve::Config {
+    let server = respond::Config {
         web,
         ..config.server
     };

@@ -11,7 +11,7 @@ use crate::config::ListenAddr;
 use crate::export::metrics::Shape;
 use crate::log::Level;
 use crate::scope::namespaces::NetnsConfig;
-use crate::web::serve;
+use crate::web::respond;
 use crate::web::webconfig::WebConfig;
 
 /// What to do.
@@ -55,7 +55,7 @@ pub struct Config {
     /// `--web.config.file`, loaded when the server starts.
     pub web_config_file: Option<PathBuf>,
     /// The server's settings (its `web` part comes from the file above).
-    pub server: serve::Config,
+    pub server: respond::Config,
 }
 
 impl Config {
@@ -118,7 +118,7 @@ impl Config {
             }),
             listen_address: args.web_listen_address,
             web_config_file: args.web_config_file,
-            server: serve::Config {
+            server: respond::Config {
                 telemetry_path: args.web_telemetry_path,
                 cache_ttl: args.cache_ttl,
                 read_timeout: args.web_read_timeout,

@@ -1,7 +1,12 @@
-//! The HTTP server: the poll loop and its limits (`serve`), the
-//! exporter-toolkit web configuration file (`webconfig`) and basic auth
-//! (`auth`).
+//! The HTTP server: the poll loop and its limits (`serve`), one connection's
+//! state machine (`conn`), request heads (`request`), the answers
+//! (`respond`), the exporter-toolkit web configuration file (`webconfig`,
+//! its TLS section in `tls`) and basic auth (`auth`).
 
 pub mod auth;
+pub mod conn;
+pub mod request;
+pub mod respond;
 pub mod serve;
+pub mod tls;
 pub mod webconfig;
