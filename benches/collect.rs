@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use sockdiag_exporter::scope::netns;
+use sockdiag_exporter::scope::netns_enter;
 use support::load::{self, Load, Plan};
 use support::measure::{self, median, Spread};
 use support::nodeexp::{self, NodeExporter};
@@ -411,7 +411,7 @@ fn bench_size(
     have_ss: bool,
 ) -> std::io::Result<SizeReport> {
     println!("\n---- size {n}: building the load ----");
-    netns::enter_private()?;
+    netns_enter::enter_private()?;
     load::tune_namespace()?;
     let plan = Plan::new(n, load::have_ipv6());
     println!(

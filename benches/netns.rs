@@ -262,7 +262,7 @@ fn helper() -> io::Result<()> {
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        sockdiag_exporter::scope::netns::set_link_up("lo")?;
+        sockdiag_exporter::scope::netns_enter::set_link_up("lo")?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         // Re-listen with a backlog that holds every connection unaccepted.
         // SAFETY: listen(2) on our own bound socket.

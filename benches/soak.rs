@@ -58,7 +58,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use load::{Load, Plan};
-use sockdiag_exporter::scope::netns;
+use sockdiag_exporter::scope::netns_enter;
 
 const HELPER_ENV: &str = "SOCKDIAG_SOAK_HELPER";
 /// Cargo builds the binary (bench profile = release settings) for benches.
@@ -505,7 +505,7 @@ fn run() -> io::Result<bool> {
     std::fs::create_dir_all(&out_dir)?;
     let csv_path = out_dir.join("soak.csv");
 
-    netns::enter_private()?;
+    netns_enter::enter_private()?;
     load::tune_namespace()?;
     let plan = Plan::new(sockets, load::have_ipv6());
     println!(

@@ -48,7 +48,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sockdiag_exporter::scope::netns;
+use sockdiag_exporter::scope::netns_enter;
 
 /// Environment variable carrying a load helper's assignment.
 pub const LOAD_ENV: &str = "SOCKDIAG_BENCH_LOAD";
@@ -85,14 +85,14 @@ const JOB_UNIX: u8 = 1;
 
 /// Per-namespace sysctls for the load (the calling thread's namespace).
 pub fn tune_namespace() -> io::Result<()> {
-    netns::write_sysctl("net/core/somaxconn", &BACKLOG.to_string())?;
-    netns::write_sysctl("net/ipv4/tcp_max_syn_backlog", &BACKLOG.to_string())?;
-    netns::write_sysctl("net/ipv4/tcp_max_tw_buckets", "4000000")?;
+    netns_enter::write_sysctl("net/core/somaxconn", &BACKLOG.to_string())?;
+    netns_enter::write_sysctl("net/ipv4/tcp_max_syn_backlog", &BACKLOG.to_string())?;
+    netns_enter::write_sysctl("net/ipv4/tcp_max_tw_buckets", "4000000")?;
     // On loopback connects would otherwise recycle TIME_WAIT sockets.
-    netns::write_sysctl("net/ipv4/tcp_tw_reuse", "0")?;
-    netns::write_sysctl("net/ipv4/ip_local_port_range", "1024 65535")?;
+    netns_enter::write_sysctl("net/ipv4/tcp_tw_reuse", "0")?;
+    netns_enter::write_sysctl("net/ipv4/ip_local_port_range", "1024 65535")?;
     // SYN_SENT sockets keep retrying for the whole run instead of ~2 min.
-    netns::write_sysctl("net/ipv4/tcp_syn_retries", "20")?;
+    netns_enter::write_sysctl("net/ipv4/tcp_syn_retries", "20")?;
     Ok(())
 }
 

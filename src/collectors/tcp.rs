@@ -13,8 +13,8 @@
 //! Counting per cgroup ([`TcpStats::with_cgroups`], off by default) reads
 //! the INET_DIAG_CGROUP_ID the kernel sends unasked on every full socket and
 //! counts the socket under (id, state), keyed by the raw u64, so no string
-//! work happens per socket; `cgroup::Attribution` turns ids into paths once
-//! per collection.
+//! work happens per socket; `cgroup_attribution::Attribution` turns ids
+//! into paths once per collection.
 
 use std::collections::HashMap;
 

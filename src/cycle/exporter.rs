@@ -12,7 +12,8 @@ use crate::kernel::dump::ErrorKey;
 use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
 use crate::outcome::{Health, Lines, LogOnce, Problem};
-use crate::scope::cgroup::{Attribution, CgroupRows, Problem as CgroupProblem, ROOT_CGROUP_ID};
+use crate::scope::cgroup::{Problem as CgroupProblem, ROOT_CGROUP_ID};
+use crate::scope::cgroup_attribution::{Attribution, CgroupRows};
 use crate::scope::namespaces::{Fleet, Part};
 
 /// How a collector's failure and recovery read in the log.
@@ -292,7 +293,7 @@ mod tests {
     use crate::collectors::{OwnedStats, Report};
     use crate::kernel::diag::AF_INET;
     use crate::kernel::parse::tests::{inet_diag_msg, v4};
-    use crate::scope::cgroup::Cgroup2Mount;
+    use crate::scope::cgroup_mount::Cgroup2Mount;
 
     fn tcp_ok() -> Vec<Report> {
         vec![Report {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::cap;
 use crate::collectors::{Report, Stats};
 use crate::kernel::diag::TcpState;
-use crate::scope::cgroup::CgroupRows;
+use crate::scope::cgroup_attribution::CgroupRows;
 use crate::scope::namespaces::{NetnsOutcome, Part};
 use crate::table::{columns, row};
 
@@ -251,7 +251,7 @@ mod tests {
                 duration: Duration::from_millis(3),
                 ok: false,
             },
-            problems: vec![crate::scope::netns::Problem::NoSysAdmin],
+            problems: vec![crate::scope::netns_problem::Problem::NoSysAdmin],
             namespaces: Vec::new(),
             skipped: 4,
             unreadable: 0,
@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(flat[by_cgroup + 3], "/a.service 1 0 0 0 1");
         at(&format!(
             "incomplete: {}",
-            crate::scope::netns::Problem::NoSysAdmin
+            crate::scope::netns_problem::Problem::NoSysAdmin
         ));
         assert!(
             text.contains("0 collected, 4 beyond --collector.netns.max"),

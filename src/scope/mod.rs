@@ -1,8 +1,18 @@
 //! Where sockets are collected from and attributed to: network namespaces
-//! (`netns` finds and enters them, `namespaces` keeps one collector per
-//! namespace) and cgroups (`cgroup` maps the ids the tcp dump carries to
-//! paths).
+//! (`netns` finds and labels them, `netns_enter` enters them, `netns_cache`
+//! keeps a socket per namespace, `netns_problem` says what went wrong, and
+//! `namespaces` keeps one collector per namespace) and cgroups (`cgroup`
+//! holds the labels and problems shared by `cgroup_mount`, which finds the
+//! cgroup2 mount, `cgroup_paths`, which maps the ids the tcp dump carries
+//! to paths, and `cgroup_attribution`, which turns per-id counts into
+//! capped rows).
 
 pub mod cgroup;
+pub mod cgroup_attribution;
+pub mod cgroup_mount;
+pub mod cgroup_paths;
 pub mod namespaces;
 pub mod netns;
+pub mod netns_cache;
+pub mod netns_enter;
+pub mod netns_problem;

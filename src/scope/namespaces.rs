@@ -31,7 +31,10 @@ use crate::kernel::transport::{Netlink, Transport};
 use crate::log::{self, Level};
 use crate::outcome::Health;
 use crate::outcome::{Lines, LogOnce};
-use crate::scope::netns::{self, Namespace, NsId, PerNamespace, OWN_NETNS};
+use crate::scope::netns::{self, Namespace, NsId, OWN_NETNS};
+use crate::scope::netns_cache::PerNamespace;
+use crate::scope::netns_enter;
+use crate::scope::netns_problem::{Problem, ProblemKey};
 
 /// A netlink socket opened inside a namespace. A reset after a failed dump
 /// reopens it there too: a socket opened on the collecting thread would
@@ -45,7 +48,7 @@ pub struct InNamespace {
 impl InNamespace {
     /// Opens a sock_diag socket inside `ns`, from a short-lived thread.
     pub fn open(ns: &Namespace, timeout: Duration) -> io::Result<InNamespace> {
-        let netlink = netns::run_on_new_thread(ns, || Netlink::open(timeout))??;
+        let netlink = netns_enter::run_on_new_thread(ns, || Netlink::open(timeout))??;
         Ok(InNamespace {
             netlink,
             ns: ns.clone(),
@@ -87,7 +90,7 @@ pub struct Part<'a> {
 pub struct NetnsOutcome {
     pub health: Health,
     /// Why the list may be incomplete or a namespace was not collected.
-    pub problems: Vec<netns::Problem>,
+    pub problems: Vec<Problem>,
     /// The namespaces collected, the own one first.
     pub namespaces: Vec<NamespaceInfo>,
     /// Found beyond `--collector.netns.max`.
@@ -136,7 +139,7 @@ struct Netns {
     order: Vec<NsId>,
     outcome: NetnsOutcome,
     /// Problems already logged, so each is logged once.
-    logged: LogOnce<netns::ProblemKey>,
+    logged: LogOnce<ProblemKey>,
 }
 
 /// The own namespace's collector, plus, with `--collector.netns`, one per
@@ -284,7 +287,7 @@ impl Netns {
         // One problem for all namespaces that could not be entered, so an
         // unprivileged exporter logs it once, not once per namespace.
         if let Some((label, e)) = refused.first() {
-            problems.push(netns::Problem::CannotEnter {
+            problems.push(Problem::CannotEnter {
                 refused: refused.len(),
                 others: discovery.namespaces.len().saturating_sub(1),
                 example: label.clone(),
@@ -292,7 +295,7 @@ impl Netns {
             });
         }
         if discovery.skipped > 0 {
-            problems.push(netns::Problem::OverLimit {
+            problems.push(Problem::OverLimit {
                 skipped: discovery.skipped,
                 limit: self.config.limit,
             });
@@ -312,7 +315,7 @@ impl Netns {
     }
 
     /// Logs each new problem once, and the recovery when none is left.
-    fn log_changes(&mut self, problems: &[netns::Problem]) {
+    fn log_changes(&mut self, problems: &[Problem]) {
         const LINES: Lines<'static> = Lines {
             problem: (Level::Warn, "network namespace collection incomplete"),
             field: "problem",
@@ -335,7 +338,7 @@ const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
 /// ProtectProc) rather than refused; without CAP_SYS_ADMIN nothing can be
 /// entered; in a pid namespace of its own (a pod without hostPID) only its
 /// own processes are visible at all.
-fn privilege_problems() -> Vec<netns::Problem> {
+fn privilege_problems() -> Vec<Problem> {
     let mut problems = Vec::new();
     let caps = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -347,15 +350,15 @@ fn privilege_problems() -> Vec<netns::Problem> {
         });
     let has = |cap: u32| caps.is_some_and(|c| c & (1 << cap) != 0);
     if !has(CAP_SYS_ADMIN) {
-        problems.push(netns::Problem::NoSysAdmin);
+        problems.push(Problem::NoSysAdmin);
     }
     if !has(CAP_SYS_PTRACE) {
-        problems.push(netns::Problem::NoPtrace);
+        problems.push(Problem::NoPtrace);
     }
     if let Ok(meta) = std::fs::metadata("/proc/self/ns/pid") {
         use std::os::unix::fs::MetadataExt;
         if meta.ino() != INIT_PID_NS_INO {
-            problems.push(netns::Problem::OwnPidNamespace);
+            problems.push(Problem::OwnPidNamespace);
         }
     }
     problems
@@ -368,13 +371,13 @@ mod tests {
 
     #[test]
     fn a_problem_keeps_its_identity_whatever_its_numbers() {
-        let denied = |denied, seen| netns::Problem::ProcessesDenied {
+        let denied = |denied, seen| Problem::ProcessesDenied {
             denied,
             seen,
             example: "/proc/1/ns/net".into(),
         };
         assert_eq!(denied(3, 70).key(), denied(4, 71).key());
-        let enter = |errno: i32| netns::Problem::CannotEnter {
+        let enter = |errno: i32| Problem::CannotEnter {
             refused: 1,
             others: 2,
             example: "ino:5".into(),
@@ -382,7 +385,7 @@ mod tests {
         };
         assert_eq!(enter(libc::EPERM).key(), enter(libc::EPERM).key());
         assert_ne!(enter(libc::EPERM).key(), enter(libc::ENOENT).key());
-        assert_ne!(denied(1, 1).key(), netns::Problem::NoPtrace.key());
+        assert_ne!(denied(1, 1).key(), Problem::NoPtrace.key());
         assert!(enter(libc::EPERM)
             .to_string()
             .contains("(for example ino:5: Operation not permitted (os error 1))"));

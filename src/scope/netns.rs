@@ -1,15 +1,10 @@
-//! Network namespaces: finding every one on the host, entering one briefly,
-//! and moving the calling thread into a fresh, private one.
-//!
-//! `unshare(CLONE_NEWNET)` and `setns` change only the calling thread's
-//! namespace, and a socket stays in the namespace of the thread that created
-//! it. So a netlink socket opened once inside a namespace dumps that
-//! namespace from then on, from any thread: collecting from a namespace only
-//! needs a brief visit to open the socket ([`run_on_new_thread`] or
-//! `with_netns`, tests only), and [`PerNamespace`] keeps one per namespace until the
-//! namespace is gone. Such a socket holds a reference that keeps its
-//! namespace alive, so the cache must be trimmed to the live set after every
-//! discovery ([`PerNamespace::retain_live`]).
+//! Network namespaces: what identifies one ([`NsId`]), finding every one on
+//! the host ([`discover`]) and the `netns` label each is collected under.
+//! Entering one belongs to [`netns_enter`](super::netns_enter), keeping a
+//! socket per namespace to [`netns_cache`](super::netns_cache) and what can
+//! go wrong to [`netns_problem`](super::netns_problem). Nothing here changes
+//! a thread's namespace, and discovery runs as well on a plain directory
+//! tree ([`Sources`]), which is how it is tested.
 //!
 //! [`discover`] lists the namespaces: the named ones under /run/netns
 //! (`ip netns add`), the ones held by a process (/proc/PID/ns/net of every
@@ -34,92 +29,21 @@
 //! could be mistaken for another kind of label (`host`, `ino:...`) is
 //! written `name:NAME`.
 //!
-//! ## Cost
-//!
 //! Discovery costs one stat per process (1.9 ms for 124 processes here).
-//! Entering costs little (measured, release build, busy host: opening a
-//! netlink socket through [`run_on_new_thread`] 49 us per namespace, through
-//! `with_netns` 156 us, which pays two setns). The dumps are what cost:
-//! the kernel's TCP hash tables are shared by all namespaces, so a dump of
-//! even an empty namespace walks every TCP socket on the host and skips the
-//! foreign ones. N namespaces cost N such walks (measured: an empty
-//! namespace's dump took 0.15 ms on a quiet host and 150-300 ms while
-//! another process held 810k TCP sockets elsewhere).
+//! What collecting from a namespace costs is in
+//! [`netns_enter`](super::netns_enter).
 //!
-//! The private-namespace helpers (`enter_private`, `set_link_up`,
-//! `write_sysctl`) let tests and the benchmark load generator build an
-//! exact socket mix that nothing else on the host can disturb. They, like
-//! `with_netns` and `by_label`, exist only with the `testing` feature
-//! (on for tests, benches and the fuzz harness), not in the binary's API.
+//! `by_label` exists only with the `testing` feature (on for tests,
+//! benches and the fuzz harness), not in the binary's API.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::outcome::OsError;
-
-/// Moves the calling thread into a new, empty network namespace and brings
-/// its loopback interface up (127.0.0.1 and, where IPv6 is enabled, ::1).
-///
-/// Needs CAP_SYS_ADMIN (root). The namespace disappears when the last thread,
-/// process or socket holding it is gone, so the caller never has to delete it.
-#[cfg(any(test, feature = "testing"))]
-pub fn enter_private() -> io::Result<()> {
-    // SAFETY: unshare takes no pointers; it only changes this thread's nsproxy.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    set_link_up("lo")
-}
-
-/// Sets IFF_UP on the named interface of the calling thread's namespace.
-#[cfg(any(test, feature = "testing"))]
-pub fn set_link_up(name: &str) -> io::Result<()> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name {name:?}"),
-        ));
-    }
-    // SAFETY: a plain datagram socket used only for the two ioctls below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: fd is open, ifr is a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS.
-    let result = unsafe {
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) != 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        }
-    };
-    // SAFETY: fd was opened above and is closed exactly once.
-    unsafe { libc::close(fd) };
-    result
-}
-
-/// Writes a per-namespace sysctl such as `net/ipv4/tcp_tw_reuse`, as seen by
-/// the calling thread's network namespace.
-#[cfg(any(test, feature = "testing"))]
-pub fn write_sysctl(name: &str, value: &str) -> io::Result<()> {
-    std::fs::write(format!("/proc/sys/{name}"), value)
-}
+use crate::scope::netns_problem::Problem;
 
 // ---------------------------------------------------------------------------
 // Identity
@@ -135,7 +59,7 @@ pub struct NsId {
 }
 
 impl NsId {
-    fn of(meta: &fs::Metadata) -> NsId {
+    pub(crate) fn of(meta: &fs::Metadata) -> NsId {
         NsId {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -236,128 +160,6 @@ pub struct Discovery {
     /// root /proc/1/ns/net). Such a process may hold a namespace that is
     /// then missing from the list.
     pub denied_processes: usize,
-}
-
-/// Why the namespaces collected may not be all of them. Typed, so that a
-/// problem that persists is logged once ([`crate::outcome`]) however its
-/// counts change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
-    /// The own namespace file could not be read.
-    OwnUnidentified { path: PathBuf, error: OsError },
-    /// The directory of named namespaces could not be listed.
-    NamedUnlisted { dir: PathBuf, error: OsError },
-    /// A named namespace could not be opened.
-    NamedUnopened { path: PathBuf, error: OsError },
-    /// The proc mount could not be listed.
-    ProcessesUnlisted { dir: PathBuf, error: OsError },
-    /// Other processes' namespaces could not be read for lack of permission.
-    ProcessesDenied {
-        denied: usize,
-        seen: usize,
-        example: PathBuf,
-    },
-    /// No CAP_SYS_ADMIN: nothing can be entered.
-    NoSysAdmin,
-    /// No CAP_SYS_PTRACE: other users' processes may be hidden.
-    NoPtrace,
-    /// In a pid namespace of its own: only its own processes are visible.
-    OwnPidNamespace,
-    /// Namespaces that could not be entered (one problem for all of them).
-    CannotEnter {
-        refused: usize,
-        others: usize,
-        example: String,
-        error: OsError,
-    },
-    /// Namespaces beyond `--collector.netns.max`.
-    OverLimit { skipped: usize, limit: usize },
-}
-
-/// A [`Problem`]'s identity: which problem, on which path, with which errno.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProblemKey {
-    kind: std::mem::Discriminant<Problem>,
-    path: Option<PathBuf>,
-    errno: Option<i32>,
-}
-
-impl crate::outcome::Problem for Problem {
-    type Key = ProblemKey;
-    fn key(&self) -> ProblemKey {
-        let (path, errno) = match self {
-            Problem::OwnUnidentified { path, error }
-            | Problem::NamedUnlisted { dir: path, error }
-            | Problem::NamedUnopened { path, error }
-            | Problem::ProcessesUnlisted { dir: path, error } => (Some(path.clone()), error.errno),
-            Problem::CannotEnter { error, .. } => (None, error.errno),
-            _ => (None, None),
-        };
-        ProblemKey {
-            kind: std::mem::discriminant(self),
-            path,
-            errno,
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Problem::OwnUnidentified { path, error } => write!(
-                f,
-                "cannot identify the own network namespace ({}): {error}",
-                path.display()
-            ),
-            Problem::NamedUnlisted { dir, error } => write!(
-                f,
-                "cannot list named network namespaces in {}: {error}",
-                dir.display()
-            ),
-            Problem::NamedUnopened { path, error } => write!(
-                f,
-                "cannot open named network namespace {}: {error}",
-                path.display()
-            ),
-            Problem::ProcessesUnlisted { dir, error } => {
-                write!(f, "cannot list processes in {}: {error}", dir.display())
-            }
-            Problem::ProcessesDenied {
-                denied,
-                seen,
-                example,
-            } => write!(
-                f,
-                "permission denied reading the network namespace of {denied} of {seen} processes \
-                 (for example {}): namespaces held only by other users' processes are not found; \
-                 run as root (CAP_SYS_PTRACE reads them, CAP_SYS_ADMIN enters them)",
-                example.display()
-            ),
-            Problem::NoSysAdmin => f.write_str(
-                "no CAP_SYS_ADMIN: other network namespaces cannot be entered; only the own one is collected",
-            ),
-            Problem::NoPtrace => f.write_str(
-                "no CAP_SYS_PTRACE: other users' processes, and the namespaces only they hold, may be hidden or unreadable",
-            ),
-            Problem::OwnPidNamespace => f.write_str(
-                "the exporter runs in a pid namespace of its own (a container without hostPID): only the namespaces of its own processes are visible",
-            ),
-            Problem::CannotEnter {
-                refused,
-                others,
-                example,
-                error,
-            } => write!(
-                f,
-                "cannot enter {refused} of {others} other network namespaces (for example {example}: {error}); \
-                 their sockets are not collected"
-            ),
-            Problem::OverLimit { skipped, limit } => write!(
-                f,
-                "{skipped} network namespaces beyond --collector.netns.max={limit} are not collected"
-            ),
-        }
-    }
 }
 
 /// Where discovery looks; [`Sources::default`] is the real system. Tests
@@ -605,181 +407,6 @@ pub fn assemble(
     (list, skipped)
 }
 
-// ---------------------------------------------------------------------------
-// Entering
-// ---------------------------------------------------------------------------
-
-fn setns(fd: &File) -> io::Result<()> {
-    // SAFETY: setns takes an open fd and a flag; no pointers.
-    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Puts the thread back into its own namespace when dropped, also while a
-/// panic unwinds.
-#[cfg(any(test, feature = "testing"))]
-struct GoBack {
-    home: File,
-}
-
-#[cfg(any(test, feature = "testing"))]
-impl Drop for GoBack {
-    fn drop(&mut self) {
-        if let Err(e) = setns(&self.home) {
-            // A thread left in another namespace would label that
-            // namespace's sockets as its own and open every later socket
-            // there: silently wrong numbers. Nothing can make that safe, so
-            // the process stops and the service manager restarts it.
-            // Returning uses a descriptor opened before leaving and needs
-            // the capability entering needed, so this is not expected.
-            let _ = io::Write::write_all(
-                &mut io::stderr(),
-                format!(
-                    "level=error msg=\"cannot return to the own network namespace after entering another; aborting\" err=\"{e}\"\n"
-                )
-                .as_bytes(),
-            );
-            std::process::abort();
-        }
-    }
-}
-
-/// Runs `f` on the calling thread inside `ns`, then returns the thread to
-/// the namespace it was in, also when `f` panics. If `ns` is the thread's
-/// current namespace, `f` just runs.
-///
-/// Err if `ns` is gone (see [`Namespace::open`]) or cannot be entered
-/// (EPERM without CAP_SYS_ADMIN); `f` has not run then. If returning fails
-/// the process aborts, because no caller could go on safely on a thread in
-/// the wrong namespace. [`run_on_new_thread`] avoids that case altogether.
-#[cfg(any(test, feature = "testing"))]
-pub fn with_netns<R>(ns: &Namespace, f: impl FnOnce() -> R) -> io::Result<R> {
-    let home = File::open(THREAD_SELF_NET)?;
-    if NsId::of(&home.metadata()?) == ns.id {
-        return Ok(f());
-    }
-    let target = ns.open()?;
-    setns(&target).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot enter network namespace {}: {e}", ns.label),
-        )
-    })?;
-    let back = GoBack { home };
-    let result = f();
-    drop(back);
-    Ok(result)
-}
-
-/// Runs `f` on a new, short-lived thread inside `ns` and returns its
-/// result. The calling thread never changes namespace, and the helper
-/// thread ends instead of returning, so nothing can be left in the wrong
-/// namespace. Costs one thread start; meant for opening a socket that is
-/// then cached. A panic in `f` is passed on to the caller.
-pub fn run_on_new_thread<R: Send>(ns: &Namespace, f: impl FnOnce() -> R + Send) -> io::Result<R> {
-    let target = ns.open()?;
-    let outcome = std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("netns".into())
-            .spawn_scoped(scope, move || -> io::Result<R> {
-                setns(&target).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot enter network namespace {}: {e}", ns.label),
-                    )
-                })?;
-                Ok(f())
-            })
-            .map(|handle| handle.join())
-    });
-    match outcome {
-        Err(spawn) => Err(spawn),
-        Ok(Ok(result)) => result,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Per-namespace cache
-// ---------------------------------------------------------------------------
-
-/// Values kept per namespace (netlink sockets), keyed by [`NsId`].
-///
-/// A socket keeps its namespace alive, so call [`retain_live`] with each
-/// discovery's result: entries of namespaces that disappeared are dropped
-/// (closing their sockets, which lets the kernel free the namespace, after
-/// which its inode number may be reused by a new one).
-///
-/// [`retain_live`]: PerNamespace::retain_live
-#[derive(Debug)]
-pub struct PerNamespace<T> {
-    entries: HashMap<NsId, T>,
-}
-
-impl<T> Default for PerNamespace<T> {
-    fn default() -> Self {
-        PerNamespace {
-            entries: HashMap::new(),
-        }
-    }
-}
-
-impl<T> PerNamespace<T> {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn get(&self, id: NsId) -> Option<&T> {
-        self.entries.get(&id)
-    }
-
-    pub fn get_mut(&mut self, id: NsId) -> Option<&mut T> {
-        self.entries.get_mut(&id)
-    }
-
-    /// The entry for `id`, created with `make` if there is none. An error
-    /// from `make` is returned and nothing is stored.
-    pub fn get_or_try_insert_with<E>(
-        &mut self,
-        id: NsId,
-        make: impl FnOnce() -> Result<T, E>,
-    ) -> Result<&mut T, E> {
-        use std::collections::hash_map::Entry;
-        match self.entries.entry(id) {
-            Entry::Occupied(entry) => Ok(entry.into_mut()),
-            Entry::Vacant(entry) => Ok(entry.insert(make()?)),
-        }
-    }
-
-    /// Drops an entry (e.g. after its socket failed), returning it.
-    pub fn remove(&mut self, id: NsId) -> Option<T> {
-        self.entries.remove(&id)
-    }
-
-    /// Keeps only the entries whose namespace is in `live`; returns how
-    /// many were dropped.
-    pub fn retain_live<'a>(&mut self, live: impl IntoIterator<Item = &'a Namespace>) -> usize {
-        let live: std::collections::HashSet<NsId> = live.into_iter().map(|ns| ns.id).collect();
-        let before = self.entries.len();
-        self.entries.retain(|id, _| live.contains(id));
-        before - self.entries.len()
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn contains(&self, id: NsId) -> bool {
-        self.entries.contains_key(&id)
-    }
-}
-
 /// Discovered namespaces by label, for logs and tests.
 #[cfg(any(test, feature = "testing"))]
 pub fn by_label(discovery: &Discovery) -> std::collections::BTreeMap<&str, &Namespace> {
@@ -945,55 +572,5 @@ mod tests {
         assert!(found.namespaces.is_empty());
         assert_eq!(found.problems.len(), 2, "{:?}", found.problems);
         fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn cache_keeps_only_live_namespaces() {
-        let ns = |ino| Namespace {
-            id: id(ino),
-            label: format!("ino:{ino}"),
-            own: false,
-            name: None,
-            lowest_pid: None,
-            processes: 0,
-            path: PathBuf::new(),
-        };
-        let mut cache: PerNamespace<String> = PerNamespace::new();
-        for ino in [1, 2, 3] {
-            let v = cache
-                .get_or_try_insert_with(id(ino), || Ok::<_, ()>(format!("sock{ino}")))
-                .unwrap();
-            assert_eq!(*v, format!("sock{ino}"));
-        }
-        let again = cache.get_or_try_insert_with(id(2), || Err("not called"));
-        assert_eq!(again.unwrap(), "sock2");
-        assert_eq!(
-            cache.get_or_try_insert_with(id(9), || Err("refused")),
-            Err("refused")
-        );
-        assert!(!cache.contains(id(9)), "a failure stores nothing");
-        assert_eq!(cache.retain_live(&[ns(2), ns(3), ns(4)]), 1);
-        assert!(!cache.contains(id(1)));
-        assert_eq!(cache.len(), 2);
-        assert_eq!(cache.remove(id(3)).as_deref(), Some("sock3"));
-        assert_eq!(cache.retain_live(&[]), 1);
-        assert!(cache.is_empty());
-    }
-
-    #[test]
-    fn current_namespace_matches_discovery() {
-        let me = current().unwrap();
-        let found = discover(1);
-        assert_eq!(found.namespaces[0].id, me);
-        assert_eq!(found.namespaces[0].label, "host");
-        // Entering the own namespace runs in place.
-        assert_eq!(with_netns(&found.namespaces[0], || 7).unwrap(), 7);
-        assert_eq!(current().unwrap(), me);
-    }
-
-    #[test]
-    fn rejects_bad_interface_names() {
-        assert!(set_link_up("").is_err());
-        assert!(set_link_up("a-name-that-is-far-too-long").is_err());
     }
 }

@@ -19,8 +19,12 @@ use crate::support::{poll_until, require_sys_admin, require_tool, skip};
 use sockdiag_exporter::collectors::{tcp::DumpMode, Collector, Options};
 use sockdiag_exporter::kernel::diag::TcpState;
 use sockdiag_exporter::kernel::transport::Netlink;
-use sockdiag_exporter::scope::cgroup::{self, Attribution};
-use sockdiag_exporter::scope::netns::{self, Namespace, PerNamespace};
+use sockdiag_exporter::scope::cgroup;
+use sockdiag_exporter::scope::cgroup_attribution::Attribution;
+use sockdiag_exporter::scope::cgroup_mount;
+use sockdiag_exporter::scope::netns::{self, Namespace};
+use sockdiag_exporter::scope::netns_cache::PerNamespace;
+use sockdiag_exporter::scope::netns_enter;
 
 const IP_HINT: &str = "iproute2, for named namespaces; `make deps` installs it";
 
@@ -121,13 +125,13 @@ fn discovers_labels_and_counts_every_namespace() {
     assert_eq!(ids.len(), found.namespaces.len());
 
     // Sockets inside the named ones, made on this thread while entered.
-    let held_a = netns::with_netns(&ns_a, || {
-        netns::set_link_up("lo").unwrap();
+    let held_a = netns_enter::with_netns(&ns_a, || {
+        netns_enter::set_link_up("lo").unwrap();
         open_sockets(3, 2)
     })
     .expect("enter a");
-    let held_b = netns::with_netns(&ns_b, || {
-        netns::set_link_up("lo").unwrap();
+    let held_b = netns_enter::with_netns(&ns_b, || {
+        netns_enter::set_link_up("lo").unwrap();
         open_sockets(1, 4)
     })
     .expect("enter b");
@@ -139,7 +143,7 @@ fn discovers_labels_and_counts_every_namespace() {
 
     // A panic inside still brings the thread back.
     let panicked = std::panic::catch_unwind(|| {
-        netns::with_netns(&ns_a, || {
+        netns_enter::with_netns(&ns_a, || {
             assert_ne!(netns::current().unwrap(), home);
             panic!("inside a");
         })
@@ -152,12 +156,14 @@ fn discovers_labels_and_counts_every_namespace() {
     let open = || Netlink::open(Duration::from_secs(10));
     for ns in [&ns_a, &ns_h1] {
         cache
-            .get_or_try_insert_with(ns.id, || netns::with_netns(ns, open).and_then(|r| r))
+            .get_or_try_insert_with(ns.id, || netns_enter::with_netns(ns, open).and_then(|r| r))
             .expect("open in namespace");
     }
     for ns in [&ns_b, &ns_h2] {
         cache
-            .get_or_try_insert_with(ns.id, || netns::run_on_new_thread(ns, open).and_then(|r| r))
+            .get_or_try_insert_with(ns.id, || {
+                netns_enter::run_on_new_thread(ns, open).and_then(|r| r)
+            })
             .expect("open in namespace on a new thread");
     }
     assert_eq!(netns::current().unwrap(), home);
@@ -171,7 +177,7 @@ fn discovers_labels_and_counts_every_namespace() {
     for (ns, want) in expect {
         let nl = cache.remove(ns.id).unwrap();
         assert_eq!(counts(nl), want, "namespace {}", ns.label);
-        let nl = netns::run_on_new_thread(ns, open).unwrap().unwrap();
+        let nl = netns_enter::run_on_new_thread(ns, open).unwrap().unwrap();
         assert!(cache
             .get_or_try_insert_with(ns.id, || Ok::<_, ()>(nl))
             .is_ok());
@@ -197,7 +203,7 @@ fn discovers_labels_and_counts_every_namespace() {
     assert!(cache.contains(ns_b.id) && cache.contains(ns_h1.id));
     let gone = ns_a.open().unwrap_err();
     assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
-    assert!(netns::with_netns(&ns_h2, || ()).is_err());
+    assert!(netns_enter::with_netns(&ns_h2, || ()).is_err());
     assert_eq!(netns::current().unwrap(), home);
     drop((held_a, held_b));
 }
@@ -230,8 +236,8 @@ fn attributed(
 
 /// Per-cgroup counts through the real path: a `Collector` with
 /// `options.cgroup` over a netlink socket in the test's private namespace,
-/// then `cgroup::Attribution`, for sockets of helper processes moved into
-/// test-owned cgroups. Also checks what the kernel sends (the raw
+/// then `cgroup_attribution::Attribution`, for sockets of helper processes
+/// moved into test-owned cgroups. Also checks what the kernel sends (the raw
 /// attributes of full, TIME_WAIT and request sockets) and what it does when
 /// a cgroup is removed while one of its sockets lives on.
 #[test]
@@ -239,7 +245,7 @@ fn cgroup_ids_map_to_the_test_cgroups() {
     if !require_sys_admin("create cgroups and network namespaces and move processes") {
         return;
     }
-    let mount = match cgroup::detect() {
+    let mount = match cgroup_mount::detect() {
         Ok(m) => m,
         Err(e) => {
             skip(format_args!("needs a cgroup2 mount: {e}"));
@@ -505,7 +511,7 @@ fn unprivileged_discovery_serves_the_own_namespace() {
     assert!(denied > 0, "{:?}", h.lines);
     // Without CAP_NET_ADMIN there is no MARK, but the cgroup id still comes:
     // the helper's cgroup is ours.
-    let mount = cgroup::detect();
+    let mount = cgroup_mount::detect();
     let attrs = h
         .lines
         .iter()

@@ -25,7 +25,7 @@ use sockdiag_exporter::kernel::diag::TcpState;
 use sockdiag_exporter::kernel::transport::Netlink;
 use sockdiag_exporter::kernel::transport::Transport;
 use sockdiag_exporter::scope::namespaces::{Fleet, InNamespace, NetnsConfig};
-use sockdiag_exporter::scope::netns;
+use sockdiag_exporter::scope::{netns, netns_enter};
 
 const IP_HINT: &str = "iproute2, for named namespaces; `make deps` installs it";
 
@@ -101,8 +101,8 @@ fn every_namespace_is_collected_under_its_label() {
         .find(|ns| ns.label == named.name)
         .expect("the named namespace is found")
         .clone();
-    let held = netns::with_netns(&ns_a, || {
-        netns::set_link_up("lo").unwrap();
+    let held = netns_enter::with_netns(&ns_a, || {
+        netns_enter::set_link_up("lo").unwrap();
         open_sockets(3, 2)
     })
     .expect("enter the named namespace");
@@ -294,7 +294,7 @@ fn test_cgroup(suffix: &str) -> Option<(TestCgroup, String)> {
     if !require_sys_admin("create cgroups and network namespaces") {
         return None;
     }
-    let mount = match sockdiag_exporter::scope::cgroup::detect() {
+    let mount = match sockdiag_exporter::scope::cgroup_mount::detect() {
         Ok(m) => m,
         Err(e) => {
             skip(format_args!("needs a cgroup2 mount: {e}"));
@@ -497,7 +497,7 @@ fn cgroup_namespace_mount_is_refused() {
     let Some((cg, _)) = test_cgroup("cgns") else {
         return;
     };
-    let mount = sockdiag_exporter::scope::cgroup::detect().expect("checked by test_cgroup");
+    let mount = sockdiag_exporter::scope::cgroup_mount::detect().expect("checked by test_cgroup");
     let point = mount.mount_point.display().to_string();
     let script = format!(
         "umount -l {point} 2>/dev/null; mount -t cgroup2 none {point} && exec {BIN} dump --collector.cgroup --no-collector.udp --no-collector.unix --no-collector.listeners"

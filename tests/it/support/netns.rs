@@ -31,7 +31,7 @@ use std::time::Duration;
 use sockdiag_exporter::kernel::diag::{
     self, Attributes, DumpRequest, Family, INET_DIAG_MSG_LEN, SOCK_DIAG_BY_FAMILY,
 };
-use sockdiag_exporter::scope::netns;
+use sockdiag_exporter::scope::{netns, netns_enter};
 
 use super::skips::{require_root, skip};
 use sockdiag_exporter::kernel::transport::{Netlink, Transport};
@@ -50,7 +50,7 @@ pub fn require_root_netns() -> bool {
     if !require_root("create a private network namespace") {
         return false;
     }
-    if let Err(e) = sockdiag_exporter::scope::netns::enter_private() {
+    if let Err(e) = sockdiag_exporter::scope::netns_enter::enter_private() {
         skip(format_args!(
             "needs CAP_SYS_ADMIN to enter a private network namespace: {e}"
         ));
@@ -59,7 +59,7 @@ pub fn require_root_netns() -> bool {
     // Without this, connect() on loopback may recycle our TIME_WAIT sockets.
     // A failure here would make the TIME_WAIT counts unreliable: that is a
     // broken test environment, not a skip.
-    sockdiag_exporter::scope::netns::write_sysctl("net/ipv4/tcp_tw_reuse", "0")
+    sockdiag_exporter::scope::netns_enter::write_sysctl("net/ipv4/tcp_tw_reuse", "0")
         .expect("set net/ipv4/tcp_tw_reuse=0 in the private namespace");
     true
 }
@@ -257,7 +257,7 @@ pub fn run_helper_if_asked() {
         }
         writeln!(out, "SDTEST-DENIED {}", found.denied_processes).unwrap();
         if let Some(other) = found.namespaces.iter().find(|ns| !ns.own) {
-            match netns::with_netns(other, || ()) {
+            match netns_enter::with_netns(other, || ()) {
                 Ok(()) => writeln!(out, "SDTEST-ENTER {} ok", other.label).unwrap(),
                 Err(e) => writeln!(out, "SDTEST-ENTER {} {:?} {e}", other.label, e.kind()).unwrap(),
             }
@@ -292,8 +292,8 @@ pub fn run_helper_if_asked() {
         std::process::exit(0);
     }
     if std::env::var("SDTEST_PRIVATE").as_deref() == Ok("1") {
-        netns::set_link_up("lo").expect("lo up in the helper's namespace");
-        netns::write_sysctl("net/ipv4/tcp_tw_reuse", "0").expect("tcp_tw_reuse=0");
+        netns_enter::set_link_up("lo").expect("lo up in the helper's namespace");
+        netns_enter::write_sysctl("net/ipv4/tcp_tw_reuse", "0").expect("tcp_tw_reuse=0");
     }
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let mut port = 0;
