@@ -8,6 +8,9 @@ use crate::kernel::diag::{TcpState, AF_INET, AF_INET6, NLMSG_DONE, NLMSG_ERROR, 
 use crate::kernel::dump::{ErrorKind, RECV_BUFFER};
 use crate::kernel::parse::tests::{inet_diag_msg, nlmsg, v4};
 use std::collections::VecDeque;
+use std::io;
+
+use crate::kernel::diag::DumpRequest;
 
 /// A scripted kernel: for each request, a list of answers; records what
 /// was asked.
@@ -328,10 +331,10 @@ fn side_collectors_run_on_the_side_transport_on_another_thread() {
     assert!(side.threads.iter().all(|t| *t != me), "side ran here");
     assert!(side.threads.windows(2).all(|w| w[0] == w[1]));
 
-    assert_eq!(c.all.tcp.total(TcpState::Established), 1);
-    assert_eq!(c.all.listen.listeners().len(), 1);
-    assert_eq!(c.all.udp.sockets[0], [1, 0]);
-    assert_eq!(unix_total(&c.all.unix), 1);
+    assert_eq!(c.stats().tcp.total(TcpState::Established), 1);
+    assert_eq!(c.stats().listen.listeners().len(), 1);
+    assert_eq!(c.stats().udp.sockets[0], [1, 0]);
+    assert_eq!(unix_total(c.stats().unix), 1);
 }
 
 #[test]
@@ -347,9 +350,9 @@ fn a_failing_side_collector_does_not_blank_tcp_or_the_others() {
     assert_eq!(failed(&reports), [Kind::Udp]);
     let error = reports[2].error.as_ref().unwrap();
     assert_eq!(error.request, DumpRequest::Udp(Family::Ipv4).name());
-    assert_eq!(c.all.tcp.total(TcpState::Established), 1);
-    assert_eq!(c.all.listen.listeners().len(), 1);
-    assert_eq!(unix_total(&c.all.unix), 1);
+    assert_eq!(c.stats().tcp.total(TcpState::Established), 1);
+    assert_eq!(c.stats().listen.listeners().len(), 1);
+    assert_eq!(unix_total(c.stats().unix), 1);
     // The failure reset the side transport only.
     assert_eq!(c.side_transport().unwrap().resets, 1);
     assert_eq!(c.transport().resets, 0);
@@ -362,9 +365,9 @@ fn a_failing_tcp_collector_does_not_blank_the_side_ones() {
     let reports = c.collect();
     assert_eq!(kinds(&reports), Kind::ALL);
     assert_eq!(failed(&reports), [Kind::Tcp]);
-    assert_eq!(c.all.listen.listeners().len(), 1);
-    assert_eq!(c.all.udp.sockets[0], [1, 0]);
-    assert_eq!(unix_total(&c.all.unix), 1);
+    assert_eq!(c.stats().listen.listeners().len(), 1);
+    assert_eq!(c.stats().udp.sockets[0], [1, 0]);
+    assert_eq!(unix_total(c.stats().unix), 1);
     assert_eq!(c.transport().resets, 1);
     assert_eq!(c.side_transport().unwrap().resets, 0);
 }
@@ -486,5 +489,5 @@ fn a_stalled_side_dump_ends_at_the_deadline_and_tcp_still_succeeds() {
         udp.error
     );
     assert!(udp.duration >= deadline, "{:?}", udp.duration);
-    assert_eq!(c.all.tcp.total(TcpState::Established), 1);
+    assert_eq!(c.stats().tcp.total(TcpState::Established), 1);
 }
