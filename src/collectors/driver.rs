@@ -5,7 +5,7 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{All, Kind, Options, PartMut, Stats, TcpStats};
+use super::{All, Kind, Options, PartMut, SocketCollector, Stats, TcpStats};
 use crate::kernel::diag::DumpRequest;
 use crate::kernel::dump::{CollectError, Dumper};
 use crate::kernel::transport::Transport;

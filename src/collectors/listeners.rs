@@ -134,14 +134,23 @@ pub static SPECS: &[&Spec] = &[
     &LISTEN_DROPS,
 ];
 
-impl ListenStats {
+impl SocketCollector for ListenStats {
+    const NAME: &'static str = "listeners";
+    const HELP: &'static str = "TCP accept queues and drops per listener";
+    const SIDE: bool = true;
+    fn specs() -> &'static [&'static Spec] {
+        SPECS
+    }
+    fn new(_options: &Options) -> ListenStats {
+        ListenStats::default()
+    }
     /// Runs its dumps through `dumper` into these counts.
-    pub fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
         dumper.run(LISTEN, self)
     }
 
     /// Its series for one namespace (`ns`: the `netns` label, if any).
-    pub fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
         let capped = cap::first(self.listeners(), options.max_listeners);
         for (key, listener) in &capped.rows {
             let address = format_address(key.family, &key.address);
@@ -160,7 +169,7 @@ impl ListenStats {
         );
     }
 
-    pub fn table(&self, out: &mut String) {
+    fn table(&self, out: &mut String) {
         let listeners = fullest(out, "listeners", self.listeners(), |l: &Listener| {
             (l.queue, l.max)
         });
@@ -184,27 +193,6 @@ impl ListenStats {
             ]));
         }
         out.push_str(&columns(&rows, 2));
-    }
-}
-
-impl SocketCollector for ListenStats {
-    const NAME: &'static str = "listeners";
-    const HELP: &'static str = "TCP accept queues and drops per listener";
-    const SIDE: bool = true;
-    fn specs() -> &'static [&'static Spec] {
-        SPECS
-    }
-    fn new(_options: &Options) -> ListenStats {
-        ListenStats::default()
-    }
-    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
-        ListenStats::collect(self, dumper)
-    }
-    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
-        ListenStats::families(self, options, out, ns)
-    }
-    fn table(&self, out: &mut String) {
-        ListenStats::table(self, out)
     }
 }
 

@@ -285,23 +285,6 @@ impl TcpStats {
         tcp_plan(self.mode, self.legacy_refused)
     }
 
-    /// Runs the TCP dumps into these counts, falling back from the legacy
-    /// request in auto mode.
-    pub fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
-        match dumper.run(self.plan(), self) {
-            Err(error) if self.is_legacy_refusal(&error) => {
-                self.legacy_refused = true;
-                log::log(
-                    Level::Warn,
-                    "the kernel refused the legacy AF_UNSPEC dump; using per-family dumps from now on",
-                    &[("err", &error)],
-                );
-                dumper.run(self.plan(), self)
-            }
-            result => result,
-        }
-    }
-
     /// In auto mode, a kernel error answering the legacy request (before any
     /// socket arrived) that says "not supported" means "use the other
     /// request", not "fail". Transient errors (EBUSY, ENOMEM, ENOBUFS, ...)
@@ -330,9 +313,20 @@ pub static SYN_QUEUE: Spec = Spec {
 /// The metrics this collector alone produces.
 pub static SPECS: &[&Spec] = &[&SYN_QUEUE];
 
-impl TcpStats {
+impl SocketCollector for TcpStats {
+    const NAME: &'static str = "tcp";
+    const HELP: &'static str = "sockets and queues by state";
+    const SIDE: bool = false;
+    fn specs() -> &'static [&'static Spec] {
+        SPECS
+    }
+    fn new(options: &Options) -> TcpStats {
+        let mut stats = TcpStats::new(options.tcp_ports.clone()).with_cgroups(options.cgroup);
+        stats.mode = options.tcp_dump;
+        stats
+    }
     /// Its series for one namespace (`ns`: the `netns` label, if any).
-    pub fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
         let tcp = self;
         for family in Family::ALL {
             for state in TcpState::ALL {
@@ -356,7 +350,7 @@ impl TcpStats {
             .families(out, "tcp", &states, options.max_port_series, ns);
     }
 
-    pub fn table(&self, out: &mut String) {
+    fn table(&self, out: &mut String) {
         let (v4, v6) = (Family::Ipv4 as usize, Family::Ipv6 as usize);
         let mut rows = vec![row(
             ["TCP sockets", "ipv4", "ipv6", "total"].map(String::from)
@@ -412,28 +406,22 @@ impl TcpStats {
         self.ports
             .table(out, "TCP", &TcpState::ALL.map(|s| s.label()));
     }
-}
 
-impl SocketCollector for TcpStats {
-    const NAME: &'static str = "tcp";
-    const HELP: &'static str = "sockets and queues by state";
-    const SIDE: bool = false;
-    fn specs() -> &'static [&'static Spec] {
-        SPECS
-    }
-    fn new(options: &Options) -> TcpStats {
-        let mut stats = TcpStats::new(options.tcp_ports.clone()).with_cgroups(options.cgroup);
-        stats.mode = options.tcp_dump;
-        stats
-    }
+    /// Runs the TCP dumps into these counts, falling back from the legacy
+    /// request in auto mode.
     fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
-        TcpStats::collect(self, dumper)
-    }
-    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
-        TcpStats::families(self, options, out, ns)
-    }
-    fn table(&self, out: &mut String) {
-        TcpStats::table(self, out)
+        match dumper.run(self.plan(), self) {
+            Err(error) if self.is_legacy_refusal(&error) => {
+                self.legacy_refused = true;
+                log::log(
+                    Level::Warn,
+                    "the kernel refused the legacy AF_UNSPEC dump; using per-family dumps from now on",
+                    &[("err", &error)],
+                );
+                dumper.run(self.plan(), self)
+            }
+            result => result,
+        }
     }
 }
 

@@ -116,14 +116,23 @@ pub static PORT_DROPS: Spec = Spec {
 /// The metrics this collector alone produces.
 pub static SPECS: &[&Spec] = &[&UDP_DROPS, &PORT_DROPS];
 
-impl UdpStats {
+impl SocketCollector for UdpStats {
+    const NAME: &'static str = "udp";
+    const HELP: &'static str = "UDP sockets, queues and drops";
+    const SIDE: bool = true;
+    fn specs() -> &'static [&'static Spec] {
+        SPECS
+    }
+    fn new(options: &Options) -> UdpStats {
+        UdpStats::new(options.udp_ports.clone())
+    }
     /// Runs its dumps through `dumper` into these counts.
-    pub fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
         dumper.run(UDP, self)
     }
 
     /// Its series for one namespace (`ns`: the `netns` label, if any).
-    pub fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
         let udp = self;
         for family in Family::ALL {
             for state in UdpState::ALL {
@@ -157,7 +166,7 @@ impl UdpStats {
         }
     }
 
-    pub fn table(&self, out: &mut String) {
+    fn table(&self, out: &mut String) {
         let mut rows = vec![row([
             "UDP sockets",
             "ipv4",
@@ -197,27 +206,6 @@ impl UdpStats {
             }
             out.push_str(&columns(&rows, 1));
         }
-    }
-}
-
-impl SocketCollector for UdpStats {
-    const NAME: &'static str = "udp";
-    const HELP: &'static str = "UDP sockets, queues and drops";
-    const SIDE: bool = true;
-    fn specs() -> &'static [&'static Spec] {
-        SPECS
-    }
-    fn new(options: &Options) -> UdpStats {
-        UdpStats::new(options.udp_ports.clone())
-    }
-    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
-        UdpStats::collect(self, dumper)
-    }
-    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
-        UdpStats::families(self, options, out, ns)
-    }
-    fn table(&self, out: &mut String) {
-        UdpStats::table(self, out)
     }
 }
 

@@ -218,14 +218,23 @@ pub static SPECS: &[&Spec] = &[
     &UNIX_LISTEN_QUEUE_MAX,
 ];
 
-impl UnixStats {
+impl SocketCollector for UnixStats {
+    const NAME: &'static str = "unix";
+    const HELP: &'static str = "unix sockets, queues and listeners";
+    const SIDE: bool = true;
+    fn specs() -> &'static [&'static Spec] {
+        SPECS
+    }
+    fn new(_options: &Options) -> UnixStats {
+        UnixStats::default()
+    }
     /// Runs its dumps through `dumper` into these counts.
-    pub fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
         dumper.run(UNIX, self)
     }
 
     /// Its series for one namespace (`ns`: the `netns` label, if any).
-    pub fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
+    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
         let unix = self;
         for kind in UnixType::ALL {
             for state in UnixState::ALL {
@@ -264,7 +273,7 @@ impl UnixStats {
         out.int(&SERIES_DROPPED, &[UNIX_LISTEN_QUEUE.name], ns, dropped);
     }
 
-    pub fn table(&self, out: &mut String) {
+    fn table(&self, out: &mut String) {
         let mut header = vec!["Unix sockets".to_string()];
         header.extend(UnixState::ALL.map(|s| s.label().to_string()));
         header.extend(["recv bytes", "send bytes"].map(String::from));
@@ -300,27 +309,6 @@ impl UnixStats {
             ]));
         }
         out.push_str(&columns(&rows, 1));
-    }
-}
-
-impl SocketCollector for UnixStats {
-    const NAME: &'static str = "unix";
-    const HELP: &'static str = "unix sockets, queues and listeners";
-    const SIDE: bool = true;
-    fn specs() -> &'static [&'static Spec] {
-        SPECS
-    }
-    fn new(_options: &Options) -> UnixStats {
-        UnixStats::default()
-    }
-    fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
-        UnixStats::collect(self, dumper)
-    }
-    fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>) {
-        UnixStats::families(self, options, out, ns)
-    }
-    fn table(&self, out: &mut String) {
-        UnixStats::table(self, out)
     }
 }
 
