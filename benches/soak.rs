@@ -46,7 +46,14 @@
 #[allow(dead_code)]
 mod load;
 
+/// The same /proc reader as the integration tests'.
+#[path = "../tests/it/support/process.rs"]
+#[allow(dead_code)]
+mod process;
+
 use std::fmt::Write as _;
+
+use process::ProcStats as Stats;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -112,46 +119,6 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-/// Threads, fds and resident memory of a process, from /proc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stats {
-    threads: u64,
-    fds: u64,
-    rss_kib: u64,
-    /// utime + stime, in clock ticks.
-    cpu_ticks: u64,
-}
-
-fn stats(pid: u32) -> io::Result<Stats> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("no {name} in /proc/{pid}/status")))
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command: state is field 3, utime 14.
-    let after: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let tick = |i: usize| {
-        after
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(Stats {
-        threads: field("Threads:")?,
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64,
-        rss_kib: field("VmRSS:")?,
-        cpu_ticks: tick(11) + tick(12),
-    })
 }
 
 /// The exporter under test; killed by PID when dropped.
@@ -534,7 +501,7 @@ fn run() -> io::Result<bool> {
     let exporter = Exporter::start()?;
     let pid = exporter.pid();
     thread::sleep(Duration::from_millis(500));
-    let idle = stats(pid)?;
+    let idle = Stats::read(pid as libc::pid_t)?;
     println!(
         "soak: exporter pid {pid} on {} with --cache.ttl 0s; idle: threads={} fds={} rss_kib={}",
         exporter.addr, idle.threads, idle.fds, idle.rss_kib
@@ -568,7 +535,7 @@ fn run() -> io::Result<bool> {
         thread::sleep(every);
         // /proc first, then the scrape: the scrape may start a collection,
         // whose buffers the RSS sample should not catch every time.
-        let s = stats(pid)?;
+        let s = Stats::read(pid as libc::pid_t)?;
         match collections(&mut sampler) {
             Ok(c) => done = c,
             Err(e) => {
@@ -620,14 +587,14 @@ fn run() -> io::Result<bool> {
         let _ = w.join();
     }
     let elapsed = started.elapsed();
-    let final_stats = stats(pid)?;
+    let final_stats = Stats::read(pid as libc::pid_t)?;
     // The exporter's own view: collections run and the last one's duration.
     let own = final_view(exporter.addr).unwrap_or_else(|e| format!("(final scrape failed: {e})"));
     drop(sampler);
     // The scrapers are gone: the exporter's fds go back to idle once it
     // sees the closes.
     thread::sleep(Duration::from_millis(500));
-    let after = stats(pid)?;
+    let after = Stats::read(pid as libc::pid_t)?;
     match churn_thread.join() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("soak: churn thread: {e}"),

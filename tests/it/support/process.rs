@@ -1,5 +1,6 @@
-//! Process resource figures (threads, fds, RSS) of a running exporter,
-//! sampled in the background (hostile-client tests).
+//! Process resource figures (threads, fds, RSS, CPU) of a running
+//! exporter, sampled in the background (hostile-client tests), and read by
+//! the soak benchmark too (`benches/soak.rs` includes this file).
 
 use std::io;
 use std::sync::Arc;
@@ -13,6 +14,9 @@ pub struct ProcStats {
     pub threads: u64,
     pub fds: u64,
     pub rss_kib: u64,
+    /// CPU time used so far (utime + stime in /proc/PID/stat), in clock
+    /// ticks.
+    pub cpu_ticks: u64,
 }
 
 impl ProcStats {
@@ -27,10 +31,22 @@ impl ProcStats {
                 .ok_or_else(|| io::Error::other(format!("no {name} in /proc/{pid}/status")))
         };
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the parenthesised command: state is field 3, utime 14.
+        let after: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let tick = |i: usize| after.get(i).and_then(|v| v.parse::<u64>().ok());
+        let cpu_ticks = tick(11)
+            .zip(tick(12))
+            .map(|(user, system)| user + system)
+            .ok_or_else(|| io::Error::other(format!("no utime/stime in /proc/{pid}/stat")))?;
         Ok(ProcStats {
             threads: field("Threads:")?,
             fds,
             rss_kib: field("VmRSS:")?,
+            cpu_ticks,
         })
     }
 
@@ -40,6 +56,7 @@ impl ProcStats {
             threads: self.threads.max(other.threads),
             fds: self.fds.max(other.fds),
             rss_kib: self.rss_kib.max(other.rss_kib),
+            cpu_ticks: self.cpu_ticks.max(other.cpu_ticks),
         }
     }
 }
