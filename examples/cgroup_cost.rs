@@ -8,7 +8,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use sockdiag_exporter::collectors::{ports::PortSet, tcp::TcpStats};
+use sockdiag_exporter::collectors::tcp::TcpStats;
+use sockdiag_exporter::config::PortSet;
 use sockdiag_exporter::kernel::diag::{
     INET_DIAG_CGROUP_ID, INET_DIAG_MARK, INET_DIAG_MSG_LEN, INET_DIAG_SHUTDOWN, INET_DIAG_SOCKOPT,
 };

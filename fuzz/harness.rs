@@ -19,13 +19,10 @@ use std::time::Duration;
 use sockdiag_exporter::cli;
 use sockdiag_exporter::collectors::tcp::{ByState, DumpMode, TcpStats};
 use sockdiag_exporter::collectors::{
-    listeners::ListenStats,
-    ports::{Direction, PortSet},
-    udp::UdpStats,
-    unix::UnixStats,
+    listeners::ListenStats, ports::Direction, udp::UdpStats, unix::UnixStats,
 };
 use sockdiag_exporter::collectors::{Collector, Kind, Options, Report, Stats};
-use sockdiag_exporter::config::{self, ListenAddr};
+use sockdiag_exporter::config::{self, ListenAddr, PortSet};
 use sockdiag_exporter::export::metrics::{Metrics, Shape};
 use sockdiag_exporter::kernel::diag::{
     DumpRequest, Family, TcpState, UdpState, UnixState, UnixType, AF_INET, AF_INET6,

@@ -1,5 +1,5 @@
 //! Configuration value types: what a flag or config-file value means once
-//! parsed (where to listen, how long), shared by the flag parser, the web
+//! parsed (where to listen, how long, which ports), shared by the flag parser, the web
 //! configuration file and the server. They sit below all of those, so the
 //! parsers and the server depend on this module and never on each other.
 
@@ -104,6 +104,76 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// A set of ports (`--collector.tcp.ports 22,80,8000-8100`), as a bitmap so
+/// that checking a socket costs one load. The default is the empty set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortSet {
+    bits: Vec<u64>,
+    /// Ports listed one by one: their series are always emitted, zeros
+    /// included. Ports inside ranges appear only while they have sockets.
+    singles: Vec<u16>,
+}
+
+impl PortSet {
+    /// Parses a comma-separated list of ports and inclusive ranges.
+    pub fn parse(s: &str) -> Result<PortSet, String> {
+        let mut set = PortSet {
+            bits: vec![0; 1024],
+            singles: Vec::new(),
+        };
+        let port = |p: &str| -> Result<u16, String> {
+            match p.trim().parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!(
+                    "{p:?} in {s:?} is not a port (1-65535); expected a list like 22,80,8000-8100"
+                )),
+            }
+        };
+        for item in s.split(',') {
+            if item.trim().is_empty() {
+                return Err(format!(
+                    "empty item in port list {s:?}; expected a list like 22,80,8000-8100"
+                ));
+            }
+            match item.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (port(a)?, port(b)?);
+                    if a > b {
+                        return Err(format!("port range {item:?} in {s:?} runs backwards"));
+                    }
+                    (a..=b).for_each(|p| set.insert(p));
+                }
+                None => {
+                    let p = port(item)?;
+                    set.insert(p);
+                    set.singles.push(p);
+                }
+            }
+        }
+        set.singles.sort_unstable();
+        set.singles.dedup();
+        Ok(set)
+    }
+
+    fn insert(&mut self, port: u16) {
+        self.bits[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits.is_empty()
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.bits
+            .get(usize::from(port >> 6))
+            .is_some_and(|w| w & (1 << (port & 63)) != 0)
+    }
+
+    pub fn singles(&self) -> &[u16] {
+        &self.singles
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +232,22 @@ mod tests {
             assert!(duration(bad).is_err(), "{bad:?} accepted");
         }
         assert!(duration("5x").unwrap_err().contains("\"5x\""));
+    }
+
+    #[test]
+    fn port_sets_parse_lists_and_ranges() {
+        let set = PortSet::parse("22, 5432,8000-8002,22").unwrap();
+        for p in [22, 5432, 8000, 8001, 8002] {
+            assert!(set.contains(p), "{p}");
+        }
+        for p in [1, 21, 23, 7999, 8003, 65535] {
+            assert!(!set.contains(p), "{p}");
+        }
+        assert_eq!(set.singles(), &[22, 5432]);
+        assert!(PortSet::parse("65535").unwrap().contains(65535));
+        assert!(PortSet::default().is_empty());
+        for bad in ["", "0", "65536", "a", "5-", "9-1", "1,,2", "-3"] {
+            assert!(PortSet::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::collectors::ports::PortSet;
 use crate::collectors::tcp::DumpMode;
+use crate::config::PortSet;
 use crate::config::{duration, ListenAddr};
 use crate::log::Level;
 

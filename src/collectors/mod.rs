@@ -40,6 +40,7 @@ pub mod unix;
 
 use std::time::Duration;
 
+use crate::config::PortSet;
 use crate::exposition::{Families, Ns, Spec, Type};
 use crate::kernel::diag::{
     meminfo, Attributes, Family, InetDiagMsg, INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS,
@@ -49,7 +50,6 @@ use crate::kernel::dump::{CollectError, Dumper};
 use crate::kernel::parse::ParseError;
 use crate::kernel::transport::Transport;
 pub use driver::{Collector, Report};
-use ports::PortSet;
 use tcp::{DumpMode, TcpStats};
 
 fn inet(payload: &[u8]) -> Result<(InetDiagMsg<'_>, Family), ParseError> {

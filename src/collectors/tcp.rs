@@ -18,8 +18,9 @@
 
 use std::collections::HashMap;
 
-use super::ports::{PortCounts, PortSet};
+use super::ports::PortCounts;
 use super::{inet, Options, SocketCollector, RECEIVE_QUEUE, SEND_QUEUE, SOCKETS};
+use crate::config::PortSet;
 use crate::exposition::{Families, Ns, Spec, Type};
 use crate::kernel::diag::{self, DumpRequest, Family, InetDiagMsg, TcpState, INET_DIAG_MSG_LEN};
 use crate::kernel::dump::{CollectError, Dumper, ErrorKind, Sink};

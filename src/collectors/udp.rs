@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 
-use super::ports::{PortCounts, PortSet};
+use super::ports::PortCounts;
 use super::{
     drops, inet, Options, SocketCollector, RECEIVE_QUEUE, SEND_QUEUE, SERIES_DROPPED, SOCKETS,
 };
+use crate::config::PortSet;
 use crate::exposition::{Families, Ns, Spec, Type};
 use crate::kernel::diag::{DumpRequest, Family, UdpState, INET_DIAG_MSG_LEN};
 use crate::kernel::dump::{CollectError, Dumper, Sink};

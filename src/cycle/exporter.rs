@@ -288,9 +288,9 @@ impl<T: Transport> Exporter<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::ports::PortSet;
     use crate::collectors::tcp::TcpStats;
     use crate::collectors::{OwnedStats, Report};
+    use crate::config::PortSet;
     use crate::kernel::diag::AF_INET;
     use crate::kernel::parse::tests::{inet_diag_msg, v4};
     use crate::scope::cgroup_mount::Cgroup2Mount;

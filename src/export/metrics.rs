@@ -321,8 +321,8 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    use crate::collectors::ports::PortSet;
     use crate::collectors::tcp::TcpStats;
+    use crate::config::PortSet;
     use crate::kernel::diag::{AF_INET, AF_INET6};
     use crate::kernel::dump::CollectError;
     use crate::kernel::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};

@@ -155,9 +155,9 @@ pub fn landing_page(telemetry_path: &str, freshness: &str, summary: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::ports::PortSet;
     use crate::collectors::tcp::TcpStats;
     use crate::collectors::Kind;
+    use crate::config::PortSet;
     use crate::kernel::diag::{AF_INET, AF_INET6};
     use crate::kernel::dump::{CollectError, ErrorKind};
     use crate::kernel::parse::tests::{inet_diag_msg, inet_with_drops, unix_diag_msg, v4};
