@@ -418,30 +418,7 @@ fn recorded_fixtures_name_their_kernel() {
 #[test]
 fn promtool_accepts_the_output() {
     let text = stdout_of(&dump("all_legacy.fixture", "legacy", "prometheus"));
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "promtool not runnable ({e}): `make test` installs it (Debian package prometheus)"
-        ),
-    };
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
-        "promtool complained:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if let Err(complaint) = crate::support::sockets::promtool_check(&text) {
+        panic!("promtool complained:\n{complaint}");
+    }
 }
