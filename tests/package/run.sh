@@ -311,7 +311,8 @@ else
     for f in /usr/bin/sockdiag_exporter /etc/default/sockdiag_exporter \
         /usr/share/man/man1/sockdiag_exporter.1.gz /usr/share/doc/$PKG/copyright \
         /usr/share/doc/$PKG/changelog.Debian.gz /usr/share/doc/$PKG/README.md \
-        /usr/share/doc/$PKG/examples/netns.conf; do
+        /usr/share/doc/$PKG/examples/netns.conf $(for d in $REPO/docs/*.md; do
+            echo /usr/share/doc/$PKG/docs/${d##*/}; done); do
         check "installed $f" test -f "$f"
     done
     check "binary is executable by all" test "$(stat -c %a /usr/bin/sockdiag_exporter)" = 755
@@ -506,6 +507,12 @@ cat >"$WORK/rpm-files.want" <<EOF
 /usr/bin/sockdiag_exporter
 /usr/lib/systemd/system/sockdiag_exporter.service
 /usr/share/doc/$PKG/README.md
+/usr/share/doc/$PKG/docs/configuration.md
+/usr/share/doc/$PKG/docs/containers.md
+/usr/share/doc/$PKG/docs/deployment.md
+/usr/share/doc/$PKG/docs/development.md
+/usr/share/doc/$PKG/docs/metrics.md
+/usr/share/doc/$PKG/docs/tls-auth.md
 /usr/share/doc/$PKG/examples/netns.conf
 /usr/share/man/man1/sockdiag_exporter.1.gz
 EOF
@@ -520,7 +527,7 @@ check "rpm -qp --configfiles lists only the options file" test \
 check "the options file is %config(noreplace)" sh -c \
     "rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' '$RPM' 2>/dev/null | grep -qx 'cn /etc/sysconfig/sockdiag_exporter'"
 check "the man page and docs are %doc" test \
-    "$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null | grep -c '^d /usr/share/')" = 3
+    "$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null | grep -c '^d /usr/share/')" = $((3 + $(ls "$REPO"/docs/*.md | wc -l)))
 check "rpm requires systemd and shadow-utils" sh -c \
     "rpm -qpR '$RPM' 2>/dev/null | grep -qx systemd && rpm -qpR '$RPM' 2>/dev/null | grep -qx shadow-utils"
 if out=$(rpm -V --nodeps --root "$ROOT" "$PKG" 2>&1) && [ -z "$out" ]; then
