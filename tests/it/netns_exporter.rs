@@ -238,12 +238,20 @@ fn unprivileged_run_serves_the_own_namespace() {
         return;
     }
     let _named = NamedNs::add(&format!("sdtest-{}-xu", std::process::id())).expect("ip netns add");
-    let mut cmd = Command::new(BIN);
+    // The exporter as uid 65534 runs a copy it can reach, from a directory
+    // it can enter (the checkout may be in root's 0700 home).
+    let copy = CopyForAnyUser::of(std::path::Path::new(BIN));
+    let mut cmd = Command::new(&copy.path);
     cmd.args(["dump", "--collector.netns"])
+        .current_dir("/")
         .uid(65534)
         .gid(65534)
-        .stdin(Stdio::null());
-    let out = cmd.output().expect("run the exporter as uid 65534");
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = spawn_retrying(&mut cmd)
+        .and_then(|child| child.wait_with_output())
+        .expect("run the exporter as uid 65534");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);

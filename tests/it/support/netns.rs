@@ -103,12 +103,68 @@ pub struct Helper {
     pub lines: Vec<String>,
 }
 
+/// A copy of `binary` that any user can execute, in a fresh 0755 directory
+/// under the system temp dir, removed on drop. A checkout may sit in a
+/// directory other users cannot enter (cloned into root's 0700 home), and
+/// then a process that drops to another uid cannot exec the original.
+pub struct CopyForAnyUser {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl CopyForAnyUser {
+    pub fn of(binary: &Path) -> CopyForAnyUser {
+        use std::os::unix::fs::PermissionsExt;
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sdtest-exe-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a directory for the copy");
+        let copy = CopyForAnyUser {
+            path: dir.join(binary.file_name().expect("a file name")),
+            dir,
+        };
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(&copy.dir, open.clone()).expect("chmod the directory");
+        std::fs::copy(binary, &copy.path).expect("copy the binary");
+        std::fs::set_permissions(&copy.path, open).expect("chmod the copy");
+        copy
+    }
+}
+
+/// Spawns `cmd`, retrying while the kernel answers ETXTBSY: a binary just
+/// written (a [`CopyForAnyUser`]) stays "busy" while another test thread's
+/// freshly forked child still holds an inherited descriptor to it, until
+/// that child execs.
+pub fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                thread::sleep(Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    cmd.spawn()
+}
+
+impl Drop for CopyForAnyUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Helper {
     /// Runs this test binary's `entry` test in helper mode and waits (at
     /// most 20 s) for its READY line.
     pub fn spawn(entry: &str, spec: &HelperSpec) -> Helper {
         let exe = std::env::current_exe().expect("current_exe");
-        let mut cmd = Command::new(exe);
+        // Another uid runs a copy it can reach (the process keeps running
+        // once the copy is removed), from a directory it can enter.
+        let copy = spec.uid.map(|_| CopyForAnyUser::of(&exe));
+        let mut cmd = Command::new(copy.as_ref().map_or(&exe, |c| &c.path));
+        if copy.is_some() {
+            cmd.current_dir("/");
+        }
         cmd.args(["--exact", entry, "--nocapture", "--test-threads=1"])
             .env(
                 HELPER_ENV,
@@ -162,7 +218,7 @@ impl Helper {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn helper: {e}"));
+        let mut child = spawn_retrying(&mut cmd).unwrap_or_else(|e| panic!("spawn helper: {e}"));
         let pid = child.id();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel::<String>();
