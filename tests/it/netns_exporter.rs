@@ -228,6 +228,44 @@ fn every_namespace_is_collected_under_its_label() {
     drop(held);
 }
 
+/// The copy another uid runs works from a checkout other users cannot
+/// enter: the binary in a 0700 directory cannot be run as uid 65534, its
+/// `CopyForAnyUser` can.
+#[test]
+fn another_uid_runs_a_copy_of_a_binary_it_cannot_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root("drop to uid 65534") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sdtest-0700-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let hidden = dir.join("sockdiag_exporter");
+    std::fs::copy(BIN, &hidden).unwrap();
+    let run = |path: &std::path::Path| {
+        let mut cmd = Command::new(path);
+        cmd.arg("--version")
+            .current_dir("/")
+            .uid(65534)
+            .gid(65534)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        spawn_retrying(&mut cmd).and_then(|c| c.wait_with_output())
+    };
+    let denied = run(&hidden);
+    assert_eq!(
+        denied.as_ref().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::PermissionDenied),
+        "{denied:?}"
+    );
+    let copy = CopyForAnyUser::of(&hidden);
+    let out = run(&copy.path).expect("the copy runs as uid 65534");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sockdiag_exporter "));
+    drop(copy);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn unprivileged_run_serves_the_own_namespace() {
     if !require_root("drop to uid 65534") {
