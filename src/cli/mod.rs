@@ -435,6 +435,36 @@ mod tests {
         }
     }
 
+    /// Flags that cannot be combined are refused, except with `--version`,
+    /// which prints the version whatever else is given.
+    #[test]
+    fn conflicts_are_refused_but_not_with_version() {
+        for (flags, what) in [
+            (
+                &["--collector.netns", "--source.fixture", "x"][..],
+                "--source.fixture",
+            ),
+            (
+                &["--collector.cgroup", "--no-collector.tcp"][..],
+                "--no-collector.tcp",
+            ),
+            (
+                &["--collector.netns", "dump", "--record", "x"][..],
+                "dump --record",
+            ),
+        ] {
+            let err = Config::from_args(parse(&argv(flags)).unwrap()).unwrap_err();
+            assert!(
+                err.contains(what) && err.contains("cannot be combined"),
+                "{err}"
+            );
+            let mut with_version = flags.to_vec();
+            with_version.push("--version");
+            let config = Config::from_args(parse(&argv(&with_version)).unwrap()).unwrap();
+            assert_eq!(config.mode, Mode::Version, "{flags:?}");
+        }
+    }
+
     /// The switch pair of every registered collector works and is in the
     /// help, in both forms, from the collector list alone.
     #[test]

@@ -82,10 +82,12 @@ impl Config {
                 record: record.clone(),
             },
         };
-        if cgroup && !collectors.enabled(Kind::Tcp) {
+        // `--version` prints the version whatever else is given.
+        let conflicts_matter = mode != Mode::Version;
+        if conflicts_matter && cgroup && !collectors.enabled(Kind::Tcp) {
             return Err("--collector.cgroup counts the tcp collector's sockets; it cannot be combined with --no-collector.tcp".into());
         }
-        if netns && args.source_fixture.is_some() {
+        if conflicts_matter && netns && args.source_fixture.is_some() {
             return Err("--collector.netns reads the kernel's namespaces; it cannot be combined with --source.fixture".into());
         }
         if netns
