@@ -235,10 +235,7 @@ fn write_response(
 
 /// An error answer for a head we could not parse; the connection closes.
 pub(super) fn refuse(out: &mut Vec<u8>, error: &HeadError) {
-    let (status, message) = match error {
-        HeadError::TooLarge => (431, "431 request header fields too large\n".to_string()),
-        HeadError::Malformed(why) => (400, format!("400 bad request: {why}\n")),
-    };
+    let (status, message) = error.answer();
     let headers = vec![header("Content-Type", "text/plain; charset=utf-8")];
     let body = message.as_bytes();
     write_response(out, status, headers, body, HTTPVersion(1, 1), false, false);

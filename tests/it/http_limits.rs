@@ -36,10 +36,10 @@ fn scrape_ok(addr: SocketAddr) -> Duration {
 fn hostile_bodies_neither_crash_nor_stall_the_server() {
     let server = Server::start(&[]);
     let cases: [&[u8]; 4] = [
-        b"POST /metrics HTTP/1.1\r\nContent-Length: 100000000000000\r\n\r\nabc",
-        b"POST /metrics HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
-        b"POST /metrics HTTP/1.1\r\nContent-Length: 5000\r\n\r\nonly a little",
-        b"GET /metrics HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000000\r\n\r\nabc",
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n",
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nonly a little",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
     ];
     for (i, request) in cases.iter().enumerate() {
         // Keep the hostile connection open while a normal scrape runs (a

@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod golden;
 mod hostile;
 mod http;
+mod http_conformance;
 mod http_limits;
 mod kernel;
 mod netns_cgroup;
