@@ -835,3 +835,214 @@ fn writers_at_the_cap_do_not_lock_scrapes_out() {
     scenario.end(idle.rss_kib + 64 * 1024, "clients=64 pipelined=600");
     drop(stuck);
 }
+
+// ---------------------------------------------------------------------------
+// slowhttptest: slowloris, slow body, slow read (issue 12, point 6)
+// ---------------------------------------------------------------------------
+
+/// How long each slowhttptest scenario keeps its load on.
+const SLOW_RUN: Duration = Duration::from_secs(12);
+
+/// What slowhttptest printed over one or more runs (its status blocks, one
+/// a second, colours stripped).
+#[derive(Debug, Default)]
+struct SlowhttptestSummary {
+    runs: u64,
+    /// The most connections it held open at once, and the most it had seen
+    /// closed by the server, over its status blocks.
+    max_connected: u64,
+    max_closed: u64,
+    /// Status blocks in which its own probe found the service unavailable.
+    unavailable: u64,
+    /// Each run's "Exit status:" line.
+    exits: Vec<String>,
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then a final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn parse_slowhttptest(out: &str, summary: &mut SlowhttptestSummary) {
+    summary.runs += 1;
+    let out = strip_ansi(out);
+    for line in out.lines() {
+        let field = |name: &str| {
+            line.trim()
+                .strip_prefix(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(n) = field("connected:") {
+            summary.max_connected = summary.max_connected.max(n);
+        }
+        if let Some(n) = field("closed:") {
+            summary.max_closed = summary.max_closed.max(n);
+        }
+        if line.trim().starts_with("service available:") && line.contains("NO") {
+            summary.unavailable += 1;
+        }
+        if let Some(exit) = line.trim().strip_prefix("Exit status:") {
+            summary.exits.push(exit.trim().to_string());
+        }
+    }
+}
+
+/// slowhttptest in one mode (`mode` are its flags, without the URL and the
+/// length) against a server fed by a recorded fixture, so a collection takes
+/// no time and a slow scrape can only be the HTTP loop's fault, while normal
+/// scrapes are made every PROBE_EVERY for SLOW_RUN: each must be answered
+/// within 1 s, the thread count stays at the idle one (plus the side
+/// collectors' during a collection), fds within the cap, and every
+/// connection is gone once the tool stops. slowhttptest ends a run early when
+/// the server has closed all its connections (slow body: 413 at once), so it
+/// is run again until SLOW_RUN is over; each run is bounded.
+fn slowhttptest_scenario(
+    name: &'static str,
+    server_args: &[&str],
+    mode: &[&str],
+) -> SlowhttptestSummary {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/all_legacy.fixture"
+    );
+    let mut args = vec!["--source.fixture", fixture];
+    args.extend_from_slice(server_args);
+    let mut server = Server::start(&args);
+    let body_kib = body_len(&server) as u64 / 1024;
+    let url = format!("http://{}{}", server.addr, server.telemetry_path);
+    let mut scenario = Scenario::begin(name, &mut server, 64);
+    let until = Instant::now() + SLOW_RUN;
+    let mode: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
+    let tool = thread::spawn(move || {
+        let mut summary = SlowhttptestSummary::default();
+        while until.saturating_duration_since(Instant::now()) >= Duration::from_secs(2) {
+            let left = until.saturating_duration_since(Instant::now()).as_secs();
+            let child = Command::new("slowhttptest")
+                .args(&mode)
+                .args(["-u", &url, "-l", &left.to_string(), "-p", "3"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn slowhttptest");
+            // Its own limit, plus its probe timeout and closing.
+            let out = wait_bounded(child, Duration::from_secs(left + 15));
+            parse_slowhttptest(&out, &mut summary);
+        }
+        summary
+    });
+    // Give it its first connections.
+    thread::sleep(Duration::from_millis(500));
+    scenario.probe_for(SLOW_RUN - Duration::from_millis(500));
+    let summary = tool.join().expect("the slowhttptest thread");
+    let idle = scenario.idle;
+    let extra = format!(
+        "slowhttptest runs={} max_connected={} max_closed={} unavailable={} exits={:?}",
+        summary.runs, summary.max_connected, summary.max_closed, summary.unavailable, summary.exits
+    );
+    // At most 64 connections, each with a head or its own copy of one
+    // response (until responses share the snapshot's bytes).
+    scenario.end(idle.rss_kib + 64 * body_kib + 16 * 1024, &extra);
+    assert!(
+        summary.max_connected + summary.max_closed > 0,
+        "{name}: slowhttptest never reached the server: {summary:?}"
+    );
+    assert_eq!(
+        summary.exits.len() as u64,
+        summary.runs,
+        "{name}: a run did not finish normally: {summary:?}"
+    );
+    assert_eq!(
+        summary.unavailable, 0,
+        "{name}: slowhttptest's own probe found the service unavailable: {summary:?}"
+    );
+    assert_fds_return(&server, idle, Duration::from_secs(8), name);
+    summary
+}
+
+/// Single ports listed for the slow-read server: about 2 MB of text.
+const SLOW_READ_PORTS: u16 = 1000;
+
+const SLOWHTTPTEST_HINT: &str = "`make deps` installs it (Debian package slowhttptest)";
+
+/// Slowloris: 200 connections (more than the cap of 64), opened at 20 a
+/// second, each sending one more header line every second and never
+/// ending the head. The read deadline (5 s for the whole head) cuts each,
+/// and the oldest makes room at the cap.
+#[test]
+fn slowhttptest_slowloris() {
+    if !support::require_tool("slowhttptest", SLOWHTTPTEST_HINT) {
+        return;
+    }
+    let _serial = serial();
+    let s = slowhttptest_scenario(
+        "slowhttptest slowloris",
+        &[],
+        &["-H", "-c", "200", "-r", "20", "-i", "1", "-x", "24"],
+    );
+    assert!(
+        s.max_closed > 0,
+        "slowloris heads are never finished, so the server must cut some: {s:?}"
+    );
+}
+
+/// Slow body (R-U-Dead-Yet): 200 POSTs announcing an 8 KiB body sent a
+/// few bytes a second. The body is never read: each gets 413 and is
+/// closed at once.
+#[test]
+fn slowhttptest_slow_body() {
+    if !support::require_tool("slowhttptest", SLOWHTTPTEST_HINT) {
+        return;
+    }
+    let _serial = serial();
+    let s = slowhttptest_scenario(
+        "slowhttptest slow body",
+        &[],
+        &[
+            "-B", "-c", "200", "-r", "20", "-i", "1", "-s", "8192", "-x", "24",
+        ],
+    );
+    assert!(s.max_closed > 0, "413 closes every slow body: {s:?}");
+}
+
+/// Slow read: 40 connections, each asking for the metrics 3 times and
+/// reading 32 bytes a second through a receive window of at most 64 bytes.
+/// The answer is made about 2 MB (SLOW_READ_PORTS single ports, see the
+/// module comment), so 3 of them are more than a loopback socket's send
+/// buffer grows to (4 MiB): the server is left holding unwritten bytes on
+/// every such connection until the write deadline (3 s) cuts it. (With one
+/// answer of 500 KB the kernel took it all and the server never waited.)
+#[test]
+fn slowhttptest_slow_read() {
+    if !support::require_tool("slowhttptest", SLOWHTTPTEST_HINT) {
+        return;
+    }
+    let _serial = serial();
+    let ports: Vec<String> = (1..=SLOW_READ_PORTS).map(|p| p.to_string()).collect();
+    let ports = ports.join(",");
+    slowhttptest_scenario(
+        "slowhttptest slow read",
+        &[
+            "--collector.tcp.ports",
+            &ports,
+            "--collector.ports.max-series",
+            "1000000",
+        ],
+        &[
+            "-X", "-c", "40", "-r", "20", "-k", "3", "-w", "1", "-y", "64", "-n", "1", "-z", "32",
+        ],
+    );
+}
