@@ -67,12 +67,10 @@ impl Head {
     }
 
     /// Does the client want the connection kept open after the response?
+    /// `close` always wins; HTTP/1.0 also needs `keep-alive` (as Go).
     pub(super) fn keep_alive(&self) -> bool {
-        if self.version == HTTPVersion(1, 0) {
-            self.has_token("Connection", "keep-alive")
-        } else {
-            !self.has_token("Connection", "close")
-        }
+        !self.has_token("Connection", "close")
+            && (self.version != HTTPVersion(1, 0) || self.has_token("Connection", "keep-alive"))
     }
 
     /// Does the request carry a body (which we never read)? The framing was
@@ -404,6 +402,10 @@ mod tests {
                 .unwrap()
                 .unwrap();
         assert!(!h.keep_alive(), "a Connection list split over two lines");
+        let (h, _) = head("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive(), "close wins over keep-alive");
         let (h, _) = head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
             .unwrap()
             .unwrap();

@@ -59,6 +59,7 @@ fn rows() -> Vec<Row> {
         row("obs-text in a value", b"GET /metrics HTTP/1.1\r\nHost: a\r\nUser-Agent: caf\xe9\r\n\r\n", 200, true),
         row("HTTP/1.0 closes by default", "GET /metrics HTTP/1.0\r\n\r\n", 200, false),
         row("HTTP/1.0 keep-alive", "GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 200, true),
+        row("HTTP/1.0 close wins over keep-alive", "GET /metrics HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", 200, false),
         row("HTTP/1.1 Connection: close", "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200, false),
         row("identical Content-Length twice", "GET /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", 200, true),
         // Framing
