@@ -24,12 +24,13 @@ run: build
 dump: build
 	$(BIN) dump --format table $(ARGS)
 
-## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop), wrk (hostile clients)
+## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop), wrk (hostile clients), nft (packet loss for the tcp_info test)
 deps:
-	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl wrk; }
+	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 && command -v nft >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl wrk nftables; }
 	@command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
 	@command -v wrk >/dev/null 2>&1 || { echo "wrk still missing after apt-get install wrk" >&2; exit 1; }
+	@command -v nft >/dev/null 2>&1 || { echo "nft still missing after apt-get install nftables" >&2; exit 1; }
 
 ## lint: formatting and clippy, warnings are errors
 lint:
