@@ -73,8 +73,10 @@ FIXTURES_NEW := target/fixtures-new
 fixtures: build
 	rm -rf $(FIXTURES_NEW) && mkdir -p $(FIXTURES_NEW)
 	unshare --net python3 tests/fixtures/record.py $(BIN) $(FIXTURES_NEW)
+	unshare --net python3 tests/fixtures/record_tcp_info.py $(BIN) $(FIXTURES_NEW)
 	mv $(FIXTURES_NEW)/all_legacy.fixture $(FIXTURES_NEW)/all_by_family.fixture \
-		$(FIXTURES_NEW)/legacy_refused.fixture tests/fixtures/
+		$(FIXTURES_NEW)/legacy_refused.fixture $(FIXTURES_NEW)/tcp_info_legacy.fixture \
+		$(FIXTURES_NEW)/tcp_info_by_family.fixture tests/fixtures/
 	rm -rf $(FIXTURES_NEW)
 	$(MAKE) golden
 

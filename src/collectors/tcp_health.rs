@@ -30,7 +30,9 @@
 //! closed between two collections, retransmissions outside ESTABLISHED
 //! (FIN retransmissions, SYN retries), and, while the table is full, the
 //! sockets that find no room (counted in [`TcpHealth::untracked`]; they are
-//! added in full once they find room). The totals live per label set
+//! added in full once they find room). A socket stays in the table for
+//! [`KEEP_UNSEEN`] collections after it was last seen, so one that a
+//! (non-atomic) dump missed is not counted twice when it shows up again. The totals live per label set
 //! (host, each direction and port) for the exporter's life, so a counter
 //! keeps its value when the sockets under its labels close.
 
@@ -61,6 +63,9 @@ const BUCKETS: usize = RTT_BUCKETS_US.len() + 1;
 /// Sockets with retransmissions whose counts are remembered, per
 /// namespace: 24 bytes each plus the map's overhead, about 2.5 MiB at most.
 pub const MAX_TRACKED: usize = 65_536;
+
+/// Collections a tracked socket may go unseen before it is forgotten.
+pub const KEEP_UNSEEN: u32 = 3;
 
 /// The `direction` and `port` label values of the host-wide series.
 pub const ALL: &str = "all";
@@ -250,12 +255,15 @@ impl TcpHealth {
         self.short_info = 0;
     }
 
-    /// After a complete collection: forgets the sockets it did not see
-    /// (closed, or no longer established). Not called after a failed one,
-    /// which may have missed live sockets.
+    /// After a complete collection: forgets the sockets the last
+    /// [`KEEP_UNSEEN`] complete collections did not see (closed, or no
+    /// longer established). Dumps are not atomic: a socket can be missed by
+    /// one while it lives, and must not add its whole count again when the
+    /// next one sees it. Not called after a failed collection.
     pub fn finish(&mut self) {
         let generation = self.generation;
-        self.tracked.retain(|_, t| t.seen == generation);
+        self.tracked
+            .retain(|_, t| generation.wrapping_sub(t.seen) < KEEP_UNSEEN);
     }
 
     /// Folds one socket in: `attributes` are the bytes after its `struct
@@ -576,15 +584,25 @@ mod tests {
         }
         h.finish();
         assert_eq!(h.retransmitted(), 10, "5 + 4 + 1, the retry added nothing");
-        assert_eq!(h.tracked(), 2, "12 forgotten");
+        assert_eq!(h.tracked(), 3, "12 kept for now");
         assert_eq!(total(&h, Direction::Remote), Some(7));
         assert_eq!(total(&h, Direction::Local), Some(1));
-        // Collection 3: everything closed; the totals stay.
+        // Collection 3: everything closed; the totals stay. A socket a dump
+        // missed and the next one sees adds only its growth.
         h.clear();
         h.finish();
+        assert_eq!(h.tracked(), 2, "kept while a dump may have missed them");
+        h.clear();
+        add(&mut h, &socket(10, 40000, 7777, &info(60, 0, 8, 0))).unwrap();
+        h.finish();
+        assert_eq!(h.retransmitted(), 11, "+1, not +8");
+        for _ in 0..KEEP_UNSEEN {
+            h.clear();
+            h.finish();
+        }
         assert_eq!(h.tracked(), 0);
-        assert_eq!(h.retransmitted(), 10);
-        assert_eq!(total(&h, Direction::Remote), Some(7));
+        assert_eq!(h.retransmitted(), 11);
+        assert_eq!(total(&h, Direction::Remote), Some(8));
         assert_eq!(h.host().sockets(), 0);
     }
 
@@ -596,11 +614,15 @@ mod tests {
         add(&mut h, &socket(2, 1, 3, &info(60, 0, 6, 0))).unwrap();
         h.finish();
         assert_eq!((h.retransmitted(), h.untracked(), h.tracked()), (4, 1, 1));
-        // Socket 1 closes: its entry goes when this collection finishes...
-        h.clear();
-        add(&mut h, &socket(2, 1, 3, &info(60, 0, 6, 0))).unwrap();
-        h.finish();
-        assert_eq!((h.retransmitted(), h.untracked(), h.tracked()), (4, 1, 0));
+        // Socket 1 closes: its entry goes once KEEP_UNSEEN collections
+        // missed it...
+        for _ in 0..KEEP_UNSEEN {
+            h.clear();
+            add(&mut h, &socket(2, 1, 3, &info(60, 0, 6, 0))).unwrap();
+            h.finish();
+            assert_eq!((h.retransmitted(), h.untracked()), (4, 1));
+        }
+        assert_eq!(h.tracked(), 0);
         // ...so 2 finds room in the next one and adds its whole count.
         h.clear();
         add(&mut h, &socket(2, 1, 3, &info(60, 0, 6, 0))).unwrap();

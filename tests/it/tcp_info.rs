@@ -319,11 +319,18 @@ fn rtt_and_retransmissions_match_ss_per_port_and_survive_closes() {
     // One-shot dump: no connection of its own, so every view, host-wide
     // included, is exactly what ss shows; its one collection counts every
     // live socket's whole count.
-    let mut args = vec!["--format", "prometheus"];
-    args.extend_from_slice(&flags);
-    let (sockets, exp) = stable(|| exporter::dump_metrics(&args));
-    assert_eq!(sockets.len(), 20, "10 pairs: {sockets:?}");
-    check_views(&exp, &sockets, true, |d, p| total_of(&sockets, d, p));
+    // Both requests: the legacy AF_UNSPEC dump and the by-family ones, and
+    // the default (auto).
+    let mut last = None;
+    for mode in ["by-family", "legacy", "auto"] {
+        let mut args = vec!["--format", "prometheus", "--collector.tcp.dump", mode];
+        args.extend_from_slice(&flags);
+        let (sockets, exp) = stable(|| exporter::dump_metrics(&args));
+        assert_eq!(sockets.len(), 20, "10 pairs: {sockets:?}");
+        check_views(&exp, &sockets, true, |d, p| total_of(&sockets, d, p));
+        last = Some(exp);
+    }
+    let exp = last.unwrap();
     let lossy_total: u64 = lossy
         .iter()
         .map(|p| u64::from(total_retrans(&p.client)))
