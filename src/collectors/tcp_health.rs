@@ -77,7 +77,7 @@ const SERIES_PER_PORT: usize = BUCKETS + 2 + 3;
 pub static RTT: Spec = Spec {
     kind: Type::Histogram,
     name: "sockdiag_tcp_rtt_seconds",
-    help: "Smoothed round-trip time (tcpi_rtt) of established TCP sockets, from --collector.tcp.info. direction/port: per port of --collector.tcp.ports (local: the port is the socket's local port, the host serves it; remote: the peer's port, the host is a client); \"all\" for the whole host. A socket with no RTT measured yet counts in the first bucket (0).",
+    help: "Smoothed round-trip time (tcpi_rtt) of established TCP sockets, from --collector.tcp.info. direction/port: per port of --collector.tcp.ports (local: the port is the socket's local port, the host serves it; remote: the peer's port, the host is a client); \"all\" for the whole host. The buckets count the sockets of the last collection (a gauge histogram): take histogram_quantile of the buckets themselves, not of their rate. A socket with no RTT measured yet counts in the first bucket (0).",
     labels: &["direction", "port"],
 };
 
