@@ -695,5 +695,14 @@ mod tests {
             3 * SERIES_PER_PORT
         );
         assert!(text.contains(&dropped), "{text}");
+        // With --collector.netns every series has the netns label.
+        let mut out = Families::default();
+        h.families(&mut out, 2000, Some("pod"));
+        let text = out.encode(&[]);
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.len() > 4 * SERIES_PER_PORT, "{text}");
+        for line in samples {
+            assert!(line.contains("netns=\"pod\""), "{line}");
+        }
     }
 }
