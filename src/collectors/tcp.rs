@@ -695,6 +695,29 @@ mod tests {
     }
 
     #[test]
+    fn tcp_info_asks_for_info_on_the_same_single_walk() {
+        let mut stats = TcpStats::default();
+        assert_eq!(stats.plan(), LEGACY);
+        stats.read_info(true);
+        assert_eq!(stats.plan(), &[DumpRequest::LegacyInfo]);
+        // A refused legacy info request falls back to by-family with INFO.
+        let refusal = CollectError {
+            request: DumpRequest::LegacyInfo.name(),
+            kind: ErrorKind::Parse(ParseError::KernelError {
+                errno: libc::EOPNOTSUPP,
+            }),
+        };
+        assert!(stats.is_legacy_refusal(&refusal));
+        stats.legacy_refused = true;
+        assert_eq!(stats.plan(), BY_FAMILY_INFO);
+        stats.mode = DumpMode::Legacy;
+        assert_eq!(stats.plan(), LEGACY_INFO);
+        stats.read_info(false);
+        assert_eq!(stats.plan(), LEGACY);
+        assert!(stats.health().is_none());
+    }
+
+    #[test]
     fn per_port_views_count_both_directions() {
         let mut stats = TcpStats::new(PortSet::parse("5432,8000-8001").unwrap());
         let lo = v4([127, 0, 0, 1]);
