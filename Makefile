@@ -24,13 +24,12 @@ run: build
 dump: build
 	$(BIN) dump --format table $(ARGS)
 
-## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop), wrk and slowhttptest (hostile clients)
+## deps: tools the tests use, as command:Debian-package pairs; whatever is missing is installed with apt-get
+DEPS := promtool:prometheus ip:iproute2 unshare:util-linux curl:curl wrk:wrk slowhttptest:slowhttptest nft:nftables
 deps:
-	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 && command -v slowhttptest >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl wrk slowhttptest; }
-	@command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
-	@command -v wrk >/dev/null 2>&1 || { echo "wrk still missing after apt-get install wrk" >&2; exit 1; }
-	@command -v slowhttptest >/dev/null 2>&1 || { echo "slowhttptest still missing after apt-get install slowhttptest" >&2; exit 1; }
+	@missing=""; for d in $(DEPS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(APT) $$missing; fi; \
+	for d in $(DEPS); do command -v $${d%%:*} >/dev/null 2>&1 || { echo "$${d%%:*} still missing after apt-get install $${d#*:}" >&2; exit 1; }; done
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -73,8 +72,10 @@ FIXTURES_NEW := target/fixtures-new
 fixtures: build
 	rm -rf $(FIXTURES_NEW) && mkdir -p $(FIXTURES_NEW)
 	unshare --net python3 tests/fixtures/record.py $(BIN) $(FIXTURES_NEW)
+	unshare --net python3 tests/fixtures/record_tcp_info.py $(BIN) $(FIXTURES_NEW)
 	mv $(FIXTURES_NEW)/all_legacy.fixture $(FIXTURES_NEW)/all_by_family.fixture \
-		$(FIXTURES_NEW)/legacy_refused.fixture tests/fixtures/
+		$(FIXTURES_NEW)/legacy_refused.fixture $(FIXTURES_NEW)/tcp_info_legacy.fixture \
+		$(FIXTURES_NEW)/tcp_info_by_family.fixture tests/fixtures/
 	rm -rf $(FIXTURES_NEW)
 	$(MAKE) golden
 

@@ -21,6 +21,9 @@
 //!   (listeners, udp, unix), and no collector at all (start-up floor);
 //! - /proc/net/tcp{,6} read and parsed, a helper-mode subprocess;
 //! - `ss -tan`, output lines counted;
+//! - `--collector.tcp.info` (issue 13): ours, TCP only with the option,
+//!   against the two-dump loop asking for INET_DIAG_INFO too (the same
+//!   kernel work, done naively) and `ss -tin`;
 //! - node_exporter 1.5 tcpstat: scrapes of /metrics over loopback.
 //!
 //! Our "internal" figure is the collection's time from the collectors' own
@@ -81,6 +84,12 @@ const RSS_MAX_MIB: f64 = 10.0;
 /// bounded: the side collectors' kernel work is real CPU, which running them
 /// on their own socket and thread overlaps with tcp's but cannot remove.
 const DEFAULT_OVER_TCP_MAX: f64 = 1.10;
+/// `--collector.tcp.info` (TCP only, auto) at most this multiple of the
+/// two-dump loop that also asks for INET_DIAG_INFO, at 1M: one walk
+/// instead of two, with tcp_info read in place.
+const INFO_OVER_NAIVE_INFO_MAX: f64 = 0.90;
+/// `ss -tin` at least this multiple of `--collector.tcp.info`, at 1M.
+const SS_INFO_OVER_INFO_MIN: f64 = 4.0;
 
 fn main() {
     if let Ok(mode) = std::env::var(HELPER_ENV) {
@@ -88,6 +97,7 @@ fn main() {
             "load" => load::helper(),
             "one-dump" => probes::one_dump(),
             "two-dump" => probes::two_dump(),
+            "two-dump-info" => probes::two_dump_info(),
             "mix" => probes::mix(),
             "proc" => probes::proc_tcp(),
             other => Err(std::io::Error::other(format!(
@@ -329,6 +339,12 @@ enum Tool {
     OneDump,
     /// The naive loop: one by-family dump per family.
     TwoDump,
+    /// The naive loop asking for INET_DIAG_INFO too.
+    TwoDumpInfo,
+    /// TCP collector only (auto) with `--collector.tcp.info`.
+    OursInfo,
+    /// `ss -tin`.
+    SsInfo,
     /// TCP collector only, in this dump mode.
     Ours(&'static str),
     /// Default flags: every collector on, dump mode auto.
@@ -353,6 +369,10 @@ impl Tool {
                 args.extend(OTHER_COLLECTORS.iter().map(|k| no(k)));
             }
             Tool::OursDefault => {}
+            Tool::OursInfo => {
+                args.push("--collector.tcp.info".into());
+                args.extend(OTHER_COLLECTORS.iter().map(|k| no(k)));
+            }
             Tool::OursOnly(only) => {
                 args.extend(ALL_COLLECTORS.iter().filter(|&&k| k != only).map(|k| no(k)));
             }
@@ -366,6 +386,9 @@ impl Tool {
         match self {
             Tool::OneDump => "single-walk loop: one legacy AF_UNSPEC dump (floor)".into(),
             Tool::TwoDump => "two-dump loop: one dump per family (naive)".into(),
+            Tool::TwoDumpInfo => "two-dump loop with INET_DIAG_INFO (naive tcp_info)".into(),
+            Tool::OursInfo => "ours, tcp only: --collector.tcp.info".into(),
+            Tool::SsInfo => "ss -tin".into(),
             Tool::Ours(m) => format!("ours, tcp only: --collector.tcp.dump {m}"),
             Tool::OursDefault => "ours, default flags (tcp+listeners+udp+unix)".into(),
             Tool::OursOnly(k) => format!("ours, {k} only"),
@@ -443,7 +466,7 @@ fn bench_size(
 
     let mut notes = Vec::new();
     let mut checks = Vec::new();
-    let mut tools = vec![Tool::OneDump, Tool::TwoDump];
+    let mut tools = vec![Tool::OneDump, Tool::TwoDump, Tool::TwoDumpInfo];
     match check_ours(&mix_before, &other_before) {
         Ok(check) => {
             for (run, diffs) in check {
@@ -467,6 +490,7 @@ fn bench_size(
                 checks.push(v);
             }
             tools.extend(DUMP_MODES.iter().map(|&m| Tool::Ours(m)));
+            tools.push(Tool::OursInfo);
             tools.push(Tool::OursDefault);
             tools.extend(OTHER_COLLECTORS.iter().map(|&k| Tool::OursOnly(k)));
             tools.push(Tool::OursNone);
@@ -484,6 +508,7 @@ fn bench_size(
     tools.push(Tool::Proc);
     if have_ss {
         tools.push(Tool::Ss);
+        tools.push(Tool::SsInfo);
     }
     let node = match node_bin {
         Some(bin) => match NodeExporter::start(bin, &target_dir.join("node_exporter/bench.log")) {
@@ -829,13 +854,19 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
         }
         Tool::OneDump => (helper("one-dump"), true),
         Tool::TwoDump => (helper("two-dump"), true),
+        Tool::TwoDumpInfo => (helper("two-dump-info"), true),
         Tool::Proc => (helper("proc"), true),
         Tool::Ss => {
             let mut c = Command::new("ss");
             c.arg("-tan");
             (c, false)
         }
-        Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone => {
+        Tool::SsInfo => {
+            let mut c = Command::new("ss");
+            c.arg("-tin");
+            (c, false)
+        }
+        Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone | Tool::OursInfo => {
             let mut c = Command::new(OURS);
             c.args(tool.ours_args().expect("our row"));
             (c, true)
@@ -859,29 +890,36 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
         })
         .collect();
     let (internal, seen) = match tool {
-        Tool::OneDump | Tool::TwoDump => (kv(&out, "duration_seconds="), kv(&out, "messages=")),
+        Tool::OneDump | Tool::TwoDump | Tool::TwoDumpInfo => {
+            (kv(&out, "duration_seconds="), kv(&out, "messages="))
+        }
+        // Two lines per socket that has tcp_info, one for the others.
+        Tool::SsInfo => (None, Some(run.lines.saturating_sub(1) as f64)),
         Tool::Proc => (kv(&out, "duration_seconds="), kv(&out, "sockets=")),
         Tool::Ss => (None, Some(run.lines.saturating_sub(1) as f64)),
-        Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone => (
-            // The whole collection from the collectors' own timers: tcp
-            // runs while listeners, udp and unix run one after another on
-            // the side socket, so it is max(tcp, the side ones' sum).
-            (!per_collector.is_empty()).then(|| {
-                let tcp = per_collector
-                    .iter()
-                    .find(|(k, _)| k == "tcp")
-                    .map(|(_, v)| *v);
-                let side: f64 = per_collector
-                    .iter()
-                    .filter(|(k, _)| k != "tcp")
-                    .map(|(_, v)| v)
-                    .sum();
-                tcp.map_or(side, |tcp| tcp.max(side))
-            }),
-            Some(
-                metric_sum(&out, "sockdiag_sockets{") + metric_sum(&out, "sockdiag_unix_sockets{"),
-            ),
-        ),
+        Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone | Tool::OursInfo => {
+            (
+                // The whole collection from the collectors' own timers: tcp
+                // runs while listeners, udp and unix run one after another on
+                // the side socket, so it is max(tcp, the side ones' sum).
+                (!per_collector.is_empty()).then(|| {
+                    let tcp = per_collector
+                        .iter()
+                        .find(|(k, _)| k == "tcp")
+                        .map(|(_, v)| *v);
+                    let side: f64 = per_collector
+                        .iter()
+                        .filter(|(k, _)| k != "tcp")
+                        .map(|(_, v)| v)
+                        .sum();
+                    tcp.map_or(side, |tcp| tcp.max(side))
+                }),
+                Some(
+                    metric_sum(&out, "sockdiag_sockets{")
+                        + metric_sum(&out, "sockdiag_unix_sockets{"),
+                ),
+            )
+        }
         Tool::Node => unreachable!(),
     };
     Ok(Measured {
@@ -1228,6 +1266,64 @@ impl SizeReport {
                 rss <= RSS_MAX_MIB,
                 format!("tcp only {m}: peak RSS {rss:.1} MiB (target <= {RSS_MAX_MIB:.0} MiB)"),
             );
+        }
+        // --collector.tcp.info (issue 13).
+        match measured(Tool::OursInfo) {
+            Some(info) => {
+                match measured(Tool::TwoDumpInfo)
+                    .and_then(|b| Spread::of_ratios(&info.wall, &b.wall))
+                {
+                    Some(r) => target(
+                        &mut out,
+                        M1,
+                        r.median <= INFO_OVER_NAIVE_INFO_MAX,
+                        format!(
+                            "tcp.info: wall / naive two-dump loop with INFO <= {INFO_OVER_NAIVE_INFO_MAX:.2}x: {}",
+                            r.ratio_long()
+                        ),
+                    ),
+                    None => missing.push("tcp.info / naive with INFO".into()),
+                }
+                match measured(Tool::SsInfo).and_then(|ss| Spread::of_ratios(&ss.wall, &info.wall))
+                {
+                    Some(r) => target(
+                        &mut out,
+                        M1,
+                        r.median >= SS_INFO_OVER_INFO_MIN,
+                        format!(
+                            "tcp.info: ss -tin wall / ours >= {SS_INFO_OVER_INFO_MIN:.1}x: {}",
+                            r.ratio_long()
+                        ),
+                    ),
+                    None => out.push(Verdict::skip(
+                        Some(n),
+                        "tcp.info: ss -tin comparison not measured".into(),
+                    )),
+                }
+                for (what, base) in [
+                    ("ours tcp only (auto)", tcp),
+                    ("naive two-dump loop", naive),
+                ] {
+                    if let Some(r) = base.and_then(|b| Spread::of_ratios(&info.wall, &b.wall)) {
+                        out.push(Verdict {
+                            size: Some(n),
+                            outcome: Outcome::Info,
+                            text: format!(
+                                "tcp.info: wall / {what} (no target): {}",
+                                r.ratio_long()
+                            ),
+                        });
+                    }
+                }
+                let rss = measure::max(&info.rss_kib) / 1024.0;
+                target(
+                    &mut out,
+                    ALL,
+                    rss <= RSS_MAX_MIB,
+                    format!("tcp.info: peak RSS {rss:.1} MiB (target <= {RSS_MAX_MIB:.0} MiB)"),
+                );
+            }
+            None => missing.push("tcp.info".into()),
         }
         match def {
             Some(def) => {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use sockdiag_exporter::cli;
 use sockdiag_exporter::collectors::tcp::{ByState, DumpMode, TcpStats};
 use sockdiag_exporter::collectors::{
-    listeners::ListenStats, ports::Direction, udp::UdpStats, unix::UnixStats,
+    listeners::ListenStats, ports::Direction, tcp_health::Health, udp::UdpStats, unix::UnixStats,
 };
 use sockdiag_exporter::collectors::{Collector, Kind, Options, Report, Stats};
 use sockdiag_exporter::config::{self, ListenAddr, PortSet};
@@ -118,6 +118,15 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "all collectors, side transport",
         options: Options::default,
         side: true,
+    },
+    Scenario {
+        name: "tcp auto, tcp_info, per-port views",
+        options: || Options {
+            tcp_info: true,
+            tcp_ports: ports(),
+            ..tcp(DumpMode::Auto)
+        },
+        side: false,
     },
 ];
 
@@ -356,6 +365,10 @@ pub struct Seen {
     /// Successful tcp collections replayed the other way (legacy or
     /// by-family) and compared.
     pub compared: u64,
+    /// RTT samples and retransmitted segments counted from tcp_info by
+    /// successful tcp collections (`--collector.tcp.info`).
+    pub tcp_info_sockets: u64,
+    pub tcp_info_retransmitted: u64,
 }
 
 /// Fuzzes netlink answer parsing and aggregation: see the module comment.
@@ -447,11 +460,22 @@ fn run<S: Transport + Send + Booked>(
     mut collector: Collector<Script, S>,
     seen: &mut Seen,
 ) {
+    let mut retransmitted = 0;
     for n in 1..=COLLECTIONS {
         let first = booked_so_far(&collector);
         let reports = collector.collect();
         let dumps = booked_since(&collector, first);
         let broken = check(&collector, &reports, &dumps).or_else(|| {
+            // The retransmission counters never fall, whatever the answers.
+            let health = collector.stats().tcp.health()?;
+            let now = health.retransmitted();
+            if now < retransmitted {
+                return Some(format!("retransmitted fell from {retransmitted} to {now}"));
+            }
+            retransmitted = now;
+            None
+        });
+        let broken = broken.or_else(|| {
             let tcp_ok = reports
                 .iter()
                 .any(|r| r.kind == Kind::Tcp && r.error.is_none());
@@ -475,6 +499,11 @@ fn run<S: Transport + Send + Booked>(
             if report.error.is_none() {
                 seen.succeeded[k] += 1;
                 seen.sockets[k] += counted(report.kind, collector.stats());
+                if let (Kind::Tcp, Some(health)) = (report.kind, collector.stats().tcp.health()) {
+                    seen.tcp_info_sockets += health.host().sockets();
+                    seen.tcp_info_retransmitted =
+                        seen.tcp_info_retransmitted.max(health.retransmitted());
+                }
             } else {
                 seen.failed[k] += 1;
                 let foreign = dumps
@@ -493,7 +522,10 @@ fn run<S: Transport + Send + Booked>(
 /// The collector a dump request belongs to.
 pub fn kind_of(request: DumpRequest) -> Kind {
     match request {
-        DumpRequest::Legacy | DumpRequest::ByFamily(_) => Kind::Tcp,
+        DumpRequest::Legacy
+        | DumpRequest::ByFamily(_)
+        | DumpRequest::LegacyInfo
+        | DumpRequest::ByFamilyInfo(_) => Kind::Tcp,
         DumpRequest::Listen(_) => Kind::Listeners,
         DumpRequest::Udp(_) => Kind::Udp,
         DumpRequest::Unix => Kind::Unix,
@@ -700,6 +732,30 @@ pub fn check_tcp(stats: &TcpStats) -> Option<String> {
             }
         }
     }
+    if let Some(health) = stats.health() {
+        let established = stats.total(TcpState::Established);
+        let host = health.host();
+        if host.sockets() > established || host.retransmitting > established {
+            return Some(format!(
+                "tcp_info: {} RTT samples, {} retransmitting, of {established} established",
+                host.sockets(),
+                host.retransmitting
+            ));
+        }
+        if !fits_u32s(host.notsent_bytes, established) {
+            return Some(format!("tcp_info: {} notsent bytes", host.notsent_bytes));
+        }
+        for ((direction, port), h, total) in health.ports() {
+            if h.sockets() > host.sockets()
+                || h.retransmitting > host.retransmitting
+                || total > health.retransmitted()
+            {
+                return Some(format!(
+                    "tcp_info: port {direction:?} {port} has more than the host: {h:?} {total}"
+                ));
+            }
+        }
+    }
     if stats.counts_cgroups() {
         for state in TcpState::ALL {
             let by_cgroup: u64 = stats.by_cgroup().map(|(_, c)| c[state as usize]).sum();
@@ -829,6 +885,14 @@ pub fn owners(name: &str, labels: &str) -> Option<&'static [Kind]> {
         "sockdiag_listen_syn_queue" | "node_tcp_connection_states" | "sockdiag_cgroup_sockets" => {
             Some(TCP)
         }
+        "sockdiag_tcp_rtt_seconds_bucket"
+        | "sockdiag_tcp_rtt_seconds_sum"
+        | "sockdiag_tcp_rtt_seconds_count"
+        | "sockdiag_tcp_retransmitted_segments_total"
+        | "sockdiag_tcp_retransmitting_sockets"
+        | "sockdiag_tcp_notsent_bytes"
+        | "sockdiag_tcp_info_untracked_sockets"
+        | "sockdiag_tcp_info_incomplete_sockets" => Some(TCP),
         "sockdiag_listen_queue"
         | "sockdiag_listen_queue_max"
         | "sockdiag_listen_sockets"
@@ -848,7 +912,7 @@ pub fn owners(name: &str, labels: &str) -> Option<&'static [Kind]> {
                 "sockdiag_unix_listen_queue" => Some(UNIX),
                 "sockdiag_port_receive_drops" => Some(UDP),
                 "sockdiag_port_sockets" => Some(&[Kind::Tcp, Kind::Udp]),
-                "sockdiag_cgroup_sockets" => Some(TCP),
+                "sockdiag_cgroup_sockets" | "sockdiag_tcp_rtt_seconds" => Some(TCP),
                 _ => None,
             }
         }
@@ -958,6 +1022,9 @@ pub fn check_served(
     None
 }
 
+/// tcp_info sums per (direction, port) view.
+pub type PortHealth = Vec<((Direction, u16), Health)>;
+
 /// The TCP stats that must not depend on how the sockets were dumped.
 #[derive(Debug, PartialEq)]
 pub struct TcpView {
@@ -968,6 +1035,11 @@ pub struct TcpView {
     pub ports: Vec<((Direction, u16), [u64; TcpState::COUNT])>,
     pub cgroups: Vec<(Option<u64>, [u64; TcpState::COUNT])>,
     pub full_sockets_without_cgroup_id: u64,
+    /// tcp_info sums of this collection: host-wide, then per view (the
+    /// retransmission totals depend on earlier collections, so they are not
+    /// compared).
+    pub health: Option<(Health, PortHealth)>,
+    pub short_info: u64,
 }
 
 impl TcpView {
@@ -982,6 +1054,11 @@ impl TcpView {
             ports: stats.ports.series(),
             cgroups,
             full_sockets_without_cgroup_id: stats.full_sockets_without_cgroup_id(),
+            health: stats.health().map(|h| {
+                let ports = h.ports().into_iter().map(|(k, v, _)| (k, v)).collect();
+                (*h.host(), ports)
+            }),
+            short_info: stats.health().map_or(0, |h| h.short_info()),
         }
     }
 
@@ -1006,7 +1083,9 @@ impl TcpView {
             syn_queue,
             ports,
             cgroups,
-            full_sockets_without_cgroup_id
+            full_sockets_without_cgroup_id,
+            health,
+            short_info
         );
         None
     }
@@ -1070,7 +1149,8 @@ pub fn same_answer_both_ways(
         .iter()
         .flat_map(|d| d.sockets.iter().map(Vec::as_slice))
         .collect();
-    let (mode, input) = if plan == [DumpRequest::Legacy] {
+    let legacy = plan == [DumpRequest::Legacy] || plan == [DumpRequest::LegacyInfo];
+    let (mode, input) = if legacy {
         let family = |af: u8| -> Vec<&[u8]> {
             payloads
                 .iter()

@@ -17,7 +17,7 @@ import struct
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
 # Scenario indexes in fuzz/harness.rs SCENARIOS; PORT_CHECK is bit 4.
-TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL, CGROUP, SIDE = range(9)
+TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL, CGROUP, SIDE, TCP_INFO = range(10)
 PORT_CHECK = 0x10
 ENOBUFS, EINTR, TIMEOUT, EOF, OVERSIZED, ECONNRESET = range(0xfff0, 0xfff6)
 NLMSG_DONE = 3
@@ -176,6 +176,19 @@ def main():
                    for step in (udp4[:1] + [ECONNRESET] if name == "udp ipv4" else
                                 [] if name == "udp ipv6" else data)]
     seed_side("side-udp-fails-midway", SIDE, tcp * 3, side + side_broken + side)
+
+    # --collector.tcp.info (auto mode, per-port views): the recorded answers
+    # with struct tcp_info, twice (the counter's second collection), and a
+    # legacy refusal followed by the by-family answers.
+    info = of(load("tcp_info_legacy.fixture"), "legacy info")
+    info_by_family = of(load("tcp_info_by_family.fixture"),
+                        "by-family ipv4 info", "by-family ipv6 info")
+    seed("tcp-info", TCP_INFO, info + info)
+    # Every socket gone (only the NLMSG_DONE), then back: the counters
+    # neither fall nor count the returning sockets twice.
+    seed("tcp-info-closes", TCP_INFO, info + info[-1:] + info)
+    refusal = [d for _, data in refused for d in data][:1]
+    seed("tcp-info-refused", TCP_INFO, refusal + info_by_family)
 
 
 main()

@@ -10,14 +10,28 @@
 
 use std::collections::BTreeMap;
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 use prometheus::TextEncoder;
 
-/// Gauge or counter.
+/// Gauge, counter or histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Type {
     Gauge,
     Counter,
+    /// Set with [`Families::histogram`] only; its `_bucket`, `_sum` and
+    /// `_count` series come from one [`Hist`].
+    Histogram,
+}
+
+/// One histogram series: cumulative counts at each upper bound (`le`,
+/// ascending; `+Inf` is implied by `count`), the sample count and sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hist {
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum: f64,
 }
 
 /// One metric's definition: declared once, next to what produces it.
@@ -40,6 +54,8 @@ struct Family {
     /// order the caller gives them (spec order, then `netns`).
     names: Vec<(&'static str, usize)>,
     series: BTreeMap<Vec<String>, f64>,
+    /// Histogram families' series (the value in `series` is unused).
+    histograms: BTreeMap<Vec<String>, Hist>,
 }
 
 /// The families of one collection, built series by series.
@@ -64,6 +80,7 @@ impl Families {
                 spec,
                 names,
                 series: BTreeMap::new(),
+                histograms: BTreeMap::new(),
             }
         });
         let key = family
@@ -75,6 +92,23 @@ impl Families {
             })
             .collect();
         family.series.entry(key).or_insert(0.0)
+    }
+
+    /// Sets one histogram series (`spec.kind` must be
+    /// [`Type::Histogram`]).
+    pub fn histogram(&mut self, spec: &'static Spec, values: &[&str], ns: Ns<'_>, hist: Hist) {
+        debug_assert_eq!(spec.kind, Type::Histogram, "{}", spec.name);
+        self.series(spec, values, ns);
+        let family = self.families.get_mut(spec.name).expect("just created");
+        let key: Vec<String> = family
+            .names
+            .iter()
+            .map(|&(_, i)| match values.get(i) {
+                Some(v) => v.to_string(),
+                None => ns.unwrap_or_default().to_string(),
+            })
+            .collect();
+        family.histograms.insert(key, hist);
     }
 
     /// Sets one series.
@@ -101,6 +135,7 @@ impl Families {
             out.set_field_type(match family.spec.kind {
                 Type::Gauge => MetricType::GAUGE,
                 Type::Counter => MetricType::COUNTER,
+                Type::Histogram => MetricType::HISTOGRAM,
             });
             let metrics = family
                 .series
@@ -129,6 +164,24 @@ impl Families {
                             let mut counter = Counter::default();
                             counter.set_value(value);
                             metric.set_counter(counter);
+                        }
+                        Type::Histogram => {
+                            let hist = family.histograms.get(values).cloned().unwrap_or_default();
+                            let mut h = Histogram::default();
+                            h.set_sample_count(hist.count);
+                            h.set_sample_sum(hist.sum);
+                            let buckets = hist
+                                .buckets
+                                .iter()
+                                .map(|&(le, n)| {
+                                    let mut b = Bucket::default();
+                                    b.set_upper_bound(le);
+                                    b.set_cumulative_count(n);
+                                    b
+                                })
+                                .collect();
+                            h.set_bucket(buckets);
+                            metric.set_histogram(h);
                         }
                     }
                     metric
@@ -203,6 +256,33 @@ mod tests {
              t_b_total 3\n"
         );
         let _ = &EMPTY;
+    }
+
+    #[test]
+    fn histograms_encode_buckets_sum_and_count() {
+        static H: Spec = Spec {
+            name: "t_h_seconds",
+            help: "H.",
+            kind: Type::Histogram,
+            labels: &["port"],
+        };
+        let mut f = Families::default();
+        let hist = Hist {
+            buckets: vec![(0.001, 1), (0.5, 3)],
+            count: 4,
+            sum: 2.25,
+        };
+        f.histogram(&H, &["80"], Some("host"), hist);
+        assert_eq!(
+            f.encode(&[]),
+            "# HELP t_h_seconds H.\n\
+             # TYPE t_h_seconds histogram\n\
+             t_h_seconds_bucket{netns=\"host\",port=\"80\",le=\"0.001\"} 1\n\
+             t_h_seconds_bucket{netns=\"host\",port=\"80\",le=\"0.5\"} 3\n\
+             t_h_seconds_bucket{netns=\"host\",port=\"80\",le=\"+Inf\"} 4\n\
+             t_h_seconds_sum{netns=\"host\",port=\"80\"} 2.25\n\
+             t_h_seconds_count{netns=\"host\",port=\"80\"} 4\n"
+        );
     }
 
     #[test]

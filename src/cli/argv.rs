@@ -38,6 +38,9 @@ pub(super) const STATIC_DOTTED_FLAGS: &[&str] = &[
     "--collector.cgroup",
     "--no-collector.netns",
     "--no-collector.cgroup",
+    // The tcp collector's INET_DIAG_INFO option, with its --no- form.
+    "--collector.tcp.info",
+    "--no-collector.tcp.info",
 ];
 
 /// `--collector.NAME` and `--no-collector.NAME` for every registered socket
@@ -79,13 +82,13 @@ pub(super) fn is_switch(arg: &str) -> bool {
         || arg == "--version"
 }
 
-/// The names with an on/off switch pair: every socket collector, and the
-/// netns and cgroup scopes.
+/// The names with an on/off switch pair: every socket collector, the
+/// netns and cgroup scopes, and tcp's INET_DIAG_INFO option.
 pub(super) fn switched() -> impl Iterator<Item = &'static str> {
     Kind::ALL
         .into_iter()
         .map(Kind::label)
-        .chain(["netns", "cgroup"])
+        .chain(["netns", "cgroup", "tcp-info"])
 }
 
 /// The `dump` subcommand's own flags; any other flag given after `dump` is

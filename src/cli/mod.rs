@@ -131,6 +131,16 @@ pub struct Args {
     )]
     pub collector_tcp_ports: PortSet,
 
+    /// also read struct tcp_info (INET_DIAG_INFO) in the tcp dump: RTT
+    /// histogram, retransmissions and unsent bytes of established sockets,
+    /// host-wide and per port of --collector.tcp.ports (default off; costs
+    /// about 20% more kernel time per socket)
+    #[argh(switch)]
+    pub collector_tcp_info: bool,
+    /// do not read tcp_info (the default)
+    #[argh(switch)]
+    pub no_collector_tcp_info: bool,
+
     /// the same per-port view for UDP, plus receive drops per local port
     /// (default none)
     #[argh(

@@ -63,11 +63,13 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Config, String> {
         let netns = args.collector_netns && !args.no_collector_netns;
         let cgroup = args.collector_cgroup && !args.no_collector_cgroup;
+        let tcp_info = args.collector_tcp_info && !args.no_collector_tcp_info;
         let collectors = Options {
             enabled: enabled_collectors(&args)?,
             tcp_dump: args.collector_tcp_dump,
             tcp_ports: args.collector_tcp_ports.clone(),
             udp_ports: args.collector_udp_ports.clone(),
+            tcp_info,
             cgroup,
             deadline: args.collector_timeout,
             max_listeners: args.collector_listeners_max,
@@ -86,6 +88,9 @@ impl Config {
         let conflicts_matter = mode != Mode::Version;
         if conflicts_matter && cgroup && !collectors.enabled(Kind::Tcp) {
             return Err("--collector.cgroup counts the tcp collector's sockets; it cannot be combined with --no-collector.tcp".into());
+        }
+        if conflicts_matter && tcp_info && !collectors.enabled(Kind::Tcp) {
+            return Err("--collector.tcp.info reads the tcp collector's dump; it cannot be combined with --no-collector.tcp".into());
         }
         if conflicts_matter && netns && args.source_fixture.is_some() {
             return Err("--collector.netns reads the kernel's namespaces; it cannot be combined with --source.fixture".into());

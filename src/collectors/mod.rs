@@ -8,7 +8,8 @@
 //! - `tcp`: one legacy TCPDIAG_GETSOCK dump with AF_UNSPEC (the kernel walks
 //!   its hash tables once for both families), falling back for good to two
 //!   SOCK_DIAG_BY_FAMILY dumps if the kernel refuses it; no extensions, so
-//!   the big dump stays as cheap as possible;
+//!   the big dump stays as cheap as possible (`--collector.tcp.info` adds
+//!   INET_DIAG_INFO to the same dump for [`tcp_health`]);
 //! - `listeners`: LISTEN-only dumps with SKMEMINFO (drops), which walk only
 //!   the kernel's listening hash;
 //! - `udp`: per-family UDP dumps with SKMEMINFO;
@@ -35,6 +36,7 @@ mod driver;
 pub mod listeners;
 pub mod ports;
 pub mod tcp;
+pub mod tcp_health;
 pub mod udp;
 pub mod unix;
 
@@ -123,6 +125,9 @@ pub struct Options {
     pub tcp_ports: PortSet,
     /// `--collector.udp.ports`.
     pub udp_ports: PortSet,
+    /// `--collector.tcp.info`: the tcp dump asks for INET_DIAG_INFO and
+    /// serves [`tcp_health`]'s metrics.
+    pub tcp_info: bool,
     /// `--collector.cgroup`: TCP counts per cgroup id ([`TcpStats::by_cgroup`]).
     pub cgroup: bool,
     /// A dump not finished after this long fails (`--collector.timeout`).
@@ -143,6 +148,7 @@ impl Default for Options {
             tcp_dump: DumpMode::Auto,
             tcp_ports: PortSet::default(),
             udp_ports: PortSet::default(),
+            tcp_info: false,
             cgroup: false,
             deadline: Duration::from_secs(10),
             max_listeners: 1000,

@@ -15,10 +15,15 @@
 //! counts the socket under (id, state), keyed by the raw u64, so no string
 //! work happens per socket; `cgroup_attribution::Attribution` turns ids
 //! into paths once per collection.
+//!
+//! With `--collector.tcp.info` the same dumps also ask for INET_DIAG_INFO,
+//! and each socket's attributes go to [`tcp_health`](super::tcp_health),
+//! which owns what is read from `struct tcp_info` and its metrics.
 
 use std::collections::HashMap;
 
 use super::ports::PortCounts;
+use super::tcp_health::{self, TcpHealth};
 use super::{inet, Options, SocketCollector, RECEIVE_QUEUE, SEND_QUEUE, SOCKETS};
 use crate::config::PortSet;
 use crate::exposition::{Families, Ns, Spec, Type};
@@ -61,6 +66,12 @@ pub(super) const LEGACY: &[DumpRequest] = &[DumpRequest::Legacy];
 pub(super) const BY_FAMILY: &[DumpRequest] = &[
     DumpRequest::ByFamily(Family::Ipv4),
     DumpRequest::ByFamily(Family::Ipv6),
+];
+/// The same with INET_DIAG_INFO (`--collector.tcp.info`).
+pub(super) const LEGACY_INFO: &[DumpRequest] = &[DumpRequest::LegacyInfo];
+pub(super) const BY_FAMILY_INFO: &[DumpRequest] = &[
+    DumpRequest::ByFamilyInfo(Family::Ipv4),
+    DumpRequest::ByFamilyInfo(Family::Ipv6),
 ];
 
 /// The INET_DIAG_CGROUP_ID from the attributes after a socket message:
@@ -128,6 +139,8 @@ pub struct TcpStats {
     pub ports: PortCounts<{ TcpState::COUNT }>,
     /// Per-cgroup counts, when [`count_cgroups`](Self::count_cgroups) is on.
     cgroups: Option<Box<CgroupCounts>>,
+    /// Health from tcp_info, when [`read_info`](Self::read_info) is on.
+    health: Option<Box<TcpHealth>>,
     /// The requests to send (`--collector.tcp.dump`).
     pub mode: DumpMode,
     /// Auto mode saw the kernel refuse the legacy request: per-family dumps
@@ -162,6 +175,22 @@ impl TcpStats {
         }
     }
 
+    /// Turns `--collector.tcp.info` on or off: the dumps ask for
+    /// INET_DIAG_INFO and established sockets feed [`TcpHealth`]. Turning
+    /// it off forgets the retransmission totals.
+    pub fn read_info(&mut self, on: bool) {
+        match (on, self.health.is_some()) {
+            (true, false) => self.health = Some(Box::new(TcpHealth::new(self.ports.set.clone()))),
+            (false, true) => self.health = None,
+            _ => {}
+        }
+    }
+
+    /// The tcp_info health, when `--collector.tcp.info` is on.
+    pub fn health(&self) -> Option<&TcpHealth> {
+        self.health.as_deref()
+    }
+
     /// Whether per-cgroup counting is on.
     #[cfg(any(test, feature = "testing"))]
     pub fn counts_cgroups(&self) -> bool {
@@ -178,6 +207,9 @@ impl TcpStats {
         if let Some(cgroups) = &mut self.cgroups {
             cgroups.clear();
         }
+        if let Some(health) = &mut self.health {
+            health.clear();
+        }
     }
 
     /// Folds one socket message in. For LISTEN sockets the kernel's queue
@@ -190,6 +222,9 @@ impl TcpStats {
         // First, so that a malformed attribute leaves no partial counts.
         if let Some(cgroups) = &mut self.cgroups {
             cgroups.add(&msg, state, &payload[INET_DIAG_MSG_LEN..])?;
+        }
+        if let Some(health) = &mut self.health {
+            health.add(&msg, state, &payload[INET_DIAG_MSG_LEN..])?;
         }
         let (f, s) = (family as usize, state as usize);
         self.sockets[f][s] += 1;
@@ -270,20 +305,25 @@ fn is_unsupported(errno: i32) -> bool {
 }
 
 /// The TCP requests for `mode`, once auto mode has (or has not) seen the
-/// kernel refuse the legacy request.
-fn tcp_plan(mode: DumpMode, legacy_refused: bool) -> &'static [DumpRequest] {
-    match mode {
-        DumpMode::Legacy => LEGACY,
-        DumpMode::ByFamily => BY_FAMILY,
-        DumpMode::Auto if legacy_refused => BY_FAMILY,
-        DumpMode::Auto => LEGACY,
+/// kernel refuse the legacy request; with INET_DIAG_INFO when `info`.
+fn tcp_plan(mode: DumpMode, legacy_refused: bool, info: bool) -> &'static [DumpRequest] {
+    let legacy = match mode {
+        DumpMode::Legacy => true,
+        DumpMode::ByFamily => false,
+        DumpMode::Auto => !legacy_refused,
+    };
+    match (legacy, info) {
+        (true, false) => LEGACY,
+        (false, false) => BY_FAMILY,
+        (true, true) => LEGACY_INFO,
+        (false, true) => BY_FAMILY_INFO,
     }
 }
 
 impl TcpStats {
     /// The TCP requests the next collection sends.
     pub fn plan(&self) -> &'static [DumpRequest] {
-        tcp_plan(self.mode, self.legacy_refused)
+        tcp_plan(self.mode, self.legacy_refused, self.health.is_some())
     }
 
     /// In auto mode, a kernel error answering the legacy request (before any
@@ -293,7 +333,8 @@ impl TcpStats {
     fn is_legacy_refusal(&self, error: &CollectError) -> bool {
         self.mode == DumpMode::Auto
             && !self.legacy_refused
-            && error.request == DumpRequest::Legacy.name()
+            && (error.request == DumpRequest::Legacy.name()
+                || error.request == DumpRequest::LegacyInfo.name())
             && matches!(
                 error.kind,
                 ErrorKind::Parse(
@@ -311,8 +352,16 @@ pub static SYN_QUEUE: Spec = Spec {
     labels: &["protocol", "family", "port"],
 };
 
-/// The metrics this collector alone produces.
-pub static SPECS: &[&Spec] = &[&SYN_QUEUE];
+/// The metrics this collector alone produces (with `--collector.tcp.info`'s).
+pub static SPECS: &[&Spec] = &[
+    &SYN_QUEUE,
+    &tcp_health::RTT,
+    &tcp_health::RETRANSMITTED,
+    &tcp_health::RETRANSMITTING,
+    &tcp_health::NOTSENT,
+    &tcp_health::UNTRACKED,
+    &tcp_health::SHORT_INFO,
+];
 
 impl SocketCollector for TcpStats {
     const NAME: &'static str = "tcp";
@@ -324,6 +373,7 @@ impl SocketCollector for TcpStats {
     fn new(options: &Options) -> TcpStats {
         let mut stats = TcpStats::new(options.tcp_ports.clone()).with_cgroups(options.cgroup);
         stats.mode = options.tcp_dump;
+        stats.read_info(options.tcp_info);
         stats
     }
     /// Its series for one namespace (`ns`: the `netns` label, if any).
@@ -349,6 +399,9 @@ impl SocketCollector for TcpStats {
         let states = TcpState::ALL.map(|s| s.label());
         self.ports
             .families(out, "tcp", &states, options.max_port_series, ns);
+        if let Some(health) = &self.health {
+            health.families(out, options.max_port_series, ns);
+        }
     }
 
     fn table(&self, out: &mut String) {
@@ -406,11 +459,24 @@ impl SocketCollector for TcpStats {
         }
         self.ports
             .table(out, "TCP", &TcpState::ALL.map(|s| s.label()));
+        if let Some(health) = &self.health {
+            health.table(out);
+        }
     }
 
     /// Runs the TCP dumps into these counts, falling back from the legacy
     /// request in auto mode.
     fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+        let result = self.run(dumper);
+        if let (Ok(()), Some(health)) = (&result, &mut self.health) {
+            health.finish();
+        }
+        result
+    }
+}
+
+impl TcpStats {
+    fn run<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
         match dumper.run(self.plan(), self) {
             Err(error) if self.is_legacy_refusal(&error) => {
                 self.legacy_refused = true;
@@ -626,6 +692,29 @@ mod tests {
         assert!(matches!(stats.add(&zero), Err(ParseError::Attribute(_))));
         assert_eq!(stats.sockets, ByState::default());
         assert_eq!(cgroup_rows(&stats), vec![(None, [0; TcpState::COUNT])]);
+    }
+
+    #[test]
+    fn tcp_info_asks_for_info_on_the_same_single_walk() {
+        let mut stats = TcpStats::default();
+        assert_eq!(stats.plan(), LEGACY);
+        stats.read_info(true);
+        assert_eq!(stats.plan(), &[DumpRequest::LegacyInfo]);
+        // A refused legacy info request falls back to by-family with INFO.
+        let refusal = CollectError {
+            request: DumpRequest::LegacyInfo.name(),
+            kind: ErrorKind::Parse(ParseError::KernelError {
+                errno: libc::EOPNOTSUPP,
+            }),
+        };
+        assert!(stats.is_legacy_refusal(&refusal));
+        stats.legacy_refused = true;
+        assert_eq!(stats.plan(), BY_FAMILY_INFO);
+        stats.mode = DumpMode::Legacy;
+        assert_eq!(stats.plan(), LEGACY_INFO);
+        stats.read_info(false);
+        assert_eq!(stats.plan(), LEGACY);
+        assert!(stats.health().is_none());
     }
 
     #[test]

@@ -333,6 +333,52 @@ mod tests {
     }
 
     #[test]
+    fn table_and_landing_page_show_per_port_health() {
+        use crate::kernel::diag::{INET_DIAG_INFO, INET_DIAG_MSG_LEN};
+        use crate::kernel::parse::tests::rtattr;
+        let mut all = All {
+            tcp: TcpStats::new(PortSet::parse("443").unwrap()),
+            ..All::default()
+        };
+        all.tcp.read_info(true);
+        all.tcp.clear();
+        // A client of :443 with tcpi_rtt 3 ms, 2 retransmissions in all,
+        // 1 outstanding.
+        let mut info = vec![0u8; 248];
+        info[36..40].copy_from_slice(&1u32.to_ne_bytes()); // tcpi_retrans
+        info[68..72].copy_from_slice(&3000u32.to_ne_bytes()); // tcpi_rtt
+        info[100..104].copy_from_slice(&2u32.to_ne_bytes()); // tcpi_total_retrans
+        let mut m = inet_diag_msg(AF_INET, 1, v4([127, 0, 0, 1]), 40000, 443, 0, 0, 1);
+        assert_eq!(m.len(), INET_DIAG_MSG_LEN);
+        m.extend(rtattr(INET_DIAG_INFO, &info));
+        all.tcp.add(&m).unwrap();
+        let text = table(all.stats(), &reports(None));
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let at = lines
+            .iter()
+            .position(|l| l.first() == Some(&"TCP") && l.get(1) == Some(&"health"))
+            .expect("a TCP health section");
+        // all, then 443 local (nothing) and 443 remote (the client).
+        assert_eq!(
+            lines[at + 1],
+            ["all", "all", "1", "5ms", "5ms", "1", "2", "0"]
+        );
+        assert_eq!(
+            lines[at + 2],
+            ["443", "local", "0", "-", "-", "0", "0", "0"]
+        );
+        assert_eq!(
+            lines[at + 3],
+            ["443", "remote", "1", "5ms", "5ms", "1", "2", "0"]
+        );
+        let page = landing_page("/metrics", "fresh", &text);
+        assert!(page.contains("TCP health (established)"), "{page}");
+    }
+
+    #[test]
     fn landing_page_escapes_and_links() {
         let page = landing_page("/m<x>", "fresh & cached", "a<b");
         assert!(page.contains("<a href=\"/m&lt;x&gt;\">"));

@@ -81,6 +81,11 @@ fn netlink_corpus_replays_cleanly() {
         seen.compared > 0,
         "no legacy/by-family comparison: {seen:?}"
     );
+    // --collector.tcp.info's attribute path ran on real tcp_info bytes.
+    assert!(
+        seen.tcp_info_sockets > 0 && seen.tcp_info_retransmitted > 0,
+        "no RTT sample or retransmission read from INET_DIAG_INFO: {seen:?}"
+    );
     for kind in [Kind::Tcp, Kind::Listeners, Kind::Udp] {
         assert!(
             seen.foreign_done_failed[kind as usize] > 0,

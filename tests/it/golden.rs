@@ -236,6 +236,53 @@ fn each_collector_alone_matches_its_golden() {
     }
 }
 
+/// `--collector.tcp.info` on tests/fixtures/tcp_info_*.fixture (recorded by
+/// tests/fixtures/record_tcp_info.py: clean ports 8080 and 8082 [ipv6], a
+/// lossy port 9000): the tcp collector alone, with the info metrics.
+const TCP_INFO: &[&str] = &[
+    "--no-collector.listeners",
+    "--no-collector.udp",
+    "--no-collector.unix",
+    "--collector.tcp.info",
+    "--collector.tcp.ports",
+    "8080,8082,9000",
+];
+
+#[test]
+fn tcp_info_matches_golden() {
+    let mut outputs = Vec::new();
+    for format in ["prometheus", "table"] {
+        let run = |fixture, mode| {
+            let text = stdout_of(&dump_with(fixture, mode, format, TCP_INFO));
+            if format == "table" {
+                zero_durations(&text)
+            } else {
+                normalize(&text)
+            }
+        };
+        let legacy = run("tcp_info_legacy.fixture", "legacy");
+        let by_family = run("tcp_info_by_family.fixture", "by-family");
+        let ext = if format == "table" { "table" } else { "prom" };
+        assert_modes_agree(&format!("tcp_info.{ext}"), &legacy, &by_family);
+        outputs.push((ext, legacy));
+    }
+    let prom = &outputs[0].1;
+    for want in [
+        "# TYPE sockdiag_tcp_rtt_seconds histogram",
+        "sockdiag_tcp_rtt_seconds_count{direction=\"remote\",port=\"9000\"} 4",
+        "sockdiag_tcp_rtt_seconds_count{direction=\"local\",port=\"8082\"} 1",
+    ] {
+        assert!(prom.contains(want), "{want}\n{prom}");
+    }
+    for (ext, text) in outputs {
+        check_golden(
+            &text,
+            &root().join(format!("tests/golden/tcp_info.{ext}")),
+            "tcp_info_legacy.fixture",
+        );
+    }
+}
+
 #[test]
 fn auto_mode_falls_back_when_the_kernel_refuses_legacy() {
     let output = dump_with("legacy_refused.fixture", "auto", "prometheus", TCP_ONLY);
@@ -260,8 +307,12 @@ fn auto_mode_falls_back_when_the_kernel_refuses_legacy() {
 
 /// The table output with durations (which differ from run to run) zeroed.
 fn table(fixture: &str, mode: &str) -> String {
-    stdout_of(&dump(fixture, mode, "table"))
-        .lines()
+    zero_durations(&stdout_of(&dump(fixture, mode, "table")))
+}
+
+/// A table with its durations zeroed.
+fn zero_durations(text: &str) -> String {
+    text.lines()
         .map(|l| match l.rsplit_once("  ") {
             Some((head, d)) if d.trim().ends_with('s') && d.trim().starts_with("0.") => {
                 format!("{head}  0.000s\n")

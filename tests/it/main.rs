@@ -24,6 +24,7 @@ mod netns_cgroup;
 mod netns_exporter;
 mod packaging;
 mod skips;
+mod tcp_info;
 mod tls;
 
 /// Not a test: the body of helper processes, which are this binary run

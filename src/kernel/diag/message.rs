@@ -107,6 +107,11 @@ impl<'a> InetDiagMsg<'a> {
         out.copy_from_slice(&self.0[8..24]);
         out
     }
+    /// idiag_cookie: the socket cookie, unique per boot (`__u32[2]`, the
+    /// low word first; sock_diag_save_cookie).
+    pub fn cookie(&self) -> u64 {
+        u64::from(self.u32_at(44)) | (u64::from(self.u32_at(48)) << 32)
+    }
     pub fn rqueue(&self) -> u32 {
         self.u32_at(56)
     }

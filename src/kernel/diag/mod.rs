@@ -14,6 +14,7 @@
 pub mod message;
 pub mod request;
 pub mod states;
+pub mod tcp_info;
 
 pub use self::message::{
     cgroup_id, format_address, meminfo, Attributes, BadAttribute, InetDiagMsg, UnixDiagMsg,
@@ -28,6 +29,7 @@ pub use self::request::{
 pub use self::states::{
     Family, TcpState, UdpState, UnixState, UnixType, AF_INET, AF_INET6, AF_UNIX, AF_UNSPEC,
 };
+pub use self::tcp_info::{TcpInfo, INET_DIAG_INFO, INET_DIAG_INFO_EXT};
 
 /// Size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;

@@ -12,6 +12,7 @@ use netlink_packet_sock_diag::{
 };
 
 use crate::kernel::diag::states::{Family, AF_UNIX, AF_UNSPEC};
+use crate::kernel::diag::tcp_info::INET_DIAG_INFO_EXT;
 use crate::kernel::diag::NLMSG_HDRLEN;
 
 /// `TCPDIAG_GETSOCK`: the legacy inet_diag request (`struct inet_diag_req`).
@@ -36,6 +37,11 @@ pub enum DumpRequest {
     Legacy,
     /// SOCK_DIAG_BY_FAMILY for one family.
     ByFamily(Family),
+    /// [`Legacy`](Self::Legacy) also asking for INET_DIAG_INFO (struct
+    /// tcp_info) on every full socket (`--collector.tcp.info`).
+    LegacyInfo,
+    /// [`ByFamily`](Self::ByFamily) also asking for INET_DIAG_INFO.
+    ByFamilyInfo(Family),
     /// TCP LISTEN sockets only, with SKMEMINFO (drops): the kernel walks
     /// only its listening hash, never the established one.
     Listen(Family),
@@ -51,6 +57,9 @@ impl DumpRequest {
         DumpRequest::Legacy,
         DumpRequest::ByFamily(Family::Ipv4),
         DumpRequest::ByFamily(Family::Ipv6),
+        DumpRequest::LegacyInfo,
+        DumpRequest::ByFamilyInfo(Family::Ipv4),
+        DumpRequest::ByFamilyInfo(Family::Ipv6),
         DumpRequest::Listen(Family::Ipv4),
         DumpRequest::Listen(Family::Ipv6),
         DumpRequest::Udp(Family::Ipv4),
@@ -66,7 +75,7 @@ impl DumpRequest {
     /// The nlmsg_type the kernel answers this request's data messages with.
     pub fn response_type(self) -> u16 {
         match self {
-            DumpRequest::Legacy => TCPDIAG_GETSOCK,
+            DumpRequest::Legacy | DumpRequest::LegacyInfo => TCPDIAG_GETSOCK,
             _ => SOCK_DIAG_BY_FAMILY,
         }
     }
@@ -77,6 +86,9 @@ impl DumpRequest {
             DumpRequest::Legacy => "legacy",
             DumpRequest::ByFamily(Family::Ipv4) => "by-family ipv4",
             DumpRequest::ByFamily(Family::Ipv6) => "by-family ipv6",
+            DumpRequest::LegacyInfo => "legacy info",
+            DumpRequest::ByFamilyInfo(Family::Ipv4) => "by-family ipv4 info",
+            DumpRequest::ByFamilyInfo(Family::Ipv6) => "by-family ipv6 info",
             DumpRequest::Listen(Family::Ipv4) => "listen ipv4",
             DumpRequest::Listen(Family::Ipv6) => "listen ipv6",
             DumpRequest::Udp(Family::Ipv4) => "udp ipv4",
@@ -88,14 +100,20 @@ impl DumpRequest {
     /// Serializes the whole netlink request (header included) for `seq`.
     pub fn encode(self, seq: u32) -> Vec<u8> {
         match self {
-            DumpRequest::Legacy => encode_legacy(seq),
+            DumpRequest::Legacy => encode_legacy(0, seq),
+            DumpRequest::LegacyInfo => encode_legacy(INET_DIAG_INFO_EXT, seq),
             DumpRequest::ByFamily(family) => {
-                encode_inet(family, IPPROTO_TCP, ALL_TCP_STATES, false, seq)
+                encode_inet(family, IPPROTO_TCP, ALL_TCP_STATES, Ext::None, seq)
+            }
+            DumpRequest::ByFamilyInfo(family) => {
+                encode_inet(family, IPPROTO_TCP, ALL_TCP_STATES, Ext::Info, seq)
             }
             DumpRequest::Listen(family) => {
-                encode_inet(family, IPPROTO_TCP, LISTEN_STATE, true, seq)
+                encode_inet(family, IPPROTO_TCP, LISTEN_STATE, Ext::Meminfo, seq)
             }
-            DumpRequest::Udp(family) => encode_inet(family, IPPROTO_UDP, ALL_TCP_STATES, true, seq),
+            DumpRequest::Udp(family) => {
+                encode_inet(family, IPPROTO_UDP, ALL_TCP_STATES, Ext::Meminfo, seq)
+            }
             DumpRequest::Unix => encode_unix(seq),
         }
     }
@@ -112,7 +130,13 @@ impl DumpRequest {
         let protocol = *msg.get(NLMSG_HDRLEN + 1)?;
         let states = msg.get(NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 8)?;
         let states = u32::from_ne_bytes(states.try_into().ok()?);
+        // idiag_ext: byte 3 of the legacy request, byte 2 of the v2 one.
+        let info = |at: usize| {
+            msg.get(NLMSG_HDRLEN + at)
+                .map(|ext| ext & INET_DIAG_INFO_EXT != 0)
+        };
         let request = match kind {
+            TCPDIAG_GETSOCK if info(3)? => DumpRequest::LegacyInfo,
             TCPDIAG_GETSOCK => DumpRequest::Legacy,
             SOCK_DIAG_BY_FAMILY if family == AF_UNIX => DumpRequest::Unix,
             SOCK_DIAG_BY_FAMILY => {
@@ -120,6 +144,7 @@ impl DumpRequest {
                 match protocol {
                     IPPROTO_UDP => DumpRequest::Udp(family),
                     IPPROTO_TCP if states == LISTEN_STATE => DumpRequest::Listen(family),
+                    IPPROTO_TCP if info(2)? => DumpRequest::ByFamilyInfo(family),
                     IPPROTO_TCP => DumpRequest::ByFamily(family),
                     _ => return None,
                 }
@@ -143,11 +168,11 @@ impl DumpRequest {
 /// | 16     | 1    | idiag_family     | AF_UNSPEC: both families       |
 /// | 17     | 1    | idiag_src_len    | 0                              |
 /// | 18     | 1    | idiag_dst_len    | 0                              |
-/// | 19     | 1    | idiag_ext        | 0: no extensions               |
+/// | 19     | 1    | idiag_ext        | `ext`: 0, or INET_DIAG_INFO's bit (2) |
 /// | 20     | 48   | id               | zero: no socket filter         |
 /// | 68     | 4    | idiag_states     | ALL_TCP_STATES                 |
 /// | 72     | 4    | idiag_dbs        | 0 (unused)                     |
-fn encode_legacy(seq: u32) -> Vec<u8> {
+fn encode_legacy(ext: u8, seq: u32) -> Vec<u8> {
     let len = NLMSG_HDRLEN + INET_DIAG_REQ_LEN;
     let mut buf = vec![0u8; len];
     buf[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
@@ -155,6 +180,7 @@ fn encode_legacy(seq: u32) -> Vec<u8> {
     buf[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     buf[8..12].copy_from_slice(&seq.to_ne_bytes());
     buf[16] = AF_UNSPEC;
+    buf[19] = ext;
     buf[68..72].copy_from_slice(&ALL_TCP_STATES.to_ne_bytes());
     buf
 }
@@ -162,9 +188,19 @@ fn encode_legacy(seq: u32) -> Vec<u8> {
 /// Only TCP_LISTEN (bit 10).
 pub const LISTEN_STATE: u32 = 1 << 10;
 
+/// The one extension a request asks for.
+#[derive(Clone, Copy)]
+enum Ext {
+    None,
+    /// SKMEMINFO (drops).
+    Meminfo,
+    /// INFO (struct tcp_info).
+    Info,
+}
+
 /// `struct inet_diag_req_v2`, built by netlink-packet-sock-diag: one
-/// family and protocol, a state mask, and SKMEMINFO when `meminfo`.
-fn encode_inet(family: Family, protocol: u8, states: u32, meminfo: bool, seq: u32) -> Vec<u8> {
+/// family and protocol, a state mask, and the extension `ext`.
+fn encode_inet(family: Family, protocol: u8, states: u32, ext: Ext, seq: u32) -> Vec<u8> {
     let socket_id = match family {
         Family::Ipv4 => SocketId::new_v4(),
         Family::Ipv6 => SocketId::new_v6(),
@@ -172,10 +208,10 @@ fn encode_inet(family: Family, protocol: u8, states: u32, meminfo: bool, seq: u3
     let request = InetRequest {
         family: family.af(),
         protocol,
-        extensions: if meminfo {
-            ExtensionFlags::SKMEMINFO
-        } else {
-            ExtensionFlags::empty()
+        extensions: match ext {
+            Ext::None => ExtensionFlags::empty(),
+            Ext::Meminfo => ExtensionFlags::SKMEMINFO,
+            Ext::Info => ExtensionFlags::INFO,
         },
         states: StateFlags::from_bits_retain(states),
         socket_id,
@@ -221,6 +257,33 @@ mod tests {
         assert_eq!(buf[16], 0, "AF_UNSPEC");
         assert_eq!(u32::from_ne_bytes(buf[68..72].try_into().unwrap()), 0xFFF);
         assert_eq!(DumpRequest::decode(&buf), Some((DumpRequest::Legacy, 7)));
+    }
+
+    #[test]
+    fn info_requests_set_only_the_info_extension_bit() {
+        let buf = DumpRequest::LegacyInfo.encode(3);
+        assert_eq!(buf.len(), 76);
+        assert_eq!(buf[19], 0x02, "idiag_ext: 1 << (INET_DIAG_INFO - 1)");
+        let plain = DumpRequest::Legacy.encode(3);
+        let differ: Vec<usize> = (0..76).filter(|&i| buf[i] != plain[i]).collect();
+        assert_eq!(differ, vec![19]);
+        assert_eq!(
+            DumpRequest::decode(&buf),
+            Some((DumpRequest::LegacyInfo, 3))
+        );
+        for family in Family::ALL {
+            let buf = DumpRequest::ByFamilyInfo(family).encode(4);
+            assert_eq!(buf[18], 0x02);
+            assert_eq!(buf[17], libc::IPPROTO_TCP as u8);
+            assert_eq!(
+                DumpRequest::decode(&buf),
+                Some((DumpRequest::ByFamilyInfo(family), 4))
+            );
+        }
+        for request in DumpRequest::ALL {
+            assert_eq!(DumpRequest::from_name(request.name()), Some(*request));
+            assert_eq!(DumpRequest::decode(&request.encode(5)), Some((*request, 5)));
+        }
     }
 
     #[test]

@@ -1,0 +1,424 @@
+//! `--collector.tcp.info` against the kernel: in a private network
+//! namespace, nftables drops 10% of the packets to one port (the lossy one)
+//! and none to another (the clean one); connections to both move data, and
+//! the exporter's RTT histogram, retransmission counter and gauges must
+//! match what `ss -tin` (iproute2's own sock_diag parser) shows for the same
+//! sockets at the same moment, and what getsockopt(TCP_INFO) says on the
+//! test's own sockets: per port and direction and host-wide, the bucket of
+//! every socket's RTT, retransmissions on the lossy port and none on the
+//! clean one, and a counter that keeps its value when lossy connections
+//! close between two scrapes of one server.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sockdiag_exporter::collectors::tcp_health::RTT_BUCKETS_US;
+
+use crate::support::exporter::Server;
+use crate::support::netns::require_root_netns;
+use crate::support::skips::require_tool;
+use crate::support::*;
+
+const LOSSY: u16 = 7777;
+const CLEAN: u16 = 8888;
+
+/// Runs `nft` with these arguments in the calling thread's namespace.
+fn nft(args: &[&str]) {
+    let out = Command::new("nft").args(args).output().expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One established socket as `ss -tin` shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct SsSocket {
+    local: u16,
+    peer: u16,
+    rtt_us: u32,
+    /// `retrans:X/Y`: X outstanding (tcpi_retrans), Y total.
+    retrans: u32,
+    total_retrans: u32,
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// `ss -tin state established` in this thread's namespace, by (local, peer)
+/// port.
+fn ss() -> BTreeMap<(u16, u16), SsSocket> {
+    let out = Command::new("ss")
+        .args(["-tinH", "state", "established"])
+        .output()
+        .expect("run ss");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut sockets = BTreeMap::new();
+    let mut current: Option<(u16, u16)> = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            // Recv-Q Send-Q Local:Port Peer:Port (no State column with a
+            // state filter).
+            let f: Vec<&str> = line.split_whitespace().collect();
+            current = Some((port_of(f[2]), port_of(f[3])));
+            continue;
+        }
+        let key = current.take().expect("an info line after a socket line");
+        let mut s = SsSocket {
+            local: key.0,
+            peer: key.1,
+            rtt_us: 0,
+            retrans: 0,
+            total_retrans: 0,
+        };
+        for word in line.split_whitespace() {
+            if let Some(v) = word.strip_prefix("rtt:") {
+                let ms: f64 = v.split('/').next().unwrap().parse().unwrap();
+                s.rtt_us = (ms * 1000.0).round() as u32;
+            } else if let Some(v) = word.strip_prefix("retrans:") {
+                let (x, y) = v.split_once('/').unwrap();
+                s.retrans = x.parse().unwrap();
+                s.total_retrans = y.parse().unwrap();
+            }
+        }
+        sockets.insert(key, s);
+    }
+    sockets
+}
+
+/// tcpi_total_retrans of one of the test's own sockets (getsockopt).
+fn total_retrans(s: &TcpStream) -> u32 {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is writable for len bytes; the kernel writes at most len.
+    let ret = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    assert_eq!(ret, 0, "getsockopt TCP_INFO");
+    assert!(len >= 104);
+    u32::from_ne_bytes(buf[100..104].try_into().unwrap())
+}
+
+/// The label sets of the exporter's per-view series: (direction, port),
+/// the host-wide one first when `host`.
+fn views(host: bool) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if host {
+        out.push(("all", "all".to_string()));
+    }
+    for port in [LOSSY, CLEAN] {
+        for d in ["local", "remote"] {
+            out.push((d, port.to_string()));
+        }
+    }
+    out
+}
+
+/// Whether an `ss` socket belongs to a view.
+fn in_view(s: &SsSocket, direction: &str, port: &str) -> bool {
+    match direction {
+        "all" => true,
+        "local" => s.local.to_string() == port,
+        _ => s.peer.to_string() == port,
+    }
+}
+
+/// Checks every series of every view (host-wide too when `host`) against
+/// the `ss` sockets: the cumulative bucket counts (so the bucket of every
+/// RTT), count, sum, the retransmitting sockets, and the counter
+/// (`counter(view)`).
+fn check_views(
+    exp: &Exposition,
+    sockets: &BTreeMap<(u16, u16), SsSocket>,
+    host: bool,
+    counter: impl Fn(&str, &str) -> u64,
+) {
+    for (direction, port) in views(host) {
+        let labels = [("direction", direction), ("port", port.as_str())];
+        let mine: Vec<&SsSocket> = sockets
+            .values()
+            .filter(|s| in_view(s, direction, &port))
+            .collect();
+        for le in RTT_BUCKETS_US {
+            let want = mine.iter().filter(|s| s.rtt_us <= le).count() as f64;
+            let le_label = format!("{}", f64::from(le) / 1e6);
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le_label));
+            assert_eq!(
+                exp.value("sockdiag_tcp_rtt_seconds_bucket", &with_le),
+                want,
+                "{direction} {port} le {le} µs; ss: {mine:?}"
+            );
+        }
+        assert_eq!(
+            exp.value("sockdiag_tcp_rtt_seconds_count", &labels),
+            mine.len() as f64,
+            "{direction} {port}"
+        );
+        let sum: u64 = mine.iter().map(|s| u64::from(s.rtt_us)).sum();
+        let got = exp.value("sockdiag_tcp_rtt_seconds_sum", &labels);
+        assert!(
+            (got - sum as f64 / 1e6).abs() < 1e-9,
+            "{direction} {port}: sum {got} vs ss {sum} µs"
+        );
+        let retransmitting = mine.iter().filter(|s| s.retrans > 0).count() as f64;
+        assert_eq!(
+            exp.value("sockdiag_tcp_retransmitting_sockets", &labels),
+            retransmitting,
+            "{direction} {port}"
+        );
+        assert_eq!(
+            exp.value("sockdiag_tcp_retransmitted_segments_total", &labels),
+            counter(direction, &port) as f64,
+            "{direction} {port}; ss: {mine:?}"
+        );
+    }
+}
+
+/// A connected pair: the client end and the server end.
+struct Pair {
+    client: TcpStream,
+    server: TcpStream,
+}
+
+fn connect(listener: &TcpListener, port: u16) -> Pair {
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_nodelay(true).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    Pair { client, server }
+}
+
+/// Sends `chunks` writes of 1000 bytes from each client (no Nagle: one
+/// segment each) while a thread per pair reads them all, then waits until
+/// every byte is acknowledged and no retransmission is outstanding, so the
+/// sockets hold still for the comparison.
+fn traffic(pairs: &[Pair], chunks: usize) {
+    let readers: Vec<_> = pairs
+        .iter()
+        .map(|p| {
+            let mut server = p.server.try_clone().unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            thread::spawn(move || {
+                let mut left = chunks * 1000;
+                let mut buf = [0u8; 65536];
+                while left > 0 {
+                    let n = server.read(&mut buf).expect("read");
+                    assert!(n > 0, "EOF with {left} bytes to go");
+                    left -= n.min(left);
+                }
+            })
+        })
+        .collect();
+    for _ in 0..chunks {
+        for p in pairs {
+            (&p.client).write_all(&[7u8; 1000]).unwrap();
+        }
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let idle = pairs
+            .iter()
+            .all(|p| mix::unacked_bytes(p.client.as_raw_fd()) == 0);
+        let settled = idle && ss().values().all(|s| s.retrans == 0);
+        if settled {
+            return;
+        }
+        assert!(Instant::now() < deadline, "traffic did not settle in 60 s");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ss` twice around `f`, until both readings agree (the sockets held still
+/// while `f` read them).
+fn stable<T>(mut f: impl FnMut() -> T) -> (BTreeMap<(u16, u16), SsSocket>, T) {
+    for _ in 0..20 {
+        let before = ss();
+        let got = f();
+        if ss() == before {
+            return (before, got);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the sockets never held still around a scrape");
+}
+
+#[test]
+fn rtt_and_retransmissions_match_ss_per_port_and_survive_closes() {
+    if !require_root_netns() || !require_tool("nft", "Debian package nftables; make deps") {
+        return;
+    }
+    nft(&["add", "table", "inet", "sdtest"]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "sdtest",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        "sdtest",
+        "in",
+        "tcp",
+        "dport",
+        &LOSSY.to_string(),
+        "numgen",
+        "random",
+        "mod",
+        "10",
+        "0",
+        "drop",
+    ]);
+    let lossy_listener = TcpListener::bind(("0.0.0.0", LOSSY)).unwrap();
+    let clean_listener = TcpListener::bind(("0.0.0.0", CLEAN)).unwrap();
+    let mut lossy: Vec<Pair> = (0..6).map(|_| connect(&lossy_listener, LOSSY)).collect();
+    let clean: Vec<Pair> = (0..4).map(|_| connect(&clean_listener, CLEAN)).collect();
+    traffic(&lossy, 300);
+    traffic(&clean, 300);
+
+    let flags = [
+        "--collector.tcp.info",
+        "--collector.tcp.ports",
+        &format!("{LOSSY},{CLEAN}"),
+        "--no-collector.udp",
+        "--no-collector.unix",
+        "--no-collector.listeners",
+    ];
+    let total_of = |sockets: &BTreeMap<(u16, u16), SsSocket>, d: &str, port: &str| -> u64 {
+        sockets
+            .values()
+            .filter(|s| in_view(s, d, port))
+            .map(|s| u64::from(s.total_retrans))
+            .sum()
+    };
+    let host = [("direction", "all"), ("port", "all")];
+    let lossy_remote = [("direction", "remote"), ("port", "7777")];
+
+    // One-shot dump: no connection of its own, so every view, host-wide
+    // included, is exactly what ss shows; its one collection counts every
+    // live socket's whole count.
+    // Both requests: the legacy AF_UNSPEC dump and the by-family ones, and
+    // the default (auto).
+    let mut last = None;
+    for mode in ["by-family", "legacy", "auto"] {
+        let mut args = vec!["--format", "prometheus", "--collector.tcp.dump", mode];
+        args.extend_from_slice(&flags);
+        let (sockets, exp) = stable(|| exporter::dump_metrics(&args));
+        assert_eq!(sockets.len(), 20, "10 pairs: {sockets:?}");
+        check_views(&exp, &sockets, true, |d, p| total_of(&sockets, d, p));
+        last = Some(exp);
+    }
+    let exp = last.unwrap();
+    let lossy_total: u64 = lossy
+        .iter()
+        .map(|p| u64::from(total_retrans(&p.client)))
+        .sum();
+    assert!(
+        lossy_total > 0,
+        "10% loss on {LOSSY} made no retransmission"
+    );
+    assert_eq!(
+        exp.value("sockdiag_tcp_retransmitted_segments_total", &lossy_remote),
+        lossy_total as f64,
+        "the clients' retransmissions, by getsockopt(TCP_INFO), are under direction remote"
+    );
+    for p in &clean {
+        assert_eq!(total_retrans(&p.client), 0);
+        assert_eq!(total_retrans(&p.server), 0);
+    }
+    for view in [("remote", CLEAN), ("local", CLEAN)] {
+        let labels = [("direction", view.0), ("port", &view.1.to_string())];
+        assert_eq!(
+            exp.value("sockdiag_tcp_retransmitted_segments_total", &labels),
+            0.0
+        );
+    }
+
+    // A server keeps its counters between scrapes. Its scrape connection
+    // is established too (on a port neither view covers), so from here on
+    // the host-wide view is checked for its counter only.
+    let server = Server::start(&[&flags[..], &["--cache.ttl", "0s"]].concat());
+    let (sockets, exp) = stable(|| server.scrape());
+    let own = server.addr.port();
+    let without_own = |mut m: BTreeMap<(u16, u16), SsSocket>| {
+        m.retain(|k, _| k.0 != own && k.1 != own);
+        m
+    };
+    let sockets = without_own(sockets);
+    check_views(&exp, &sockets, false, |d, p| total_of(&sockets, d, p));
+    let host_first = exp.value("sockdiag_tcp_retransmitted_segments_total", &host) as u64;
+    assert!(host_first >= total_of(&sockets, "all", "all"));
+
+    // Close half of the lossy connections (they leave ESTABLISHED), and
+    // make the rest retransmit more: each counter keeps what the closed
+    // ones counted and adds only the survivors' growth.
+    let closed: Vec<Pair> = lossy.drain(..3).collect();
+    drop(closed);
+    traffic(&lossy, 300);
+    let (sockets2, exp2) = stable(|| server.scrape());
+    let sockets2 = without_own(sockets2);
+    assert_eq!(sockets2.len(), 14, "7 pairs left: {sockets2:?}");
+    let growth = |d: &str, p: &str| -> u64 {
+        sockets2
+            .values()
+            .filter(|s| in_view(s, d, p))
+            .map(|s| {
+                let before = sockets
+                    .get(&(s.local, s.peer))
+                    .map_or(0, |b| b.total_retrans);
+                u64::from(s.total_retrans - before)
+            })
+            .sum()
+    };
+    check_views(&exp2, &sockets2, false, |d, p| {
+        total_of(&sockets, d, p) + growth(d, p)
+    });
+    let host_second = exp2.value("sockdiag_tcp_retransmitted_segments_total", &host) as u64;
+    assert!(
+        host_second >= host_first + growth("all", "all"),
+        "host counter {host_first} -> {host_second}, growth {}",
+        growth("all", "all")
+    );
+    // The closed sockets' retransmissions are still in: the counter is
+    // above what the live sockets alone have.
+    let closed_counted = total_of(&sockets, "remote", "7777") - {
+        let live: Vec<_> = sockets2.keys().collect();
+        sockets
+            .iter()
+            .filter(|(k, s)| live.contains(k) && in_view(s, "remote", "7777"))
+            .map(|(_, s)| u64::from(s.total_retrans))
+            .sum::<u64>()
+    };
+    let counter_now = exp2.value("sockdiag_tcp_retransmitted_segments_total", &lossy_remote);
+    assert_eq!(
+        counter_now,
+        (total_of(&sockets2, "remote", "7777") + closed_counted) as f64,
+        "closed connections' retransmissions kept"
+    );
+    assert_eq!(exp2.value("sockdiag_tcp_info_untracked_sockets", &[]), 0.0);
+    assert_eq!(exp2.value("sockdiag_tcp_info_incomplete_sockets", &[]), 0.0);
+    drop(server);
+    nft(&["delete", "table", "inet", "sdtest"]);
+}
