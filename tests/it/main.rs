@@ -18,6 +18,7 @@ mod golden;
 mod hostile;
 mod http;
 mod http_limits;
+mod http_loop;
 mod kernel;
 mod netns_cgroup;
 mod netns_exporter;
