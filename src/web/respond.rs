@@ -103,6 +103,9 @@ pub struct Http<'a> {
     pub(super) verifier: Option<Verifier>,
     /// Headers from http_server_config.headers, on every response.
     pub(super) extra_headers: Vec<Header>,
+    /// Every scrape waits as if a collection were running (see
+    /// [`Http::defer_scrapes`]).
+    defer_scrapes: bool,
 }
 
 /// The static bodies of the error answers.
@@ -133,7 +136,15 @@ impl<'a> Http<'a> {
                 .iter()
                 .map(|(name, value)| header(name, value))
                 .collect(),
+            defer_scrapes: false,
         })
+    }
+
+    /// For the fuzzer and tests without a collection thread: every scrape
+    /// waits (Step::Collect) as if a collection were running, until the
+    /// caller answers it with `Session::collected`.
+    pub fn defer_scrapes(&mut self) {
+        self.defer_scrapes = true;
     }
 
     /// Puts a collection in the cache (the collection thread's, or a
@@ -225,6 +236,9 @@ impl<'a> Http<'a> {
             )
         } else if is_metrics {
             let now = Instant::now();
+            if self.defer_scrapes {
+                return Step::Collect;
+            }
             if let Some(entry) = self.cache.fresh(now).cloned() {
                 return Step::Ready(self.metrics(head, &entry));
             }

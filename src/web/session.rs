@@ -222,3 +222,134 @@ impl Session {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cycle::exporter::Snapshot;
+    use crate::web::respond::Config;
+    use crate::web::webconfig::WebConfig;
+    use std::time::{Duration, Instant};
+
+    fn config() -> Config {
+        Config {
+            telemetry_path: "/metrics".into(),
+            cache_ttl: Duration::from_secs(3600),
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(3),
+            max_connections: 64,
+            max_header_bytes: 1024,
+            web: WebConfig::default(),
+        }
+    }
+
+    fn entry(text: &str) -> Arc<Entry> {
+        let snapshot = Snapshot {
+            text: text.into(),
+            summary: String::new(),
+            started: Instant::now(),
+            duration: Duration::ZERO,
+            success: true,
+        };
+        Arc::new(Entry::encode(snapshot, Instant::now()))
+    }
+
+    /// Takes everything pending, `step` bytes at a time.
+    fn drain(session: &mut Session, step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while session.responding() {
+            let [head, body] = session.pending();
+            let part = if head.is_empty() { body } else { head };
+            let n = part.len().min(step);
+            out.extend_from_slice(&part[..n]);
+            session.wrote(n);
+        }
+        out
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_one_at_a_time_in_order() {
+        let config = config();
+        let mut http = Http::new(&config, None, false).unwrap();
+        http.store(entry("m 1\n"));
+        let mut session = Session::new();
+        session.received(b"GET /metrics HTTP/1.1\r\n\r\nHEAD /nope HTTP/1.1\r\n\r\nGET / HT");
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        // The second is not parsed until the first is handed on.
+        assert_eq!(session.process(&mut http), Progress::Busy);
+        let first = text(&drain(&mut session, 5));
+        assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+        assert!(first.ends_with("\r\n\r\nm 1\n"), "{first}");
+        assert!(first.contains("Content-Length: 4\r\n"), "{first}");
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        let second = text(&drain(&mut session, 1000));
+        assert!(second.starts_with("HTTP/1.1 404 Not Found\r\n"), "{second}");
+        assert!(second.ends_with("\r\n\r\n"), "HEAD: no body: {second}");
+        assert_eq!(session.process(&mut http), Progress::NeedMore);
+        assert_eq!(session.served(), 2);
+        session.received(b"TP/1.1\r\nConnection: close\r\n\r\nGET /");
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        assert!(session.closing());
+        assert_eq!(session.buffered(), 0, "nothing after a closing request");
+        session.received(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(session.buffered(), 0, "nothing read once closing");
+    }
+
+    #[test]
+    fn scrapes_wait_for_the_collection_and_hold_what_follows() {
+        let config = config();
+        let mut http = Http::new(&config, None, false).unwrap();
+        http.defer_scrapes();
+        let mut session = Session::new();
+        session.received(b"GET /metrics HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(session.process(&mut http), Progress::Wait);
+        assert!(matches!(session.waiting(), Some(Wait::Collection(_))));
+        assert_eq!(session.process(&mut http), Progress::Busy);
+        assert!(!session.responding());
+        let shared = entry("shared 1\n");
+        assert!(session.collected(&shared, &http));
+        assert!(!session.collected(&shared, &http), "answered once");
+        let [_, body] = session.pending();
+        assert!(
+            std::ptr::eq(body.as_ptr(), shared.text.as_ptr()),
+            "the body is the entry's own bytes"
+        );
+        drain(&mut session, 1000);
+        assert_eq!(session.process(&mut http), Progress::Respond);
+    }
+
+    #[test]
+    fn a_request_with_a_body_is_answered_and_closed() {
+        let config = config();
+        let mut http = Http::new(&config, None, false).unwrap();
+        let mut session = Session::new();
+        session.received(b"POST / HTTP/1.1\r\nContent-Length: 18\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        assert!(session.closing());
+        let out = text(&drain(&mut session, 1000));
+        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert_eq!(session.process(&mut http), Progress::Busy);
+        assert_eq!(session.served(), 1);
+    }
+
+    #[test]
+    fn bad_and_oversized_heads_get_one_answer_then_close() {
+        let config = config();
+        let mut http = Http::new(&config, None, false).unwrap();
+        let mut session = Session::new();
+        session.received(&[b'a'; 1025]);
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        assert!(text(&drain(&mut session, 1000)).starts_with("HTTP/1.1 431 "));
+        assert!(session.closing());
+        let mut session = Session::new();
+        session.received(b"GET / HTTP/2.0\r\n\r\n");
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        assert!(text(&drain(&mut session, 1000)).starts_with("HTTP/1.1 400 "));
+        assert_eq!(session.process(&mut http), Progress::Busy);
+    }
+}
