@@ -143,7 +143,7 @@ package-test: deb rpm
 # FUZZ_FLAGS="-fork=1 -ignore_crashes=1" keeps going after a crash (the
 # crashes land in fuzz/artifacts/) for unattended runs.
 FUZZ_SECONDS ?= 1800
-FUZZ_TARGETS ?= argv netlink
+FUZZ_TARGETS ?= argv netlink http
 FUZZ_FLAGS   ?=
 FUZZ         := RUSTC_BOOTSTRAP=1 nice -n 10 $(CARGO) fuzz
 fuzz:

@@ -79,12 +79,12 @@ fn serve_forever(config: Config) -> Result<(), BoxError> {
         Collector::new(transport, config.collectors.clone()),
         &config,
     )?;
-    let mut exporter = exporter(&config, collector);
+    let exporter = exporter(&config, collector);
     let server = respond::Config {
         web,
         ..config.server
     };
-    serve::serve(listener, &server, &mut exporter)
+    serve::serve(listener, &server, exporter)
 }
 
 /// The own namespace's collector, plus every other namespace's with

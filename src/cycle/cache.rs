@@ -1,11 +1,18 @@
 //! The scrape cache: every scrape inside the freshness window is served the
 //! same rendered snapshot, so any number of scrapers cost one kernel dump.
 //!
-//! The window is max(--cache.ttl, RATE_FACTOR x the last collection's own
-//! duration): however fast scrapes arrive, dumping never takes more than
-//! 1/RATE_FACTOR of one core.
+//! The window is max(--cache.ttl, RATE_FACTOR x the last cycle's own
+//! duration), where a cycle is the collection and its encoding (text,
+//! summary and gzip, all made on the collection thread): however fast
+//! scrapes arrive, collecting never takes more than 1/RATE_FACTOR of one
+//! core.
+//!
+//! An [`Entry`] is immutable and reference counted: every response serving
+//! it shares its text or gzip bytes ([`Bytes`]) instead of copying them, so
+//! clients that stop reading hold references, not copies of the body.
 
 use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flate2::{write::GzEncoder, Compression};
@@ -15,29 +22,47 @@ use crate::cycle::exporter::Snapshot;
 /// The minimum spacing of collections, in multiples of their duration.
 pub const RATE_FACTOR: u32 = 4;
 
-/// A snapshot with its gzip encoding, made on first demand.
+/// Response bytes shared by every connection that serves them.
+pub type Bytes = Arc<[u8]>;
+
+/// One collection's output, encoded both ways, shared read-only.
+#[derive(Debug)]
 pub struct Entry {
-    pub snapshot: Snapshot,
-    gzip: Option<Vec<u8>>,
+    /// The Prometheus text exposition.
+    pub text: Bytes,
+    /// The same, gzip-compressed.
+    pub gzip: Bytes,
+    /// The human summary (landing page).
+    pub summary: String,
+    /// When the collection started (monotonic).
+    pub started: Instant,
+    /// The whole cycle: collection, encoding and compression.
+    pub cycle: Duration,
 }
 
 impl Entry {
-    /// The exposition text, gzip-compressed once per snapshot.
-    pub fn gzip(&mut self) -> &[u8] {
-        let text = &self.snapshot.text;
-        self.gzip.get_or_insert_with(|| {
-            let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-            encoder
-                .write_all(text.as_bytes())
-                .and_then(|()| encoder.finish())
-                .expect("gzip into memory cannot fail")
-        })
+    /// Encodes a snapshot; `cycle_started` is when its collection began, so
+    /// the entry's `cycle` covers the collection and all encoding.
+    pub fn encode(snapshot: Snapshot, cycle_started: Instant) -> Entry {
+        let text: Bytes = Arc::from(snapshot.text.into_bytes());
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        let gzip = encoder
+            .write_all(&text)
+            .and_then(|()| encoder.finish())
+            .expect("gzip into memory cannot fail");
+        Entry {
+            text,
+            gzip: Arc::from(gzip),
+            summary: snapshot.summary,
+            started: snapshot.started,
+            cycle: cycle_started.elapsed(),
+        }
     }
 }
 
 pub struct Cache {
     ttl: Duration,
-    entry: Option<Entry>,
+    entry: Option<Arc<Entry>>,
 }
 
 impl Cache {
@@ -45,35 +70,34 @@ impl Cache {
         Cache { ttl, entry: None }
     }
 
-    /// How long a snapshot that took `duration` to collect is served.
-    pub fn max_age(&self, duration: Duration) -> Duration {
-        self.ttl.max(duration.saturating_mul(RATE_FACTOR))
+    /// How long an entry whose cycle took `cycle` is served.
+    pub fn max_age(&self, cycle: Duration) -> Duration {
+        self.ttl.max(cycle.saturating_mul(RATE_FACTOR))
     }
 
     /// A sentence for the landing page and README on how old data can be.
     pub fn freshness(&self) -> String {
         format!(
-            "Collections are cached: a scrape is answered with data up to max(--cache.ttl = {:?}, {RATE_FACTOR} x the last collection's duration) old, and any number of scrapers inside that window cost one kernel dump. sockdiag_collect_timestamp_seconds tells when the served data was collected.",
+            "Collections are cached: a scrape is answered with data up to max(--cache.ttl = {:?}, {RATE_FACTOR} x the last collection's duration, encoding included) old, and any number of scrapers inside that window cost one kernel dump; scrapes that arrive while a collection runs wait for it and share it. sockdiag_collect_timestamp_seconds tells when the served data was collected.",
             self.ttl
         )
     }
 
-    /// The current entry, refreshed first if it is missing or stale at `now`.
-    pub fn get(&mut self, now: Instant, refresh: impl FnOnce() -> Snapshot) -> &mut Entry {
-        let stale = match &self.entry {
-            None => true,
-            Some(e) => {
-                now.saturating_duration_since(e.snapshot.started)
-                    >= self.max_age(e.snapshot.duration)
-            }
-        };
-        if stale {
-            self.entry = Some(Entry {
-                snapshot: refresh(),
-                gzip: None,
-            });
-        }
-        self.entry.as_mut().expect("just filled")
+    /// The entry, if there is one still inside its window at `now`.
+    pub fn fresh(&self, now: Instant) -> Option<&Arc<Entry>> {
+        self.entry
+            .as_ref()
+            .filter(|e| now.saturating_duration_since(e.started) < self.max_age(e.cycle))
+    }
+
+    /// The last entry, however old.
+    pub fn latest(&self) -> Option<&Arc<Entry>> {
+        self.entry.as_ref()
+    }
+
+    /// Replaces the entry with a newly collected one.
+    pub fn store(&mut self, entry: Arc<Entry>) {
+        self.entry = Some(entry);
     }
 }
 
@@ -82,52 +106,43 @@ mod tests {
     use super::*;
     use std::io::Read as _;
 
-    fn snapshot(started: Instant, duration: Duration, text: &str) -> Snapshot {
-        Snapshot {
+    fn entry(started: Instant, cycle: Duration, text: &str) -> Arc<Entry> {
+        let snapshot = Snapshot {
             text: text.into(),
             summary: String::new(),
             started,
-            duration,
+            duration: cycle,
             success: true,
-        }
+        };
+        let mut entry = Entry::encode(snapshot, Instant::now());
+        entry.cycle = cycle;
+        Arc::new(entry)
     }
 
     #[test]
     fn serves_one_collection_within_the_ttl() {
         let t0 = Instant::now();
         let mut cache = Cache::new(Duration::from_secs(1));
-        let mut refreshes = 0;
+        assert!(cache.fresh(t0).is_none() && cache.latest().is_none());
+        cache.store(entry(t0, Duration::from_millis(1), "a"));
         for offset_ms in [0, 10, 500, 999] {
             let now = t0 + Duration::from_millis(offset_ms);
-            cache.get(now, || {
-                refreshes += 1;
-                snapshot(now, Duration::from_millis(1), "a")
-            });
+            assert_eq!(&*cache.fresh(now).expect("fresh").text, b"a");
         }
-        assert_eq!(refreshes, 1);
         let now = t0 + Duration::from_millis(1000);
-        cache.get(now, || {
-            refreshes += 1;
-            snapshot(now, Duration::from_millis(1), "b")
-        });
-        assert_eq!(refreshes, 2);
+        assert!(cache.fresh(now).is_none());
+        assert_eq!(&*cache.latest().unwrap().text, b"a", "kept, stale");
     }
 
     #[test]
-    fn slow_collections_stretch_the_window() {
+    fn slow_cycles_stretch_the_window() {
         let t0 = Instant::now();
         let mut cache = Cache::new(Duration::ZERO);
-        cache.get(t0, || snapshot(t0, Duration::from_millis(700), "slow"));
+        cache.store(entry(t0, Duration::from_millis(700), "slow"));
         // 4 x 700 ms: a scrape 2.7 s later still gets the cached data.
         let later = t0 + Duration::from_millis(2700);
-        let entry = cache.get(later, || panic!("must not dump again yet"));
-        assert_eq!(entry.snapshot.text, "slow");
-        let mut refreshed = false;
-        cache.get(t0 + Duration::from_millis(2800), || {
-            refreshed = true;
-            snapshot(t0, Duration::ZERO, "new")
-        });
-        assert!(refreshed);
+        assert_eq!(&*cache.fresh(later).expect("fresh").text, b"slow");
+        assert!(cache.fresh(t0 + Duration::from_millis(2800)).is_none());
         assert_eq!(
             cache.max_age(Duration::from_secs(1)),
             Duration::from_secs(4)
@@ -135,14 +150,30 @@ mod tests {
     }
 
     #[test]
-    fn gzip_round_trips_and_is_made_once() {
-        let t0 = Instant::now();
-        let mut cache = Cache::new(Duration::from_secs(60));
-        let entry = cache.get(t0, || snapshot(t0, Duration::ZERO, "metric 1\n"));
-        let first = entry.gzip().to_vec();
-        assert_eq!(entry.gzip(), &first[..]);
+    fn the_cycle_counts_encoding_too() {
+        // A snapshot whose collection took no time still has a cycle as
+        // long as its encoding: measured from the cycle's start.
+        let begun = Instant::now() - Duration::from_millis(300);
+        let snapshot = Snapshot {
+            text: "x 1\n".into(),
+            summary: String::new(),
+            started: begun,
+            duration: Duration::ZERO,
+            success: true,
+        };
+        let entry = Entry::encode(snapshot, begun);
+        assert!(
+            entry.cycle >= Duration::from_millis(300),
+            "{:?}",
+            entry.cycle
+        );
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let e = entry(Instant::now(), Duration::ZERO, "metric 1\n");
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&first[..])
+        flate2::read::GzDecoder::new(&e.gzip[..])
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, "metric 1\n");

@@ -11,41 +11,38 @@
 //! read only when poll says the socket is readable and written only when it
 //! says writable, so a slow or silent TLS client holds nothing but its own
 //! connection, and its handshake is bounded by the same read deadline as a
-//! request head. Parsing is `request`'s and answering `respond`'s; this
-//! module moves bytes and keeps time.
+//! request head. The protocol (which bytes make a request, which response
+//! goes out, what waits) is `session`'s; this module moves bytes and keeps
+//! time.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
-use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
-use crate::web::request::{parse_head, Head};
-use crate::web::respond::{refuse, Config, Http, Step};
+use crate::web::respond::{Config, Http};
+use crate::web::session::{Progress, Session, Wait};
+
+/// The deadline of a scrape waiting for a collection: none of its own (the
+/// collection has its deadline, --collector.timeout per dump, and the
+/// answer then gets --web.write-timeout); a client that hangs up meanwhile
+/// is noticed (its socket is polled for errors) and closed.
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// One client connection.
 pub(super) struct Conn {
     pub(super) stream: TcpStream,
     /// The TLS state machine, when serving TLS.
     pub(super) tls: Option<Box<ServerConnection>>,
-    /// Plaintext received and not yet answered.
-    pub(super) input: Vec<u8>,
-    /// Plaintext response bytes; `written` of them are handed on (to the
-    /// socket, or to rustls to encrypt).
-    pub(super) output: Vec<u8>,
-    pub(super) written: usize,
-    /// Close once the output is written.
-    pub(super) close_after: bool,
+    /// The HTTP protocol: requests in, responses out.
+    pub(super) session: Session,
     /// TLS: the close_notify alert is queued behind the last response.
     pub(super) close_notify_sent: bool,
     /// Nothing has been read yet (to spot plain HTTP on a TLS port).
     pub(super) fresh: bool,
-    /// A request waiting for its bcrypt check (job id), answered when the
-    /// verifier thread is done; the connection does nothing meanwhile.
-    pub(super) waiting: Option<(u64, Head)>,
     /// When this connection is closed unless it makes progress.
     pub(super) deadline: Instant,
     /// When the connection was accepted, to pick the oldest for eviction.
@@ -56,7 +53,12 @@ impl Conn {
     /// Is anything waiting to go out (response bytes, or TLS records such
     /// as handshake messages and alerts)?
     pub(super) fn writing(&self) -> bool {
-        self.written < self.output.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        self.session.responding() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Is a request waiting (for a bcrypt check or a collection)?
+    pub(super) fn waiting(&self) -> bool {
+        self.session.waiting().is_some()
     }
 }
 
@@ -118,13 +120,9 @@ pub(super) fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: 
         conns.push(Conn {
             stream,
             tls,
-            input: Vec::new(),
-            output: Vec::new(),
-            written: 0,
-            close_after: false,
+            session: Session::new(),
             close_notify_sent: false,
             fresh: true,
-            waiting: None,
             deadline: now + config.read_timeout,
             accepted: now,
         });
@@ -136,24 +134,36 @@ pub(super) fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, config: 
 /// close_notify alert follows the last response of a closing connection.
 fn flush(conn: &mut Conn) -> io::Result<bool> {
     let Some(tls) = conn.tls.as_mut() else {
-        while conn.written < conn.output.len() {
-            match conn.stream.write(&conn.output[conn.written..]) {
+        loop {
+            let [head, body] = conn.session.pending();
+            if head.is_empty() && body.is_empty() {
+                return Ok(true);
+            }
+            // The per-request head and the shared body in one call.
+            match conn
+                .stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => conn.written += n,
+                Ok(n) => {
+                    conn.session.wrote(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        return Ok(true);
     };
     loop {
-        if conn.written < conn.output.len() {
+        let [head, body] = conn.session.pending();
+        let chunk = if head.is_empty() { body } else { head };
+        if !chunk.is_empty() {
             // rustls takes what fits under its buffer limit.
-            conn.written += tls.writer().write(&conn.output[conn.written..])?;
+            let n = tls.writer().write(chunk)?;
+            conn.session.wrote(n);
         }
-        let all_taken = conn.written == conn.output.len();
-        if all_taken && conn.close_after && !conn.close_notify_sent {
+        let all_taken = !conn.session.responding();
+        if all_taken && conn.session.closing() && !conn.close_notify_sent {
             tls.send_close_notify();
             conn.close_notify_sent = true;
         }
@@ -175,14 +185,14 @@ fn flush(conn: &mut Conn) -> io::Result<bool> {
     }
 }
 
-/// Reads what the socket has into `conn.input` (decrypted, with TLS).
+/// Reads what the socket has into the session (decrypted, with TLS).
 /// Ok(false): the peer closed, or the connection is unusable.
 fn receive(conn: &mut Conn, chunk: &mut [u8]) -> io::Result<bool> {
     let Some(tls) = conn.tls.as_mut() else {
         return match conn.stream.read(chunk) {
             Ok(0) => Ok(false),
             Ok(n) => {
-                conn.input.extend_from_slice(&chunk[..n]);
+                conn.session.received(&chunk[..n]);
                 Ok(true)
             }
             Err(e)
@@ -211,10 +221,7 @@ fn receive(conn: &mut Conn, chunk: &mut [u8]) -> io::Result<bool> {
                     }
                 }
                 conn.tls = None;
-                conn.output.clear();
-                conn.output.extend_from_slice(PLAIN_HTTP_ON_TLS);
-                conn.written = 0;
-                conn.close_after = true;
+                conn.session.answer_and_close(PLAIN_HTTP_ON_TLS);
                 return Ok(true);
             }
         }
@@ -241,7 +248,7 @@ fn receive(conn: &mut Conn, chunk: &mut [u8]) -> io::Result<bool> {
         match tls.reader().read(chunk) {
             // close_notify: the client will send nothing more.
             Ok(0) => return Ok(false),
-            Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+            Ok(n) => conn.session.received(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e),
         }
@@ -249,13 +256,13 @@ fn receive(conn: &mut Conn, chunk: &mut [u8]) -> io::Result<bool> {
 }
 
 /// Handles readiness on one connection; false means close it.
-pub(super) fn service<T: Transport>(
+pub(super) fn service(
     conn: &mut Conn,
     revents: libc::c_short,
-    http: &mut Http<'_, T>,
+    http: &mut Http<'_>,
     chunk: &mut [u8],
 ) -> bool {
-    if conn.waiting.is_some() {
+    if conn.waiting() {
         // Polled for errors only: the client hung up.
         return revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0;
     }
@@ -263,18 +270,16 @@ pub(super) fn service<T: Transport>(
         if revents & (libc::POLLERR | libc::POLLHUP) != 0 && revents & libc::POLLOUT == 0 {
             return false;
         }
-        let responded = !conn.output.is_empty();
+        let served = conn.session.served();
         match flush(conn) {
             Ok(true) => {}
             Ok(false) => return true,
             Err(_) => return false,
         }
-        if conn.close_after {
+        if conn.session.closing() {
             return false;
         }
-        if responded {
-            conn.output.clear();
-            conn.written = 0;
+        if conn.session.served() > served {
             // Idle keep-alive time. (TLS handshake messages alone do not
             // extend the deadline: the handshake counts as reading.)
             conn.deadline = Instant::now() + http.config.read_timeout;
@@ -301,38 +306,24 @@ pub(super) fn service<T: Transport>(
     process(conn, http)
 }
 
-/// A response is in `conn.output`: arrange its writing and what follows.
-pub(super) fn queued_response(conn: &mut Conn, keep: bool, config: &Config) {
-    conn.close_after = !keep;
-    if !keep {
-        conn.input.clear();
-    }
+/// A response is queued: it must be taken within the write timeout.
+pub(super) fn queued_response(conn: &mut Conn, config: &Config) {
     conn.deadline = Instant::now() + config.write_timeout;
 }
 
 /// Answers the buffered request, if a whole head is there.
-fn process<T: Transport>(conn: &mut Conn, http: &mut Http<'_, T>) -> bool {
-    let max = http.config.max_header_bytes;
-    match parse_head(&conn.input, max) {
-        Ok(None) => true,
-        Ok(Some((head, len))) => {
-            conn.input.drain(..len);
-            match http.respond(&head, &mut conn.output) {
-                Step::Done(keep) => queued_response(conn, keep, http.config),
-                Step::Wait(id) => {
-                    conn.waiting = Some((id, head));
+fn process(conn: &mut Conn, http: &mut Http<'_>) -> bool {
+    match conn.session.process(http) {
+        Progress::Respond => queued_response(conn, http.config),
+        Progress::Wait => {
+            conn.deadline = Instant::now()
+                + match conn.session.waiting() {
                     // The check, like the answer, must be done in time.
-                    conn.deadline = Instant::now() + http.config.write_timeout;
-                }
-            }
-            true
+                    Some(Wait::Check(..)) => http.config.write_timeout,
+                    _ => NO_DEADLINE,
+                };
         }
-        Err(error) => {
-            refuse(&mut conn.output, &error);
-            conn.input.clear();
-            conn.close_after = true;
-            conn.deadline = Instant::now() + http.config.write_timeout;
-            true
-        }
+        Progress::NeedMore | Progress::Busy => {}
     }
+    true
 }

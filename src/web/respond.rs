@@ -1,22 +1,30 @@
 //! How a request is answered: the serving settings ([`Config`]), the
-//! serving state ([`Http`]: the scrape cache, the exporter behind it, basic
-//! auth and its bcrypt verifier), the routes (the metrics, the landing page,
-//! 401/404/405/413/503), gzip negotiation, and the response bytes, which
-//! tiny_http serializes (its server is not used, only its types).
+//! serving state ([`Http`]: the scrape cache, the collection thread behind
+//! it, basic auth and its bcrypt verifier), the routes (the metrics, the
+//! landing page, 401/404/405/413/503), gzip negotiation, and the response
+//! head, which tiny_http serializes (its server is not used, only its
+//! types).
+//!
+//! A [`Response`] is a small per-request head and a reference-counted body:
+//! a scrape's body is the cached collection's own bytes, shared by every
+//! connection sending it, never copied per connection.
 //!
 //! Basic auth (see `auth`) is checked before anything else is answered;
 //! a bcrypt check that is not cached runs off the serving thread, and the
-//! request waits for it ([`Step::Wait`]).
+//! request waits for it ([`Step::Check`]). A scrape that finds no fresh
+//! collection starts one on the collection thread (unless one runs) and
+//! waits for it ([`Step::Collect`]); everything else is answered at once,
+//! the landing page from the last collection, or saying that the first one
+//! is still running.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiny_http::{HTTPVersion, Header, Method, Response, StatusCode};
+use tiny_http::{HTTPVersion, Header, Method, Response as TinyResponse, StatusCode};
 
-use crate::cycle::cache::Cache;
-use crate::cycle::exporter::Exporter;
+use crate::cycle::cache::{Bytes, Cache, Entry};
+use crate::cycle::collector_thread::Collections;
 use crate::export::render;
-use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
 use crate::web::auth::{BasicAuth, Lookup, Verdict, Verifier};
 use crate::web::request::{Head, HeadError};
@@ -32,8 +40,8 @@ pub struct Config {
     pub read_timeout: Duration,
     /// A whole response must be taken within this.
     pub write_timeout: Duration,
-    /// Open connections at most; the oldest one waiting for a request is
-    /// closed to make room for a new one.
+    /// Open connections at most; at the cap a new connection takes the
+    /// place of one that has no request in progress (see `conn`).
     pub max_connections: usize,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
@@ -63,37 +71,98 @@ pub fn accepts_gzip(request_headers: &[Header]) -> bool {
         })
 }
 
-/// What became of a request.
-pub(super) enum Step {
-    /// Answered; whether the connection stays open.
-    Done(bool),
-    /// Waiting for the bcrypt check with this id.
-    Wait(u64),
+/// One response: its head, made per request, and its body, shared.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub head: Vec<u8>,
+    /// Empty for HEAD requests.
+    pub body: Bytes,
+    /// Whether the connection stays open after it.
+    pub keep: bool,
 }
 
-/// The serving state: limits, cache and the exporter behind them.
-pub(super) struct Http<'a, T> {
+/// What became of a request.
+pub enum Step {
+    /// Answered.
+    Ready(Response),
+    /// Waiting for the bcrypt check with this id.
+    Check(u64),
+    /// Waiting for the collection in progress.
+    Collect,
+}
+
+/// The serving state: limits, cache and the collections behind them.
+pub struct Http<'a> {
     pub(super) config: &'a Config,
     pub(super) cache: Cache,
-    pub(super) exporter: &'a mut Exporter<T>,
+    /// The collection thread; None where a test or the fuzzer fills the
+    /// cache itself.
+    pub(super) collections: Option<Collections>,
     pub(super) auth: Option<BasicAuth>,
     /// Runs bcrypt checks off this thread (with `auth`).
     pub(super) verifier: Option<Verifier>,
     /// Headers from http_server_config.headers, on every response.
     pub(super) extra_headers: Vec<Header>,
+    /// Every scrape waits as if a collection were running (see
+    /// [`Http::defer_scrapes`]).
+    defer_scrapes: bool,
 }
 
-impl<T: Transport> Http<'_, T> {
-    /// Answers `head` into `out` (Step::Done, with whether the connection
-    /// stays open), or queues its bcrypt check (Step::Wait).
-    pub(super) fn respond(&mut self, head: &Head, out: &mut Vec<u8>) -> Step {
+/// The static bodies of the error answers.
+fn body(text: &'static str) -> Bytes {
+    Arc::from(text.as_bytes())
+}
+
+impl<'a> Http<'a> {
+    /// The serving state for `config`, with basic auth from its web
+    /// configuration (and a verifier thread when `verify_on_thread`).
+    pub fn new(
+        config: &'a Config,
+        collections: Option<Collections>,
+        verify_on_thread: bool,
+    ) -> std::io::Result<Http<'a>> {
+        Ok(Http {
+            config,
+            cache: Cache::new(config.cache_ttl),
+            collections,
+            auth: config.web.users.clone().map(BasicAuth::new),
+            verifier: match (&config.web.users, verify_on_thread) {
+                (Some(_), true) => Some(Verifier::start()?),
+                _ => None,
+            },
+            extra_headers: config
+                .web
+                .headers
+                .iter()
+                .map(|(name, value)| header(name, value))
+                .collect(),
+            defer_scrapes: false,
+        })
+    }
+
+    /// For the fuzzer and tests without a collection thread: every scrape
+    /// waits (Step::Collect) as if a collection were running, until the
+    /// caller answers it with `Session::collected`.
+    pub fn defer_scrapes(&mut self) {
+        self.defer_scrapes = true;
+    }
+
+    /// Puts a collection in the cache (the collection thread's, or a
+    /// test's).
+    pub fn store(&mut self, entry: Arc<Entry>) {
+        self.cache.store(entry);
+    }
+
+    /// Answers `head` (Step::Ready), or queues its bcrypt check
+    /// (Step::Check) or waits for a collection (Step::Collect).
+    pub fn respond(&mut self, head: &Head) -> Step {
         let verdict = match &mut self.auth {
             None => Verdict::Allow,
             Some(auth) => match auth.lookup(head.header("Authorization")) {
                 Lookup::Done(verdict) => verdict,
                 Lookup::Bcrypt(job) => match &mut self.verifier {
                     Some(verifier) => match verifier.submit(job) {
-                        Some(id) => return Step::Wait(id),
+                        Some(id) => return Step::Check(id),
                         None => Verdict::Busy,
                     },
                     None => {
@@ -103,7 +172,7 @@ impl<T: Transport> Http<'_, T> {
                 },
             },
         };
-        Step::Done(self.answer(head, verdict, out))
+        self.answer(head, verdict)
     }
 
     /// Records a finished bcrypt check; its verdict.
@@ -125,19 +194,17 @@ impl<T: Transport> Http<'_, T> {
         verdict
     }
 
-    /// Appends the response to `head`, given the auth verdict, to `out`;
-    /// returns whether the connection stays open.
-    pub(super) fn answer(&mut self, head: &Head, verdict: Verdict, out: &mut Vec<u8>) -> bool {
-        let keep_alive = head.keep_alive() && !head.has_body();
+    /// The answer to `head` given the auth verdict: ready, or (a scrape
+    /// with no fresh collection) waiting for a collection.
+    pub fn answer(&mut self, head: &Head, verdict: Verdict) -> Step {
         let readable = matches!(head.method, Method::Get | Method::Head);
         let is_metrics = head.path == self.config.telemetry_path;
         let text = "text/plain; charset=utf-8";
-        let (status, mut headers, body): (u16, Vec<Header>, Cow<[u8]>) = if verdict == Verdict::Busy
-        {
+        let (status, headers, payload) = if verdict == Verdict::Busy {
             (
                 503,
                 vec![header("Content-Type", text), header("Retry-After", "1")],
-                Cow::Borrowed(b"503 too many password checks queued, try again\n"),
+                body("503 too many password checks queued, try again\n"),
             )
         } else if verdict != Verdict::Allow {
             // Every path needs credentials, as with exporter-toolkit.
@@ -147,98 +214,163 @@ impl<T: Transport> Http<'_, T> {
                     header("Content-Type", text),
                     header("WWW-Authenticate", "Basic"),
                 ],
-                Cow::Borrowed(b"401 Unauthorized\n"),
+                body("401 Unauthorized\n"),
             )
         } else if head.has_body() {
             (
                 413,
                 vec![header("Content-Type", text)],
-                Cow::Borrowed(b"413 request bodies are not accepted\n"),
+                body("413 request bodies are not accepted\n"),
             )
         } else if !is_metrics && head.path != "/" {
             (
                 404,
                 vec![header("Content-Type", text)],
-                Cow::Borrowed(b"404 page not found\n"),
+                body("404 page not found\n"),
             )
         } else if !readable {
             (
                 405,
                 vec![header("Content-Type", text), header("Allow", "GET, HEAD")],
-                Cow::Borrowed(b"405 method not allowed\n"),
+                body("405 method not allowed\n"),
             )
-        } else {
-            let freshness = self.cache.freshness();
-            let exporter = &mut *self.exporter;
-            let entry = self.cache.get(Instant::now(), || exporter.refresh());
-            if is_metrics {
-                let mut headers = vec![
-                    header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
-                    header("Vary", "Accept-Encoding"),
-                ];
-                let body = if accepts_gzip(&head.headers) {
-                    headers.push(header("Content-Encoding", "gzip"));
-                    Cow::Borrowed(entry.gzip())
-                } else {
-                    Cow::Borrowed(entry.snapshot.text.as_bytes())
-                };
-                (200, headers, body)
-            } else {
-                let page = render::landing_page(
-                    &self.config.telemetry_path,
-                    &freshness,
-                    &entry.snapshot.summary,
-                );
-                (
-                    200,
-                    vec![header("Content-Type", "text/html; charset=utf-8")],
-                    Cow::Owned(page.into_bytes()),
-                )
+        } else if is_metrics {
+            let now = Instant::now();
+            if self.defer_scrapes {
+                return Step::Collect;
             }
+            if let Some(entry) = self.cache.fresh(now).cloned() {
+                return Step::Ready(self.metrics(head, &entry));
+            }
+            // Wait for the collection in progress, or a new one.
+            if self.collections.as_mut().is_some_and(Collections::request) {
+                return Step::Collect;
+            }
+            match self.cache.latest().cloned() {
+                // No collection thread (tests, the fuzzer): the last.
+                Some(entry) => return Step::Ready(self.metrics(head, &entry)),
+                None => (
+                    503,
+                    vec![header("Content-Type", text), header("Retry-After", "1")],
+                    body("503 no collection available\n"),
+                ),
+            }
+        } else {
+            (
+                200,
+                vec![header("Content-Type", "text/html; charset=utf-8")],
+                self.landing_page(),
+            )
         };
+        Step::Ready(self.response(head, status, headers, payload))
+    }
+
+    /// The landing page, never waiting: the last collection's summary (a
+    /// stale cache starts a new collection for the next visit), or a note
+    /// that the first collection is still running.
+    fn landing_page(&mut self) -> Bytes {
+        let now = Instant::now();
+        if self.cache.fresh(now).is_none() {
+            if let Some(collections) = self.collections.as_mut() {
+                collections.request();
+            }
+        }
+        let summary = match self.cache.latest() {
+            Some(entry) => entry.summary.clone(),
+            None => "No collection has finished yet: the first one is running. \
+                     Reload in a moment."
+                .to_string(),
+        };
+        let page = render::landing_page(
+            &self.config.telemetry_path,
+            &self.cache.freshness(),
+            &summary,
+        );
+        Arc::from(page.into_bytes())
+    }
+
+    /// A scrape's answer from `entry` (fresh, or the collection it waited
+    /// for): the entry's own bytes, text or gzip.
+    pub fn metrics(&self, head: &Head, entry: &Arc<Entry>) -> Response {
+        let mut headers = vec![
+            header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+            header("Vary", "Accept-Encoding"),
+        ];
+        let payload = if accepts_gzip(&head.headers) {
+            headers.push(header("Content-Encoding", "gzip"));
+            Arc::clone(&entry.gzip)
+        } else {
+            Arc::clone(&entry.text)
+        };
+        self.response(head, 200, headers, payload)
+    }
+
+    fn response(
+        &self,
+        head: &Head,
+        status: u16,
+        mut headers: Vec<Header>,
+        payload: Bytes,
+    ) -> Response {
+        let keep = head.keep_alive() && !head.has_body();
         headers.extend(self.extra_headers.iter().cloned());
         let head_only = head.method == Method::Head;
-        let version = head.version.clone();
-        write_response(out, status, headers, &body, version, head_only, keep_alive);
-        keep_alive
+        let head_bytes = write_head(status, headers, payload.len(), head.version.clone(), keep);
+        Response {
+            head: head_bytes,
+            body: if head_only {
+                Arc::from(&[][..])
+            } else {
+                payload
+            },
+            keep,
+        }
     }
 }
 
-/// Serializes a response with tiny_http into `out`, plus a `Connection`
-/// header (tiny_http drops those from responses, since its server manages
-/// connections itself; ours does).
-fn write_response(
-    out: &mut Vec<u8>,
+/// Serializes a response head with tiny_http (status line, Server, Date,
+/// the headers, Content-Length), plus a `Connection` header (tiny_http
+/// drops those from responses, since its server manages connections
+/// itself; ours does). The body, `len` bytes, follows separately.
+fn write_head(
     status: u16,
     headers: Vec<Header>,
-    body: &[u8],
+    len: usize,
     version: HTTPVersion,
-    head_only: bool,
     keep_alive: bool,
-) {
-    let start = out.len();
-    let response = Response::new(StatusCode(status), headers, body, Some(body.len()), None);
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    // No body here, and always Content-Length: never chunked, whatever the
+    // size or the request's TE header (no request headers are given).
+    let response = TinyResponse::new(StatusCode(status), headers, &[][..], Some(len), None)
+        .with_chunked_threshold(usize::MAX);
     response
-        .raw_print(&mut *out, version, &[], head_only, None)
+        .raw_print(&mut out, version, &[], true, None)
         .expect("writing to memory cannot fail");
     let connection: &[u8] = if keep_alive {
         b"Connection: keep-alive\r\n"
     } else {
         b"Connection: close\r\n"
     };
-    let status_line_end = out[start..]
+    let status_line_end = out
         .windows(2)
         .position(|w| w == b"\r\n")
-        .map_or(out.len(), |at| start + at + 2);
+        .map_or(out.len(), |at| at + 2);
     out.splice(status_line_end..status_line_end, connection.iter().copied());
+    out
 }
 
 /// An error answer for a head we could not parse; the connection closes.
-pub(super) fn refuse(out: &mut Vec<u8>, error: &HeadError) {
+pub fn refuse(error: &HeadError) -> Response {
     let (status, message) = error.answer();
     let headers = vec![header("Content-Type", "text/plain; charset=utf-8")];
-    let body = message.as_bytes();
-    write_response(out, status, headers, body, HTTPVersion(1, 1), false, false);
+    let payload: Bytes = Arc::from(message.into_bytes());
+    let head = write_head(status, headers, payload.len(), HTTPVersion(1, 1), false);
+    Response {
+        head,
+        body: payload,
+        keep: false,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! reads each connection on a pool thread with no timeouts, is not used).
 //! The loop owns only the scheduling: what each connection waits for, when
 //! the loop wakes (the nearest deadline, or `POLL` to notice a stop
-//! request), finished bcrypt checks, expired deadlines and new connections.
+//! request), finished bcrypt checks, finished collections (which run on the
+//! collection thread, `cycle::collector_thread`, and are answered to every
+//! scrape that waited for them), expired deadlines and new connections.
 //! What a connection does when it is ready is `conn`'s; how a request is
 //! parsed and answered is `request`'s and `respond`'s.
 
@@ -15,16 +17,18 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ListenAddr;
-use crate::cycle::cache::Cache;
+use crate::cycle::collector_thread::{Collections, Died};
 use crate::cycle::exporter::Exporter;
 use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
-use crate::web::auth::{BasicAuth, Verdict, Verifier};
+use crate::web::auth::Verifier;
 use crate::web::conn::{accept_all, queued_response, service, Conn};
-use crate::web::respond::{header, Config, Http};
+use crate::web::respond::{Config, Http};
+use crate::web::session::Wait;
 
 /// Binds the nonblocking listener, with TCP_NODELAY (inherited by accepted
 /// connections): without it, Nagle against delayed ACKs caps a keep-alive
@@ -92,11 +96,12 @@ pub fn stop_requested() -> bool {
 /// How often the loop wakes at the latest, to check for a stop request.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Serves until SIGTERM/SIGINT.
-pub fn serve<T: Transport>(
+/// Serves until SIGTERM/SIGINT. Collections run on their own thread
+/// (`cycle::collector_thread`), which owns the exporter.
+pub fn serve<T: Transport + Send + 'static>(
     listener: TcpListener,
     config: &Config,
-    exporter: &mut Exporter<T>,
+    exporter: Exporter<T>,
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let address = listener.local_addr()?;
     let users = config.web.users.as_ref().map_or(0, |u| u.len());
@@ -110,25 +115,14 @@ pub fn serve<T: Transport>(
             ("basic_auth_users", &users),
         ],
     );
-    let mut http = Http {
-        config,
-        cache: Cache::new(config.cache_ttl),
-        exporter,
-        auth: config.web.users.clone().map(BasicAuth::new),
-        verifier: match config.web.users {
-            Some(_) => Some(Verifier::start()?),
-            None => None,
-        },
-        extra_headers: config
-            .web
-            .headers
-            .iter()
-            .map(|(name, value)| header(name, value))
-            .collect(),
-    };
+    let collections = Collections::start(exporter)?;
+    let mut http = Http::new(config, Some(collections), true)?;
     let mut conns: Vec<Conn> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    // fds[0..FIRST_CONN]: the listener, the verifier's and the collection
+    // thread's wake-ups; then one per connection, in order.
+    const FIRST_CONN: usize = 3;
     while !stop_requested() {
         let now = Instant::now();
         let wait = conns
@@ -147,8 +141,13 @@ pub fn serve<T: Transport>(
             events: libc::POLLIN,
             revents: 0,
         });
+        fds.push(libc::pollfd {
+            fd: http.collections.as_ref().map_or(-1, Collections::wake_fd),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         for conn in &conns {
-            let events = if conn.waiting.is_some() {
+            let events = if conn.waiting() {
                 0 // only errors and hang-ups
             } else if conn.writing() {
                 libc::POLLOUT
@@ -171,14 +170,17 @@ pub fn serve<T: Transport>(
             }
             return Err(e.into());
         }
-        // Finished password checks, then connections (indices match
-        // fds[2..]), then new ones.
+        // Finished password checks and collections, then connections
+        // (indices match fds[FIRST_CONN..]), then new ones.
         if fds[1].revents != 0 {
             answer_checked(&mut conns, &mut http);
         }
+        if fds[2].revents != 0 {
+            answer_collected(&mut conns, &mut http)?;
+        }
         let mut closed = vec![false; conns.len()];
         for (i, conn) in conns.iter_mut().enumerate() {
-            let revents = fds[i + 2].revents;
+            let revents = fds[i + FIRST_CONN].revents;
             if revents == 0 {
                 continue;
             }
@@ -187,9 +189,8 @@ pub fn serve<T: Transport>(
         let now = Instant::now();
         // A password check that did not finish in time gets 503, not silence.
         for conn in conns.iter_mut().filter(|c| c.deadline <= now) {
-            if let Some((_, head)) = conn.waiting.take() {
-                let keep = http.answer(&head, Verdict::Busy, &mut conn.output);
-                queued_response(conn, keep, config);
+            if conn.session.check_late(&mut http) {
+                queued_response(conn, config);
             }
         }
         let mut i = 0;
@@ -207,7 +208,7 @@ pub fn serve<T: Transport>(
 }
 
 /// Answers the requests whose bcrypt checks have finished.
-fn answer_checked<T: Transport>(conns: &mut [Conn], http: &mut Http<'_, T>) {
+fn answer_checked(conns: &mut [Conn], http: &mut Http<'_>) {
     let finished = match http.verifier.as_mut() {
         Some(verifier) => verifier.finished(),
         None => return,
@@ -216,16 +217,35 @@ fn answer_checked<T: Transport>(conns: &mut [Conn], http: &mut Http<'_, T>) {
         let verdict = http.checked(key, allowed);
         // The connection may have gone (deadline, eviction): the verdict is
         // remembered all the same.
-        let Some(conn) = conns
+        if let Some(conn) = conns
             .iter_mut()
-            .find(|c| c.waiting.as_ref().is_some_and(|(w, _)| *w == id))
-        else {
-            continue;
-        };
-        let (_, head) = conn.waiting.take().expect("just matched");
-        let keep = http.answer(&head, verdict, &mut conn.output);
-        queued_response(conn, keep, http.config);
+            .find(|c| matches!(c.session.waiting(), Some(Wait::Check(w, _)) if *w == id))
+        {
+            conn.session.checked(id, verdict, http);
+            if conn.session.responding() {
+                queued_response(conn, http.config);
+            }
+            // else: it now waits for a collection, with no deadline.
+        }
     }
+}
+
+/// Stores a finished collection and answers every scrape that waited for
+/// it, all with the same bytes.
+fn answer_collected(conns: &mut [Conn], http: &mut Http<'_>) -> Result<(), Died> {
+    let Some(collections) = http.collections.as_mut() else {
+        return Ok(());
+    };
+    let Some(entry) = collections.finished()? else {
+        return Ok(());
+    };
+    http.store(Arc::clone(&entry));
+    for conn in conns.iter_mut() {
+        if conn.session.collected(&entry, http) {
+            queued_response(conn, http.config);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

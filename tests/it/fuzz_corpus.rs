@@ -5,6 +5,8 @@
 
 #[path = "../../fuzz/harness.rs"]
 mod harness;
+#[path = "../../fuzz/http_harness.rs"]
+mod http_harness;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -98,6 +100,50 @@ fn netlink_corpus_replays_cleanly() {
 #[test]
 fn argv_corpus_replays_cleanly() {
     replay("argv", harness::argv);
+}
+
+/// Every http input passes every check, and together they reach every
+/// answer and every way of driving the connection: TLS, pipelining, HEAD,
+/// scrapes that wait for a collection, a client reading a few bytes at a
+/// time.
+#[test]
+fn http_corpus_replays_cleanly() {
+    let mut seen = http_harness::Seen::default();
+    replay("http", |data| http_harness::http_seen(data, &mut seen));
+    for status in [200, 400, 404, 405, 413, 431, 503] {
+        assert!(
+            seen.statuses.get(&status).copied().unwrap_or(0) > 0,
+            "no {status} answered: {seen:?}"
+        );
+    }
+    assert!(seen.tls > 0, "{seen:?}");
+    assert!(seen.head_requests > 0, "{seen:?}");
+    assert!(seen.waited > 0, "{seen:?}");
+    assert!(seen.kept_alive > 0, "{seen:?}");
+    assert!(seen.trickled > 0, "{seen:?}");
+}
+
+/// The http harness catches what it should: a response that is not well
+/// framed, a second response to one request, a kept-alive request body.
+#[test]
+fn http_harness_flags_bad_responses() {
+    let caught = |data: &[u8]| {
+        std::panic::catch_unwind(|| http_harness::check_wire(data))
+            .err()
+            .map(|p| message(&*p).to_string())
+    };
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi";
+    assert_eq!(caught(ok), None);
+    let short = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nhi";
+    assert!(caught(short).unwrap().contains("body 2 of 3 bytes"));
+    let two =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+    assert!(caught(two).unwrap().contains("2 Content-Length headers"));
+    let mut twice = ok.to_vec();
+    twice.extend_from_slice(ok);
+    assert!(caught(&twice)
+        .unwrap()
+        .contains("bytes after the last response"));
 }
 
 /// The harness itself catches what it should: stats that do not add up.

@@ -218,6 +218,9 @@ fn other_methods_are_405_with_allow() {
 #[test]
 fn landing_page_links_to_the_telemetry_path() {
     let server = Server::start(&[]);
+    // The landing page never waits for a collection: it shows the last
+    // one's summary, so make one first.
+    server.scrape();
     let r = server.get("/");
     assert_eq!(r.status, 200);
     let ct = r.header("content-type").unwrap_or("");

@@ -19,6 +19,7 @@ mod hostile;
 mod http;
 mod http_conformance;
 mod http_limits;
+mod http_loop;
 mod kernel;
 mod netns_cgroup;
 mod netns_exporter;
