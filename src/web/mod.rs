@@ -1,8 +1,10 @@
-//! The HTTP server: the poll loop and its limits (`serve`), one connection's
-//! state machine (`conn`), request heads (`request`), the answers
-//! (`respond`), the exporter-toolkit web configuration file (`webconfig`,
-//! its TLS section in `tls`) and basic auth (`auth`).
+//! The HTTP server: the poll loop and its limits (`serve`), a listening
+//! socket systemd passes instead (`activation`), one connection's state
+//! machine (`conn`), request heads (`request`), the answers (`respond`),
+//! the exporter-toolkit web configuration file (`webconfig`, its TLS
+//! section in `tls`) and basic auth (`auth`).
 
+pub mod activation;
 pub mod auth;
 pub mod conn;
 pub mod request;
