@@ -24,10 +24,11 @@ run: build
 dump: build
 	$(BIN) dump --format table $(ARGS)
 
-## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop), wrk (hostile clients)
+## deps: tools the tests use: promtool and prometheus (Debian package prometheus), ip, unshare, curl (TLS interop), wrk (hostile clients), chromium (landing page screenshot), systemd-socket-activate (package systemd), python3 (json.tool)
+DEPS_TOOLS := promtool ip unshare curl wrk chromium systemd-socket-activate python3
 deps:
-	@command -v promtool >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl wrk; }
+	@missing=0; for t in $(DEPS_TOOLS); do command -v $$t >/dev/null 2>&1 || missing=1; done; [ $$missing = 0 ] || { \
+		$(SUDO) apt-get update -qq && $(APT) prometheus iproute2 util-linux curl wrk chromium systemd python3; }
 	@command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
 	@command -v wrk >/dev/null 2>&1 || { echo "wrk still missing after apt-get install wrk" >&2; exit 1; }
 

@@ -100,7 +100,12 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
         // stay with the family they follow.
         let owner = families
             .last()
-            .filter(|f| name.starts_with(f.name.as_str()))
+            .filter(|f| {
+                matches!(f.kind.as_str(), "histogram" | "summary")
+                    && name
+                        .strip_prefix(f.name.as_str())
+                        .is_some_and(|suffix| matches!(suffix, "_bucket" | "_sum" | "_count"))
+            })
             .map(|f| f.name.clone())
             .unwrap_or_else(|| name.to_string());
         let at = family(&mut families, &owner);
@@ -400,5 +405,15 @@ sockdiag_unix_listen_queue{path="/run/<script>\"a\\b\nc"} 7
             to_json("").unwrap(),
             "{\n  \"collectors\": {},\n  \"other\": {}\n}\n"
         );
+    }
+
+    #[test]
+    fn families_are_told_apart_by_name_not_prefix() {
+        let text =
+            "a_queue 1\na_queue_max 2\n# TYPE h histogram\nh_bucket{le=\"1\"} 3\nh_count 3\n";
+        let families = parse(text).unwrap();
+        let names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a_queue", "a_queue_max", "h"]);
+        assert_eq!(families[2].series[1].label("__name__"), Some("h_count"));
     }
 }

@@ -1,12 +1,14 @@
 //! The HTTP server: the poll loop and its limits (`serve`), a listening
 //! socket systemd passes instead (`activation`), one connection's state
-//! machine (`conn`), request heads (`request`), the answers (`respond`),
+//! machine (`conn`), request heads (`request`), the answers (`respond`;
+//! the HTML landing page in `landing`),
 //! the exporter-toolkit web configuration file (`webconfig`, its TLS
 //! section in `tls`) and basic auth (`auth`).
 
 pub mod activation;
 pub mod auth;
 pub mod conn;
+pub mod landing;
 pub mod request;
 pub mod respond;
 pub mod serve;

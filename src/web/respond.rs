@@ -15,10 +15,10 @@ use tiny_http::{HTTPVersion, Header, Method, Response, StatusCode};
 
 use crate::cycle::cache::Cache;
 use crate::cycle::exporter::Exporter;
-use crate::export::render;
 use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
 use crate::web::auth::{BasicAuth, Lookup, Verdict, Verifier};
+use crate::web::landing;
 use crate::web::request::{Head, HeadError};
 use crate::web::webconfig::WebConfig;
 
@@ -184,11 +184,7 @@ impl<T: Transport> Http<'_, T> {
                 };
                 (200, headers, body)
             } else {
-                let page = render::landing_page(
-                    &self.config.telemetry_path,
-                    &freshness,
-                    &entry.snapshot.summary,
-                );
+                let page = landing::page(&self.config.telemetry_path, &freshness, &entry.snapshot);
                 (
                     200,
                     vec![header("Content-Type", "text/html; charset=utf-8")],

@@ -379,3 +379,169 @@ fn dump_json_has_the_numbers_of_the_prometheus_dump() {
         ["listeners", "tcp", "udp", "unix"]
     );
 }
+
+/// Runs `program` to completion within `limit` (killed by PID after it);
+/// its exit status and stderr.
+fn run_bounded(
+    program: &str,
+    args: &[&str],
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill(2) on the PID of our own unreaped child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("{program} still running after {limit:?}; killed");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    (status, reader.join().unwrap())
+}
+
+/// A unix stream listener at `path` with a listen() backlog of `backlog`.
+fn unix_listener(path: &std::path::Path, backlog: libc::c_int) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain socket calls on a fresh fd with a zeroed, filled-in
+    // sockaddr_un whose path fits (checked).
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        assert!(bytes.len() < addr.sun_path.len(), "{}", path.display());
+        for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let rc = libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len);
+        assert_eq!(
+            rc,
+            0,
+            "bind {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::listen(fd, backlog), 0);
+        owned
+    }
+}
+
+/// The landing page over a known mix in a private namespace: a unix
+/// listener whose path is hostile HTML (`<script>`, quotes, `&`) and is
+/// full, a TCP listener whose accept queue overflows its limit, and a
+/// CLOSE_WAIT connection. The page escapes the path, highlights the three,
+/// and renders in Debian's headless chromium: the screenshot is a real
+/// PNG of some size (kept in target/landing.png to look at).
+#[test]
+fn landing_page_escapes_highlights_and_renders() {
+    if !require_root_netns() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sockdiag-landing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let hostile = "<script>alert(\"x\")&<b>.sock";
+    let path = dir.join(hostile);
+    let _unix = unix_listener(&path, 2);
+    let _waiting: Vec<std::os::unix::net::UnixStream> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+        .collect();
+    // TCP: a listener with backlog 1 and two connections never accepted.
+    let full = small_backlog_listener(1);
+    let full_port = full.local_addr().unwrap().port();
+    let _queued: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(full.local_addr().unwrap()).unwrap())
+        .collect();
+    // CLOSE_WAIT: the client closes, the accepted end stays open.
+    let server_side = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(server_side.local_addr().unwrap()).unwrap();
+    let (_accepted, _) = server_side.accept().unwrap();
+    drop(client);
+
+    let server = Server::start(&[]);
+    let page = poll_until(Duration::from_secs(5), || {
+        let page = server.get("/").text();
+        page.contains("class=\"warn\"><td>close_wait</td>")
+            .then_some(page.clone())
+            .ok_or(page)
+    })
+    .unwrap_or_else(|page| panic!("no highlighted close_wait row:\n{page}"));
+    assert!(!page.contains("<script"), "{page}");
+    assert!(!page.contains("<b>"), "{page}");
+    let escaped = "&lt;script&gt;alert(&quot;x&quot;)&amp;&lt;b&gt;.sock";
+    let unix_row = page
+        .split("<tr")
+        .find(|r| r.contains(escaped))
+        .unwrap_or_else(|| panic!("no row for the unix path:\n{page}"));
+    assert!(unix_row.starts_with(" class=\"warn\""), "{unix_row}");
+    let tcp_row = page
+        .split("<tr")
+        .find(|r| r.contains(&format!("<td>{full_port}</td>")))
+        .unwrap_or_else(|| panic!("no row for port {full_port}:\n{page}"));
+    assert!(tcp_row.starts_with(" class=\"warn\""), "{tcp_row}");
+    assert!(page.contains("<a href=\"/metrics\">/metrics</a>"), "{page}");
+    assert!(
+        !page.contains("<script") && !page.contains("src="),
+        "external asset"
+    );
+
+    if require_tool("chromium", "Debian package chromium (make deps)") {
+        let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("landing.png");
+        let _ = std::fs::remove_file(&png);
+        let profile = dir.join("chromium-profile");
+        let url = format!("http://{}/", server.addr);
+        let (status, stderr) = run_bounded(
+            "chromium",
+            &[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1200,1800",
+                &format!("--user-data-dir={}", profile.display()),
+                &format!("--screenshot={}", png.display()),
+                &url,
+            ],
+            Duration::from_secs(90),
+        );
+        assert!(status.success(), "chromium: {status}\n{stderr}");
+        let bytes =
+            std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+        // A blank 1200x1800 page compresses to a few KB; tables and text
+        // make it several times larger.
+        assert!(bytes.len() > 30_000, "{} bytes only", bytes.len());
+        eprintln!("landing page screenshot: {}", png.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP listener on 127.0.0.1 with the given listen() backlog.
+fn small_backlog_listener(backlog: libc::c_int) -> TcpListener {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) again on our own bound socket changes its backlog.
+    let rc = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), backlog) };
+    assert_eq!(rc, 0);
+    listener
+}
