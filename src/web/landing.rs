@@ -530,6 +530,47 @@ sockdiag_unix_listen_queue_max{path="/run/<script>alert(1)</script>&\"x\""} 5
         assert!(page.contains("<pre>unix listener /run/&lt;script&gt;</pre>"));
     }
 
+    /// With --collector.netns: the health table has a netns column, and
+    /// each namespace its own tables with its own numbers.
+    #[test]
+    fn one_section_per_namespace() {
+        let text = r#"sockdiag_collect_success{collector="netns",netns=""} 1
+sockdiag_collect_success{collector="tcp",netns="host"} 1
+sockdiag_collect_success{collector="tcp",netns="pod"} 0
+sockdiag_sockets{family="ipv4",netns="host",protocol="tcp",state="close_wait"} 3
+sockdiag_sockets{family="ipv4",netns="pod",protocol="tcp",state="close_wait"} 0
+"#;
+        let page = page("/metrics", "", &snapshot(text, ""));
+        assert!(page.contains("<th>netns</th>"), "{page}");
+        assert!(
+            page.contains("<tr class=\"bad\"><td>tcp</td><td>pod</td><td>failed</td>"),
+            "{page}"
+        );
+        let host = page
+            .find("<h2>Network namespace host</h2>")
+            .expect("host section");
+        let pod = page
+            .find("<h2>Network namespace pod</h2>")
+            .expect("pod section");
+        let rows = |from: usize, to: usize| {
+            page[from..to]
+                .split("<tr")
+                .find(|r| r.contains("<td>close_wait</td>"))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let host_row = rows(host, pod);
+        assert!(
+            host_row.starts_with(" class=\"warn\"><td>close_wait</td><td>3</td>"),
+            "{host_row}"
+        );
+        let pod_row = rows(pod, page.len());
+        assert!(
+            pod_row.starts_with("><td>close_wait</td><td>0</td>"),
+            "{pod_row}"
+        );
+    }
+
     #[test]
     fn unreadable_series_are_said_not_hidden() {
         let page = page("/metrics", "", &snapshot("x{", "s"));
