@@ -8,7 +8,7 @@ SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .PHONY: all build run dump test deps lint bench bench-netns soak golden fixtures fuzz clean \
-	pkg-deps baseline deb rpm package-test
+	pkg-deps baseline deb rpm package-test image image-deps
 
 all: build
 
@@ -25,7 +25,7 @@ dump: build
 	$(BIN) dump --format table $(ARGS)
 
 ## deps: tools the tests use, as command:Debian-package pairs; whatever is missing is installed with apt-get
-DEPS := promtool:prometheus ip:iproute2 unshare:util-linux curl:curl wrk:wrk slowhttptest:slowhttptest nft:nftables
+DEPS := promtool:prometheus ip:iproute2 unshare:util-linux curl:curl wrk:wrk slowhttptest:slowhttptest nft:nftables chromium:chromium systemd-socket-activate:systemd python3:python3
 deps:
 	@missing=""; for d in $(DEPS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(APT) $$missing; fi; \
@@ -127,13 +127,25 @@ deb: baseline
 rpm: baseline
 	@mkdir -p $(PKG_OUT)/rpm
 	sed 's|^EnvironmentFile=-/etc/default/|EnvironmentFile=-/etc/sysconfig/|' packaging/systemd/sockdiag_exporter.service > $(PKG_OUT)/rpm/sockdiag_exporter.service
+	sed 's|^EnvironmentFile=-/etc/default/|EnvironmentFile=-/etc/sysconfig/|' packaging/systemd/socket/sockdiag_exporter-activated.service > $(PKG_OUT)/rpm/sockdiag_exporter-activated.service
 	cp packaging/sockdiag_exporter.default $(PKG_OUT)/rpm/sockdiag_exporter.sysconfig
 	gzip -9n < packaging/sockdiag_exporter.1 > $(PKG_OUT)/rpm/sockdiag_exporter.1.gz
 	PATH="$(PKG_PATH)" cargo generate-rpm --target $(PKG_TARGET) --output $(PKG_OUT)/ $(if $(RPM_RELEASE),--set-metadata 'release = "$(RPM_RELEASE)"')
 
-## package-test: build deb and rpm, install, run, upgrade, remove them; lint; check unit, Kubernetes, Prometheus and Grafana files (root)
-package-test: deb rpm
-	PATH="$(PKG_PATH)" PKG_VENV="$(PKG_VENV)" GLIBC_BASELINE=$(GLIBC_BASELINE) bash tests/package/run.sh
+## image-deps: buildah (Debian package), which builds the image without a daemon or a registry
+image-deps:
+	@command -v buildah >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(APT) -o DPkg::Lock::Timeout=600 buildah; }
+
+## image: OCI image archive target/image/sockdiag-exporter_VERSION.oci.tar, tagged $(IMAGE_NAME) (the name packaging/kubernetes uses): the baseline binary, the libraries ldd lists, user 65534, no shell (root: buildah's vfs storage)
+PKG_VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE_NAME    ?= sockdiag-exporter:$(PKG_VERSION)
+IMAGE_ARCHIVE := target/image/sockdiag-exporter_$(PKG_VERSION).oci.tar
+image: baseline image-deps
+	bash packaging/image/build.sh $(PKG_BIN) $(IMAGE_ARCHIVE) $(IMAGE_NAME)
+
+## package-test: build deb, rpm and the image; install, run, upgrade, remove the packages; run the image's entrypoint in a chroot; lint; check unit, Kubernetes, Prometheus and Grafana files (root)
+package-test: deb rpm image
+	PATH="$(PKG_PATH)" PKG_VENV="$(PKG_VENV)" GLIBC_BASELINE=$(GLIBC_BASELINE) IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) IMAGE_NAME=$(IMAGE_NAME) bash tests/package/run.sh
 ## fuzz: run each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 1800), one at a time, niced, then minimise its corpus
 # fuzz/regressions/<target>/ (inputs that once crashed) is read but never
 # minimised away; cmin renames the seeds, so seeds.py writes them again.

@@ -104,6 +104,33 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// Writes a duration the way [`duration`] reads it and Prometheus writes
+/// them (`1m30s`, `250ms`, `0s`), so that messages show a value in the
+/// form the user wrote it rather than Rust's `Duration` debug form.
+pub fn format_duration(d: Duration) -> String {
+    const UNITS: &[(&str, u128)] = &[
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ];
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in UNITS {
+        if ms >= *size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
 /// A set of ports (`--collector.tcp.ports 22,80,8000-8100`), as a bitmap so
 /// that checking a socket costs one load. The default is the empty set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -232,6 +259,14 @@ mod tests {
             assert!(duration(bad).is_err(), "{bad:?} accepted");
         }
         assert!(duration("5x").unwrap_err().contains("\"5x\""));
+    }
+
+    #[test]
+    fn durations_print_as_written() {
+        for s in ["0s", "250ms", "5s", "1m30s", "1h1ms", "2d", "1w", "1y2d"] {
+            assert_eq!(format_duration(duration(s).unwrap()), s);
+        }
+        assert_eq!(format_duration(Duration::from_millis(90_000)), "1m30s");
     }
 
     #[test]

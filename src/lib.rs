@@ -19,6 +19,7 @@ pub mod web;
 pub mod cap;
 pub mod config;
 pub mod exposition;
+pub mod json;
 pub mod log;
 pub mod outcome;
 pub mod table;
@@ -38,7 +39,7 @@ use kernel::fixture::Fixture;
 use kernel::recorder::Recorder;
 use kernel::transport::{Netlink, Transport};
 use scope::namespaces::Fleet;
-use web::{respond, serve, webconfig};
+use web::{activation, respond, serve, webconfig};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -62,18 +63,23 @@ pub fn run(args: Args) -> Result<(), BoxError> {
 
 fn serve_forever(config: Config) -> Result<(), BoxError> {
     log::set_level(config.log_level);
+    log::set_format(config.log_format);
     let web = match &config.web_config_file {
         Some(path) => webconfig::load(path)
             .map_err(|e| format!("--web.config.file {}: {e}", path.display()))?,
         None => webconfig::WebConfig::default(),
     };
     serve::install_signal_handlers()?;
-    let listener = serve::bind(&config.listen_address).map_err(|e| {
-        format!(
-            "cannot listen on --web.listen-address {}: {e}",
-            config.listen_address
-        )
-    })?;
+    let listener = if config.systemd_socket {
+        activation::listener().map_err(|e| format!("--web.systemd-socket: {e}"))?
+    } else {
+        serve::bind(&config.listen_address).map_err(|e| {
+            format!(
+                "cannot listen on --web.listen-address {}: {e}",
+                config.listen_address
+            )
+        })?
+    };
     let transport = source(&config)?;
     let collector = with_side(
         Collector::new(transport, config.collectors.clone()),
@@ -129,6 +135,7 @@ fn with_side<T: Transport>(
 /// `dump`: one collection, printed to stdout.
 fn dump(config: &Config, format: Format, record: Option<&Path>) -> Result<(), BoxError> {
     log::set_level(config.log_level);
+    log::set_format(config.log_format);
     let source = source(config)?;
     let source: Box<dyn Transport> = match record {
         Some(path) => {
@@ -150,6 +157,8 @@ fn dump(config: &Config, format: Format, record: Option<&Path>) -> Result<(), Bo
     drop(exporter); // flushes a recording
     let out = match format {
         Format::Prometheus => snapshot.text,
+        Format::Json => export::structured::to_json(&snapshot.text)
+            .map_err(|e| format!("cannot read back the collection's series: {e}"))?,
         Format::Table => snapshot.summary,
     };
     match error {

@@ -21,6 +21,9 @@ pub(super) const STATIC_DOTTED_FLAGS: &[&str] = &[
     "--web.config.file",
     "--cache.ttl",
     "--log.level",
+    "--log.format",
+    "--web.disable-exporter-metrics",
+    "--web.systemd-socket",
     "--collector.tcp.dump",
     "--collector.tcp.ports",
     "--collector.udp.ports",
@@ -71,7 +74,8 @@ pub fn dotted_flags() -> &'static [String] {
 }
 
 /// Whether a (dashed) flag takes no value: the collector switch pairs,
-/// `--compat.node-exporter` and `--version`; every other flag in
+/// `--compat.node-exporter`, `--web.disable-exporter-metrics`,
+/// `--web.systemd-socket` and `--version`; every other flag in
 /// [`dotted_flags`] takes one.
 pub(super) fn is_switch(arg: &str) -> bool {
     let collector = arg
@@ -79,6 +83,8 @@ pub(super) fn is_switch(arg: &str) -> bool {
         .or_else(|| arg.strip_prefix("--collector-"));
     collector.is_some_and(|name| switched().any(|s| s == name))
         || arg == "--compat-node-exporter"
+        || arg == "--web-disable-exporter-metrics"
+        || arg == "--web-systemd-socket"
         || arg == "--version"
 }
 

@@ -20,7 +20,7 @@ use argh::FromArgs;
 use crate::collectors::tcp::DumpMode;
 use crate::config::PortSet;
 use crate::config::{duration, ListenAddr};
-use crate::log::Level;
+use crate::log::{Format as LogFormat, Level};
 
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":19275";
 
@@ -101,6 +101,25 @@ pub struct Args {
         from_str_fn(level)
     )]
     pub log_level: Level,
+
+    /// log line format: logfmt or json (default logfmt)
+    #[argh(
+        option,
+        arg_name = "format",
+        default = "LogFormat::Logfmt",
+        from_str_fn(log_format)
+    )]
+    pub log_format: LogFormat,
+
+    /// leave out the exporter's own process metrics (process_*), as
+    /// node_exporter does; the sockdiag_* health series stay
+    #[argh(switch)]
+    pub web_disable_exporter_metrics: bool,
+
+    /// listen on the socket systemd passes (socket activation: LISTEN_FDS,
+    /// LISTEN_PID) instead of --web.listen-address
+    #[argh(switch)]
+    pub web_systemd_socket: bool,
 
     /// TCP dump requests: auto (one legacy AF_UNSPEC dump, per-family dumps
     /// if the kernel refuses it), legacy, or by-family (default auto)
@@ -231,8 +250,9 @@ pub enum Command {
 /// --source.fixture, --log.level) works here too, before or after `dump`.
 #[argh(subcommand, name = "dump")]
 pub struct DumpArgs {
-    /// output format: prometheus (exactly what the server serves) or table
-    /// (a human summary) (default prometheus)
+    /// output format: prometheus (exactly what the server serves), json
+    /// (the same series grouped by collector) or table (a human summary)
+    /// (default prometheus)
     #[argh(
         option,
         arg_name = "format",
@@ -249,15 +269,17 @@ pub struct DumpArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Prometheus,
+    Json,
     Table,
 }
 
 fn format(s: &str) -> Result<Format, String> {
     match s {
         "prometheus" => Ok(Format::Prometheus),
+        "json" => Ok(Format::Json),
         "table" => Ok(Format::Table),
         _ => Err(format!(
-            "unknown format {s:?}, expected prometheus or table"
+            "unknown format {s:?}, expected prometheus, json or table"
         )),
     }
 }
@@ -284,6 +306,10 @@ fn telemetry_path(s: &str) -> Result<String, String> {
 
 fn level(s: &str) -> Result<Level, String> {
     Level::parse(s)
+}
+
+fn log_format(s: &str) -> Result<LogFormat, String> {
+    LogFormat::parse(s)
 }
 
 fn dump_mode(s: &str) -> Result<DumpMode, String> {
@@ -514,6 +540,48 @@ mod tests {
         let out =
             translate_argv(&["dump", "--collector.netns", "--format", "table"].map(String::from));
         assert_eq!(out, ["--collector-netns", "dump", "--format", "table"]);
+    }
+
+    /// The exporter-toolkit flags: absent they keep the old behaviour,
+    /// given they change it, and a wrong value names the flag.
+    #[test]
+    fn log_format_and_exporter_toolkit_switches() {
+        let config = Config::from_args(parse(&argv(&[])).unwrap()).unwrap();
+        assert_eq!(config.log_format, LogFormat::Logfmt);
+        assert!(config.shape.process);
+        assert!(!config.systemd_socket);
+        let config = Config::from_args(
+            parse(&argv(&[
+                "--log.format=json",
+                "--web.disable-exporter-metrics",
+                "--web.systemd-socket",
+            ]))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(!config.shape.process);
+        assert!(config.systemd_socket);
+        // After `dump` too, hoisted in front of it.
+        let args = parse(&argv(&[
+            "dump",
+            "--web.disable-exporter-metrics",
+            "--format",
+            "json",
+            "--log.format",
+            "json",
+        ]))
+        .unwrap();
+        assert!(args.web_disable_exporter_metrics);
+        assert_eq!(args.log_format, LogFormat::Json);
+        let Some(Command::Dump(dump)) = args.command else {
+            panic!("no dump")
+        };
+        assert_eq!(dump.format, Format::Json);
+        let err = parse(&argv(&["--log.format", "xml"])).unwrap_err();
+        assert_eq!(err.status, 2);
+        assert!(err.output.contains("--log.format"), "{}", err.output);
+        assert!(err.output.contains("\"xml\""), "{}", err.output);
     }
 
     #[test]

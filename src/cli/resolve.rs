@@ -9,7 +9,7 @@ use super::{Args, Command, DumpArgs, Format};
 use crate::collectors::{Kind, Options};
 use crate::config::ListenAddr;
 use crate::export::metrics::Shape;
-use crate::log::Level;
+use crate::log::{Format as LogFormat, Level};
 use crate::scope::namespaces::NetnsConfig;
 use crate::web::respond;
 use crate::web::webconfig::WebConfig;
@@ -43,6 +43,8 @@ pub struct CgroupConfig {
 pub struct Config {
     pub mode: Mode,
     pub log_level: Level,
+    /// `--log.format`.
+    pub log_format: LogFormat,
     /// `--source.fixture`: answer dumps from this file instead of the kernel.
     pub fixture: Option<PathBuf>,
     pub collectors: Options,
@@ -52,6 +54,8 @@ pub struct Config {
     /// `--collector.cgroup`.
     pub cgroup: Option<CgroupConfig>,
     pub listen_address: ListenAddr,
+    /// `--web.systemd-socket`: serve on the socket systemd passes instead.
+    pub systemd_socket: bool,
     /// `--web.config.file`, loaded when the server starts.
     pub web_config_file: Option<PathBuf>,
     /// The server's settings (its `web` part comes from the file above).
@@ -108,9 +112,12 @@ impl Config {
         }
         Ok(Config {
             log_level: args.log_level,
+            log_format: args.log_format,
             fixture: args.source_fixture,
             shape: Shape {
-                process: true,
+                // node_exporter drops its go_*, process_* and promhttp_*
+                // families; of ours only process_* are of that kind.
+                process: !args.web_disable_exporter_metrics,
                 compat_node_exporter: args.compat_node_exporter,
                 netns,
                 cgroup,
@@ -124,6 +131,7 @@ impl Config {
                 max_series: args.collector_cgroup_max_series,
             }),
             listen_address: args.web_listen_address,
+            systemd_socket: args.web_systemd_socket,
             web_config_file: args.web_config_file,
             server: respond::Config {
                 telemetry_path: args.web_telemetry_path,

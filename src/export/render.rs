@@ -1,6 +1,7 @@
-//! Human renderings of a collection: the `dump --format table` summary and
-//! the HTML landing page that shows the same table. (The Prometheus text is
-//! rendered by `metrics`.)
+//! Human renderings of a collection: the `dump --format table` summary
+//! (also shown at the foot of the landing page, `web::landing`) and the
+//! HTML escaping the page uses. (The Prometheus text is rendered by
+//! `metrics`.)
 
 use std::fmt::Write as _;
 
@@ -134,22 +135,6 @@ pub fn html_escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// The landing page at `/`: a link to the metrics, how fresh they are, and
-/// the summary table (or the collection error).
-pub fn landing_page(telemetry_path: &str, freshness: &str, summary: &str) -> String {
-    let path = html_escape(telemetry_path);
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>sockdiag_exporter</title></head>\n<body>\n\
-         <h1>sockdiag_exporter</h1>\n\
-         <p>Linux socket states and queues over netlink sock_diag. Metrics: <a href=\"{path}\">{path}</a></p>\n\
-         <p>{}</p>\n<pre>{}</pre>\n<p>version {} revision {}</p>\n</body>\n</html>\n",
-        html_escape(freshness),
-        html_escape(summary),
-        crate::export::metrics::VERSION,
-        crate::export::metrics::REVISION,
-    )
 }
 
 #[cfg(test)]
@@ -374,15 +359,5 @@ mod tests {
             lines[at + 3],
             ["443", "remote", "1", "5ms", "5ms", "1", "2", "0"]
         );
-        let page = landing_page("/metrics", "fresh", &text);
-        assert!(page.contains("TCP health (established)"), "{page}");
-    }
-
-    #[test]
-    fn landing_page_escapes_and_links() {
-        let page = landing_page("/m<x>", "fresh & cached", "a<b");
-        assert!(page.contains("<a href=\"/m&lt;x&gt;\">"));
-        assert!(page.contains("fresh &amp; cached"));
-        assert!(page.contains("<pre>a&lt;b</pre>"));
     }
 }

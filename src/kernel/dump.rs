@@ -50,7 +50,11 @@ impl fmt::Display for CollectError {
             ErrorKind::Open(e) => write!(f, "cannot open the NETLINK_SOCK_DIAG socket: {e}"),
             ErrorKind::Send(e) => write!(f, "cannot send the request: {e}"),
             ErrorKind::Recv(e) => write!(f, "cannot receive: {e}"),
-            ErrorKind::Deadline(d) => write!(f, "no complete answer within {d:?}"),
+            ErrorKind::Deadline(d) => write!(
+                f,
+                "no complete answer within {}",
+                crate::config::format_duration(*d)
+            ),
             ErrorKind::Eof => write!(f, "the answer ended before NLMSG_DONE"),
             ErrorKind::Oversized { len } => write!(
                 f,
@@ -248,5 +252,19 @@ impl<T: Transport> Dumper<T> {
                 .map_err(|e| fail(ErrorKind::Parse(e)))?;
         }
         Ok(progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_reads_as_the_flag_is_written() {
+        let e = CollectError {
+            request: "tcp",
+            kind: ErrorKind::Deadline(Duration::from_millis(90_000)),
+        };
+        assert_eq!(e.to_string(), "tcp dump: no complete answer within 1m30s");
     }
 }

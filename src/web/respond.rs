@@ -24,9 +24,9 @@ use tiny_http::{HTTPVersion, Header, Method, Response as TinyResponse, StatusCod
 
 use crate::cycle::cache::{Bytes, Cache, Entry};
 use crate::cycle::collector_thread::Collections;
-use crate::export::render;
 use crate::log::{self, Level};
 use crate::web::auth::{BasicAuth, Lookup, Verdict, Verifier};
+use crate::web::landing;
 use crate::web::request::{Head, HeadError};
 use crate::web::webconfig::WebConfig;
 
@@ -275,17 +275,22 @@ impl<'a> Http<'a> {
                 collections.request();
             }
         }
-        let summary = match self.cache.latest() {
-            Some(entry) => entry.summary.clone(),
-            None => "No collection has finished yet: the first one is running. \
-                     Reload in a moment."
-                .to_string(),
+        let freshness = self.cache.freshness();
+        let page = match self.cache.latest() {
+            Some(entry) => landing::page(
+                &self.config.telemetry_path,
+                &freshness,
+                &String::from_utf8_lossy(&entry.text),
+                &entry.summary,
+            ),
+            None => landing::page(
+                &self.config.telemetry_path,
+                &freshness,
+                "",
+                "No collection has finished yet: the first one is running. \
+                 Reload in a moment.",
+            ),
         };
-        let page = render::landing_page(
-            &self.config.telemetry_path,
-            &self.cache.freshness(),
-            &summary,
-        );
         Arc::from(page.into_bytes())
     }
 

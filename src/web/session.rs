@@ -277,7 +277,7 @@ mod tests {
         let mut http = Http::new(&config, None, false).unwrap();
         http.store(entry("m 1\n"));
         let mut session = Session::new();
-        session.received(b"GET /metrics HTTP/1.1\r\n\r\nHEAD /nope HTTP/1.1\r\n\r\nGET / HT");
+        session.received(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\nHEAD /nope HTTP/1.1\r\nHost: a\r\n\r\nGET / HT");
         assert_eq!(session.process(&mut http), Progress::Respond);
         // The second is not parsed until the first is handed on.
         assert_eq!(session.process(&mut http), Progress::Busy);
@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(session.process(&mut http), Progress::Respond);
         assert!(session.closing());
         assert_eq!(session.buffered(), 0, "nothing after a closing request");
-        session.received(b"GET / HTTP/1.1\r\n\r\n");
+        session.received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(session.buffered(), 0, "nothing read once closing");
     }
 
@@ -305,7 +305,8 @@ mod tests {
         let mut http = Http::new(&config, None, false).unwrap();
         http.defer_scrapes();
         let mut session = Session::new();
-        session.received(b"GET /metrics HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        session
+            .received(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(session.process(&mut http), Progress::Wait);
         assert!(matches!(session.waiting(), Some(Wait::Collection(_))));
         assert_eq!(session.process(&mut http), Progress::Busy);
@@ -327,7 +328,7 @@ mod tests {
         let config = config();
         let mut http = Http::new(&config, None, false).unwrap();
         let mut session = Session::new();
-        session.received(b"POST / HTTP/1.1\r\nContent-Length: 18\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        session.received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(session.process(&mut http), Progress::Respond);
         assert!(session.closing());
         let out = text(&drain(&mut session, 1000));
@@ -342,6 +343,14 @@ mod tests {
         let config = config();
         let mut http = Http::new(&config, None, false).unwrap();
         let mut session = Session::new();
+        // A request line that does not end within the limit: 414.
+        session.received(&[b'a'; 1025]);
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        assert!(text(&drain(&mut session, 1000)).starts_with("HTTP/1.1 414 "));
+        assert!(session.closing());
+        // A head that does not end within it: 431.
+        let mut session = Session::new();
+        session.received(b"GET / HTTP/1.1\r\nHost: a\r\nX: ");
         session.received(&[b'a'; 1025]);
         assert_eq!(session.process(&mut http), Progress::Respond);
         assert!(text(&drain(&mut session, 1000)).starts_with("HTTP/1.1 431 "));
@@ -349,7 +358,7 @@ mod tests {
         let mut session = Session::new();
         session.received(b"GET / HTTP/2.0\r\n\r\n");
         assert_eq!(session.process(&mut http), Progress::Respond);
-        assert!(text(&drain(&mut session, 1000)).starts_with("HTTP/1.1 400 "));
+        assert!(text(&drain(&mut session, 1000)).starts_with("HTTP/1.1 505 "));
         assert_eq!(session.process(&mut http), Progress::Busy);
     }
 }

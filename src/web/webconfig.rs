@@ -156,7 +156,8 @@ pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
             };
             if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
                 return Err(format!(
-                    "http_server_config.headers.{name}: invalid value {value:?}, expected one of {allowed:?}"
+                    "http_server_config.headers.{name}: invalid value {value:?}, expected one of {}",
+                    allowed.join(", ")
                 ));
             }
             if value.bytes().any(|b| b.is_ascii_control()) {
@@ -226,6 +227,20 @@ mod tests {
         assert!(e.contains("http3"), "{e}");
         let e = err("tls_server_config: [1, 2]\n", Path::new("."));
         assert!(e.contains("tls_server_config"), "{e}");
+    }
+
+    /// Allowed values are listed as the user writes them, not as a Rust
+    /// slice (`["deny", "sameorigin"]`).
+    #[test]
+    fn a_bad_header_value_lists_the_allowed_ones_plainly() {
+        let e = err(
+            "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+            Path::new("."),
+        );
+        assert!(
+            e.ends_with("invalid value \"allow\", expected one of deny, sameorigin"),
+            "{e}"
+        );
     }
 
     #[test]

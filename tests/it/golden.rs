@@ -4,9 +4,10 @@
 //! run to run (process_* metrics, durations, timestamps, build revision).
 //!
 //! The fixtures answer every collector's dumps (see tests/fixtures/record.py
-//! for the socket mix). `all.prom` / `all.table` have every collector, the
-//! per-port views and the node_exporter compat series; `<collector>.prom`
-//! has that collector alone.
+//! for the socket mix). `all.prom` / `all.table` / `all.json` have every
+//! collector, the per-port views and the node_exporter compat series;
+//! `<collector>.prom` has that collector alone. `all.json` is `dump --format
+//! json` normalized the same way and pretty-printed by serde_json.
 //!
 //! Every expected file is also checked the other way round: the by-family
 //! recording of the same sockets must give exactly what the legacy one gives,
@@ -330,6 +331,57 @@ fn table_matches_golden() {
     check_golden(
         &legacy,
         &root().join("tests/golden/all.table"),
+        "all_legacy.fixture",
+    );
+}
+
+/// `dump --format json` without what changes from run to run, as
+/// [`normalize`] does for the text: process_* families dropped, durations
+/// and timestamps 0, the build labels fixed. Pretty-printed with sorted keys.
+fn normalize_json(text: &str) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("dump --format json is not JSON: {e}\n{text}"));
+    let fix = |families: &mut serde_json::Value| {
+        let families = families.as_object_mut().expect("families object");
+        families.retain(|name, _| !name.starts_with("process_"));
+        for (name, family) in families.iter_mut() {
+            for series in family["series"].as_array_mut().unwrap() {
+                match name.as_str() {
+                    "sockdiag_collect_duration_seconds" | "sockdiag_collect_timestamp_seconds" => {
+                        series["value"] = 0.into();
+                    }
+                    "sockdiag_build_info" => {
+                        series["labels"]["version"] = "VERSION".into();
+                        series["labels"]["revision"] = "REVISION".into();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    for families in value["collectors"]
+        .as_object_mut()
+        .expect("a collectors object")
+        .values_mut()
+    {
+        fix(families);
+    }
+    fix(&mut value["other"]);
+    serde_json::to_string_pretty(&value).unwrap() + "\n"
+}
+
+#[test]
+fn json_matches_golden() {
+    let legacy = normalize_json(&stdout_of(&dump("all_legacy.fixture", "legacy", "json")));
+    let by_family = normalize_json(&stdout_of(&dump(
+        "all_by_family.fixture",
+        "by-family",
+        "json",
+    )));
+    assert_modes_agree("all.json", &legacy, &by_family);
+    check_golden(
+        &legacy,
+        &root().join("tests/golden/all.json"),
         "all_legacy.fixture",
     );
 }

@@ -11,6 +11,7 @@ mod support;
 
 mod cli;
 mod collectors;
+mod conventions;
 mod e2e_prometheus;
 mod faults;
 mod fuzz_corpus;

@@ -13,6 +13,10 @@
 #             an edited %config(noreplace) file; then the scriptlets, run by
 #             rpm in scratch roots with stub useradd, systemctl and the like
 #             (rpm_scriptlets.sh) through install, upgrade and erase
+#   image     unpack the OCI archive of `make image` (index -> manifest ->
+#             layers) and run its entrypoint in a chroot as its user: dump,
+#             and a scrape of the server; a copy without one library must
+#             fail; no shell; the Kubernetes manifests name the image
 #   fleet     Prometheus rules and their unit tests, Grafana panel queries
 #             against the golden output, Kubernetes manifests
 #
@@ -38,6 +42,8 @@ SVC_USER=sockdiag_exporter
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 DEB=$OUT/${PKG}_${VERSION}-1_amd64.deb
 RPM=$OUT/${PKG}-${VERSION}-1.x86_64.rpm
+IMAGE_ARCHIVE=${IMAGE_ARCHIVE:-$REPO/target/image/${PKG}_${VERSION}.oci.tar}
+IMAGE_NAME=${IMAGE_NAME:-$PKG:$VERSION}
 
 passed=0
 failed=0
@@ -89,8 +95,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for f in "$BIN" "$DEB" "$RPM"; do
-    [ -f "$f" ] || { echo "missing $f: run 'make deb rpm' (or make package-test)" >&2; exit 1; }
+for f in "$BIN" "$DEB" "$RPM" "$IMAGE_ARCHIVE"; do
+    [ -f "$f" ] || { echo "missing $f: run 'make deb rpm image' (or make package-test)" >&2; exit 1; }
 done
 
 # Every tool the checks below run, looked for before any check: a missing
@@ -98,7 +104,7 @@ done
 echo "=== tools"
 missing=0
 for tool in objdump readelf dpkg dpkg-deb dpkg-query lintian rpm rpmlint systemd-analyze promtool \
-    curl setpriv unshare nsenter mount man getent ps sha256sum awk sed cargo dash ldd mknod \
+    curl setpriv unshare nsenter mount man getent ps sha256sum awk sed cargo dash ldd mknod chroot python3 \
     $([ "$(id -u)" = 0 ] && echo userdel groupdel); do
     if ! command -v "$tool" >/dev/null 2>&1; then
         fail "required tool missing: $tool (make pkg-deps installs the packaging tools)"
@@ -230,27 +236,38 @@ check "deb depends on libc6 >= ${libc_min:-?}, within the baseline" sh -c \
     "[ -n '$libc_min' ] && printf '%s\n%s\n' '$libc_min' '$GLIBC_BASELINE' | sort -V | head -1 | grep -qx '$libc_min'"
 check "deb depends on adduser" sh -c "printf '%s' '$depends' | grep -qw adduser"
 
-echo "=== lint: lintian and rpmlint (silenced tags: packaging/lint-filters)"
+echo "=== lint: lintian (overrides shipped in the .deb) and rpmlint (silenced tags: packaging/lint-filters)"
 check "every lint filter line has a reason above it" awk '
-    /^(lintian|rpmlint|rpmlint-config):/ { if (!comment) { print "no reason for: " $0; bad = 1 } next }
+    /^(rpmlint|rpmlint-config):/ { if (!comment) { print "no reason for: " $0; bad = 1 } next }
     /^#/ { comment = 1; next }
     /^$/ { comment = 0 }
     END { exit bad }' packaging/lint-filters
+check "every lintian override has a reason above it" awk '
+    /^sockdiag-exporter: / { if (!comment) { print "no reason for: " $0; bad = 1 } next }
+    /^#/ { comment = 1; next }
+    /^$/ { comment = 0 }
+    END { exit bad }' packaging/debian/lintian-overrides
+check "the lintian overrides ship in the .deb" cmp -s packaging/debian/lintian-overrides \
+    "$WORK/debx/usr/share/lintian/overrides/$PKG"
 strip_reason() { sed 's/[[:space:]]*#.*//; s/[[:space:]]*$//'; }
-# lintian: every error or warning must match a "lintian:" filter exactly
-# (tag and context, as lintian prints them after "PACKAGE: ").
-grep -E '^lintian:' packaging/lint-filters | sed 's/^lintian:[[:space:]]*//' | strip_reason >"$WORK/lintian.filters"
+# lintian on the .deb alone: no error or warning at all (the package's own
+# overrides are the only way to silence one), each override used (an
+# unused or mismatched one is reported, and --show-overrides lists each
+# used one as "O:").
 # A canary package lintian must flag, checked in the same run: proves that
-# lintian ran on what it was given and that its tags reach the filter below
-# (no output at all would otherwise read as a clean package).
+# lintian ran on what it was given and that its tags are read below (no
+# output at all would otherwise read as a clean package).
 mkdir -p "$WORK/canary/DEBIAN"
 printf 'Package: sockdiag-lint-canary\nVersion: 1\nArchitecture: all\nMaintainer: Canary <canary@localhost>\nDescription: lint canary\n canary\n' \
     >"$WORK/canary/DEBIAN/control"
 dpkg-deb -b "$WORK/canary" "$WORK/canary.deb" >/dev/null
 lint_status=0
-lintian --fail-on none --tag-display-limit 0 "$DEB" "$WORK/canary.deb" >"$WORK/lintian.out" 2>&1 || lint_status=$?
-grep -E '^[EW]: sockdiag-exporter: ' "$WORK/lintian.out" | sed 's/^[EW]: [^:]*: //' |
-    grep -vxF -f "$WORK/lintian.filters" >"$WORK/lintian.left"
+lintian --fail-on none --show-overrides --display-info --tag-display-limit 0 "$DEB" "$WORK/canary.deb" \
+    >"$WORK/lintian.out" 2>&1 || lint_status=$?
+grep -E '^[EW]: sockdiag-exporter: |^[IN]: sockdiag-exporter: (unused-override|mismatched-override)' \
+    "$WORK/lintian.out" >"$WORK/lintian.left"
+grep -E '^sockdiag-exporter: ' packaging/debian/lintian-overrides | sed 's/^/O: /' | sort >"$WORK/lintian.overrides"
+grep -E '^O: sockdiag-exporter: ' "$WORK/lintian.out" | sort >"$WORK/lintian.used"
 if [ "$lint_status" != 0 ]; then
     fail "lintian exited with status $lint_status (--fail-on none: it did not run):"
     cat "$WORK/lintian.out"
@@ -259,9 +276,15 @@ elif ! grep -qx 'E: sockdiag-lint-canary: no-copyright-file' "$WORK/lintian.out"
     cat "$WORK/lintian.out"
 elif [ -s "$WORK/lintian.left" ] || grep -qE '^(internal error|error)' "$WORK/lintian.out"; then
     fail "lintian:"
-    grep -v '^[EW]: sockdiag-lint-canary: ' "$WORK/lintian.out"
+    grep -v ': sockdiag-lint-canary: ' "$WORK/lintian.out"
 else
-    ok "lintian: no errors or warnings (besides the filtered ones), and the canary's error seen"
+    ok "lintian: no errors or warnings on the .deb itself, and the canary's error seen"
+fi
+if diff "$WORK/lintian.overrides" "$WORK/lintian.used" >"$WORK/lintian.overrides.diff"; then
+    ok "lintian used every shipped override (and no other)"
+else
+    fail "lintian overrides shipped (<) vs used (>):"
+    cat "$WORK/lintian.overrides.diff"
 fi
 {
     grep -E '^rpmlint-config:' packaging/lint-filters | sed 's/^rpmlint-config:[[:space:]]*//' | strip_reason
@@ -340,6 +363,20 @@ else
         grep -qx 'EnvironmentFile=-/etc/default/sockdiag_exporter' "${UNIT:-/dev/null}"
     check "the unit runs as $SVC_USER" grep -qx "User=$SVC_USER" "${UNIT:-/dev/null}"
     check "the unit has no capabilities" grep -qx 'CapabilityBoundingSet=' "${UNIT:-/dev/null}"
+    # Socket activation: the .socket unit and its service, installed as in
+    # packaging/systemd/socket/, enabled by nobody but the user.
+    UNIT_DIR=$(dirname "${UNIT:-/usr/lib/systemd/system/x}")
+    SOCKET_UNIT=$UNIT_DIR/sockdiag_exporter-activated.socket
+    SOCKET_SVC=$UNIT_DIR/sockdiag_exporter-activated.service
+    check "installed socket unit is the one in packaging/" cmp -s "$SOCKET_UNIT" packaging/systemd/socket/sockdiag_exporter-activated.socket
+    check "installed socket service is the one in packaging/" cmp -s "$SOCKET_SVC" packaging/systemd/socket/sockdiag_exporter-activated.service
+    check "the socket listens on the default port 19275" grep -qx 'ListenStream=19275' "$SOCKET_UNIT"
+    check "the socket starts the socket service" grep -qx 'Service=sockdiag_exporter-activated.service' "$SOCKET_UNIT"
+    check "the socket and the plain service conflict (one port)" grep -qx 'Conflicts=sockdiag_exporter.service' "$SOCKET_UNIT"
+    check "the package enables neither socket unit" sh -c \
+        "! find /etc/systemd/system -name 'sockdiag_exporter-activated.socket' -o -name 'sockdiag_exporter-activated.service' | grep -q ."
+    check "no maintainer script enables, starts or stops the socket units" sh -c \
+        "! dpkg-deb -I '$DEB' postinst prerm postrm | grep -q activated"
 
     # Start it the way the unit does, with a local edit of the options file
     # (loopback, any free port), as the service user without capabilities.
@@ -379,7 +416,35 @@ else
         fail "upgraded binary serves with the edited options"
     fi
 
+    # The socket service's command line, under Debian's
+    # systemd-socket-activate (which listens and passes the socket as fd 3,
+    # as systemd does), as the service user: the first scrape starts it.
+    if ! command -v systemd-socket-activate >/dev/null 2>&1; then
+        fail "required tool missing: systemd-socket-activate (Debian package systemd)"
+    else
+        sa_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        sa_cmd=$(unit_command "$SOCKET_SVC" /etc/default/sockdiag_exporter)
+        check "the socket service passes --web.systemd-socket" sh -c "case '$sa_cmd' in *' --web.systemd-socket '*) true;; *) false;; esac"
+        # shellcheck disable=SC2086
+        systemd-socket-activate -l "127.0.0.1:$sa_port" setpriv --reuid="$SVC_USER" --regid="$SVC_USER" \
+            --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs $sa_cmd \
+            >"$WORK/socket-run.out" 2>"$WORK/socket-run.log" &
+        LISTEN_PID=$!
+        PIDS+=("$LISTEN_PID")
+        for _ in $(seq 1 50); do grep -q 'Listening on' "$WORK/socket-run.log" && break; sleep 0.1; done
+        LISTEN_ADDR=127.0.0.1:$sa_port
+        check_scrape socket-run
+        check "socket-activated: it logged the passed socket's address" grep -q "msg=\"listening\" address=127.0.0.1:$sa_port " "$WORK/socket-run.log"
+        check "socket-activated: SIGTERM stops it with status 0" stop_listening
+    fi
+
     echo "=== unit: systemd-analyze"
+    if systemd-analyze verify "$SOCKET_UNIT" "$SOCKET_SVC" >"$WORK/verify-socket.out" 2>&1 && [ ! -s "$WORK/verify-socket.out" ]; then
+        ok "systemd-analyze verify of the socket unit and its service prints nothing"
+    else
+        fail "systemd-analyze verify of the socket units:"
+        cat "$WORK/verify-socket.out"
+    fi
     if systemd-analyze verify "$UNIT" >"$WORK/verify.out" 2>&1 && [ ! -s "$WORK/verify.out" ]; then
         ok "systemd-analyze verify prints nothing"
     else
@@ -506,6 +571,8 @@ cat >"$WORK/rpm-files.want" <<EOF
 /etc/sysconfig/sockdiag_exporter
 /usr/bin/sockdiag_exporter
 /usr/lib/systemd/system/sockdiag_exporter.service
+/usr/lib/systemd/system/sockdiag_exporter-activated.socket
+/usr/lib/systemd/system/sockdiag_exporter-activated.service
 /usr/share/doc/$PKG/README.md
 /usr/share/doc/$PKG/docs/configuration.md
 /usr/share/doc/$PKG/docs/containers.md
@@ -516,6 +583,7 @@ cat >"$WORK/rpm-files.want" <<EOF
 /usr/share/doc/$PKG/examples/netns.conf
 /usr/share/man/man1/sockdiag_exporter.1.gz
 EOF
+sort -o "$WORK/rpm-files.want" "$WORK/rpm-files.want"
 if diff "$WORK/rpm-files.want" "$WORK/rpm-files.txt" >"$WORK/rpm-files.diff"; then
     ok "rpm file list"
 else
@@ -541,6 +609,10 @@ check "rpm unit differs from the deb one only there" sh -c \
     "diff packaging/systemd/sockdiag_exporter.service '$ROOT/usr/lib/systemd/system/sockdiag_exporter.service' | grep -c '^[<>]' | grep -qx 2"
 check "rpm unit is the one verified with the deb installed" cmp -s "$OUT/rpm/sockdiag_exporter.service" \
     "$ROOT/usr/lib/systemd/system/sockdiag_exporter.service"
+check "rpm socket service reads /etc/sysconfig/sockdiag_exporter" \
+    grep -qx 'EnvironmentFile=-/etc/sysconfig/sockdiag_exporter' "$ROOT/usr/lib/systemd/system/sockdiag_exporter-activated.service"
+check "rpm socket unit is the one in packaging/" cmp -s packaging/systemd/socket/sockdiag_exporter-activated.socket \
+    "$ROOT/usr/lib/systemd/system/sockdiag_exporter-activated.socket"
 # has_scriptlet TAG: the rpm has that scriptlet, for /bin/sh (no
 # interpreter tag means rpm's default, /bin/sh; a missing tag reads "(none)").
 has_scriptlet() {
@@ -600,6 +672,56 @@ else
     # shellcheck source=tests/package/rpm_scriptlets.sh
     . tests/package/rpm_scriptlets.sh
     check_rpm_scriptlets "$RPM" "$RPM2" "$WORK/scriptlets"
+fi
+
+echo "=== image: $IMAGE_ARCHIVE"
+if ! python3 tests/package/oci_unpack.py "$IMAGE_ARCHIVE" "$WORK/image" >"$WORK/image.json" 2>"$WORK/image.err"; then
+    fail "unpack the OCI archive: $(cat "$WORK/image.err")"
+else
+    ok "unpacked the OCI archive (index.json -> manifest -> config and layers, digests checked)"
+    image_field() { python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))[sys.argv[2]]))' "$WORK/image.json" "$1"; }
+    IROOT=$WORK/image/rootfs
+    check "image is named $IMAGE_NAME" test "$(image_field name)" = "\"$IMAGE_NAME\""
+    check "image entrypoint is the exporter" test "$(image_field entrypoint)" = '["/usr/bin/sockdiag_exporter"]'
+    check "image runs as the numeric user 65534" test "$(image_field user)" = '"65534:65534"'
+    check "image exposes 19275/tcp" test "$(image_field ports)" = '["19275/tcp"]'
+    echo "image files: $(image_field files)"
+    check "image has no shell" sh -c "! find '$IROOT' -name sh -o -name bash -o -name dash -o -name busybox | grep -q ."
+    only_binary_and_libs() {
+        find "$IROOT" -type f | sed "s|^$IROOT||" |
+            grep -vE '^/usr/bin/sockdiag_exporter$|^/lib(64|/x86_64-linux-gnu)/[^/]+[.]so[.0-9]*$' >"$WORK/image-extra.txt"
+        [ ! -s "$WORK/image-extra.txt" ] || { cat "$WORK/image-extra.txt"; return 1; }
+    }
+    check "image holds only the binary and libraries" only_binary_and_libs
+    check "image binary is the packaged one" cmp -s "$IROOT/usr/bin/sockdiag_exporter" "$BIN"
+    check "the DaemonSet runs the image make image builds" grep -qE "^ +image: $IMAGE_NAME\$" packaging/kubernetes/daemonset.yaml
+    # The entrypoint, in a chroot of the image as its user: what the image
+    # lacks, it lacks here too.
+    in_image() { chroot --userspec=65534:65534 "$1" /usr/bin/sockdiag_exporter "${@:2}"; }
+    if in_image "$IROOT" dump >"$WORK/image-dump.prom" 2>"$WORK/image-dump.err"; then
+        ok "image entrypoint runs in a chroot: dump"
+        check "image: dump shows a successful collection" grep -qx 'sockdiag_collect_success{collector="tcp"} 1' "$WORK/image-dump.prom"
+    else
+        fail "image entrypoint in a chroot: dump: $(cat "$WORK/image-dump.err")"
+    fi
+    if start_listening image-run chroot --userspec=65534:65534 "$IROOT" /usr/bin/sockdiag_exporter \
+        --web.listen-address=127.0.0.1:0; then
+        check_scrape image-run
+        check "image: it runs as uid 65534" test "$(ps -o uid= -p "$LISTEN_PID" | tr -d ' ')" = 65534
+        check "image: SIGTERM stops it with status 0" stop_listening
+    else
+        fail "image entrypoint in a chroot serves"
+    fi
+    # The canary: the same root without one of its libraries must not run,
+    # or the checks above would not notice a missing library.
+    cp -a "$IROOT" "$WORK/image-lacking"
+    lib=$(find "$WORK/image-lacking/lib" -name 'libc.so*' | head -1)
+    rm -f "$lib"
+    if in_image "$WORK/image-lacking" dump >/dev/null 2>"$WORK/image-lacking.err"; then
+        fail "image without ${lib##*/} still runs: a missing library would go unnoticed"
+    else
+        ok "image without ${lib##*/} fails to start: $(head -c 150 "$WORK/image-lacking.err")"
+    fi
 fi
 
 echo "=== fleet: Prometheus, Grafana, Kubernetes"
