@@ -110,7 +110,7 @@ pub static SEND_QUEUE: Spec = Spec {
 pub static SERIES_DROPPED: Spec = Spec {
     kind: Type::Gauge,
     name: "sockdiag_series_dropped",
-    help: "What a cardinality cap left out of the last collection, by the metric it belongs to: listeners for the listener metrics, unix paths, per-port series, and cgroups (summed into other) for sockdiag_cgroup_sockets.",
+    help: "What a cardinality cap left out of the last collection, by the metric it belongs to: listeners for the listener metrics, unix paths, per-port series, and cgroups (summed into other) for sockdiag_cgroup_sockets and sockdiag_cgroup_tcp_rtt_seconds (the per-cgroup health series).",
     labels: &["metric"],
 };
 

@@ -99,15 +99,17 @@ impl CgroupCounts {
         self.full_without_id = 0;
     }
 
+    /// Counts one socket; returns its cgroup id.
     #[inline]
     fn add(
         &mut self,
         msg: &InetDiagMsg<'_>,
         state: TcpState,
         attributes: &[u8],
-    ) -> Result<(), ParseError> {
+    ) -> Result<Option<u64>, ParseError> {
         let s = state as usize;
-        match cgroup_id(attributes)? {
+        let id = cgroup_id(attributes)?;
+        match id {
             Some(id) => self.by_id.entry(id).or_insert([0; TcpState::COUNT])[s] += 1,
             None => {
                 self.none[s] += 1;
@@ -119,7 +121,7 @@ impl CgroupCounts {
                 }
             }
         }
-        Ok(())
+        Ok(id)
     }
 }
 
@@ -173,6 +175,9 @@ impl TcpStats {
             (false, true) => self.cgroups = None,
             _ => {}
         }
+        if let Some(health) = &mut self.health {
+            health.by_cgroups(on);
+        }
     }
 
     /// Turns `--collector.tcp.info` on or off: the dumps ask for
@@ -180,7 +185,11 @@ impl TcpStats {
     /// it off forgets the retransmission totals.
     pub fn read_info(&mut self, on: bool) {
         match (on, self.health.is_some()) {
-            (true, false) => self.health = Some(Box::new(TcpHealth::new(self.ports.set.clone()))),
+            (true, false) => {
+                let mut health = TcpHealth::new(self.ports.set.clone());
+                health.by_cgroups(self.cgroups.is_some());
+                self.health = Some(Box::new(health));
+            }
             (false, true) => self.health = None,
             _ => {}
         }
@@ -220,11 +229,12 @@ impl TcpStats {
         let state = TcpState::from_kernel(msg.state())
             .ok_or(ParseError::UnknownState { state: msg.state() })?;
         // First, so that a malformed attribute leaves no partial counts.
-        if let Some(cgroups) = &mut self.cgroups {
-            cgroups.add(&msg, state, &payload[INET_DIAG_MSG_LEN..])?;
-        }
+        let cgroup = match &mut self.cgroups {
+            Some(cgroups) => cgroups.add(&msg, state, &payload[INET_DIAG_MSG_LEN..])?,
+            None => None,
+        };
         if let Some(health) = &mut self.health {
-            health.add(&msg, state, &payload[INET_DIAG_MSG_LEN..])?;
+            health.add(&msg, state, &payload[INET_DIAG_MSG_LEN..], cgroup)?;
         }
         let (f, s) = (family as usize, state as usize);
         self.sockets[f][s] += 1;
@@ -269,6 +279,15 @@ impl TcpStats {
     pub fn by_cgroup(&self) -> impl Iterator<Item = (Option<u64>, &[u64; TcpState::COUNT])> + '_ {
         self.cgroups.iter().flat_map(|c| {
             std::iter::once((None, &c.none)).chain(c.by_id.iter().map(|(id, v)| (Some(*id), v)))
+        })
+    }
+
+    /// Whether per-cgroup counting saw a socket carrying cgroup `id` (None:
+    /// the no-id row, always there when counting is on).
+    pub fn has_cgroup(&self, id: Option<u64>) -> bool {
+        self.cgroups.as_ref().is_some_and(|c| match id {
+            None => true,
+            Some(id) => c.by_id.contains_key(&id),
         })
     }
 
@@ -361,6 +380,10 @@ pub static SPECS: &[&Spec] = &[
     &tcp_health::NOTSENT,
     &tcp_health::UNTRACKED,
     &tcp_health::SHORT_INFO,
+    &tcp_health::CGROUP_RTT,
+    &tcp_health::CGROUP_RETRANSMITTED,
+    &tcp_health::CGROUP_RETRANSMITTING,
+    &tcp_health::CGROUP_NOTSENT,
 ];
 
 impl SocketCollector for TcpStats {

@@ -35,6 +35,16 @@
 //! (non-atomic) dump missed is not counted twice when it shows up again. The totals live per label set
 //! (host, each direction and port) for the exporter's life, so a counter
 //! keeps its value when the sockets under its labels close.
+//!
+//! Per cgroup (with `--collector.cgroup` too). Cgroup labels only exist
+//! after the collection (ids resolved to paths, truncated, capped), so this
+//! module books by cgroup id only: each id's sums of one collection
+//! ([`TcpHealth::cgroup`]) and the retransmission growth booked to it since
+//! the exporter last took it. The growth is kept across a retried or failed
+//! collection (it is already in the tracking table, so it would never be
+//! counted again) and dropped at the start of the first collection after a
+//! complete one ([`TcpHealth::finish`]). The exporter adds each id's growth
+//! to its label's running total (`scope::cgroup_health`).
 
 use std::collections::HashMap;
 
@@ -116,6 +126,38 @@ pub static SHORT_INFO: Spec = Spec {
     labels: &[],
 };
 
+/// The per-cgroup series (`--collector.tcp.info` with `--collector.cgroup`):
+/// separate names with one `cgroup` label, like `sockdiag_cgroup_sockets`
+/// next to `sockdiag_sockets`, so the per-port series and the queries on
+/// them stay as they are.
+pub static CGROUP_RTT: Spec = Spec {
+    kind: Type::Histogram,
+    name: "sockdiag_cgroup_tcp_rtt_seconds",
+    help: "Smoothed round-trip time (tcpi_rtt) of established TCP sockets by the cgroup v2 path of their owner (--collector.tcp.info with --collector.cgroup; cgroup values as for sockdiag_cgroup_sockets). The buckets count the sockets of the last collection (a gauge histogram); a socket with no RTT measured yet counts in the first bucket.",
+    labels: &["cgroup"],
+};
+
+pub static CGROUP_RETRANSMITTED: Spec = Spec {
+    kind: Type::Counter,
+    name: "sockdiag_cgroup_tcp_retransmitted_segments_total",
+    help: "Segments retransmitted by established TCP sockets by the cgroup v2 path of their owner (--collector.tcp.info with --collector.cgroup): the growth of each live socket since the last collection, added to the row its cgroup falls in at that collection (a removed cgroup's sockets go to `unknown`, cgroups beyond the cap to `other`), so a row's counter never falls while it is served. Not counted: as for sockdiag_tcp_retransmitted_segments_total.",
+    labels: &["cgroup"],
+};
+
+pub static CGROUP_RETRANSMITTING: Spec = Spec {
+    kind: Type::Gauge,
+    name: "sockdiag_cgroup_tcp_retransmitting_sockets",
+    help: "Established TCP sockets with retransmitted segments not yet acknowledged (tcpi_retrans > 0) by the cgroup v2 path of their owner (--collector.tcp.info with --collector.cgroup).",
+    labels: &["cgroup"],
+};
+
+pub static CGROUP_NOTSENT: Spec = Spec {
+    kind: Type::Gauge,
+    name: "sockdiag_cgroup_tcp_notsent_bytes",
+    help: "Bytes written to established TCP sockets but not yet sent (tcpi_notsent_bytes, summed) by the cgroup v2 path of their owner (--collector.tcp.info with --collector.cgroup).",
+    labels: &["cgroup"],
+};
+
 /// The metrics of `--collector.tcp.info`.
 pub static SPECS: &[&Spec] = &[
     &RTT,
@@ -124,6 +166,10 @@ pub static SPECS: &[&Spec] = &[
     &NOTSENT,
     &UNTRACKED,
     &SHORT_INFO,
+    &CGROUP_RTT,
+    &CGROUP_RETRANSMITTED,
+    &CGROUP_RETRANSMITTING,
+    &CGROUP_NOTSENT,
 ];
 
 /// One view's sums over one collection.
@@ -159,6 +205,17 @@ impl Health {
         if let Some(n) = info.notsent_bytes() {
             self.notsent_bytes += u64::from(n);
         }
+    }
+
+    /// Adds another view's sums (rows merged under one cgroup label).
+    pub fn merge(&mut self, other: &Health) {
+        self.rtt_buckets
+            .iter_mut()
+            .zip(other.rtt_buckets)
+            .for_each(|(a, b)| *a += b);
+        self.rtt_sum_us += other.rtt_sum_us;
+        self.retransmitting += other.retransmitting;
+        self.notsent_bytes += other.notsent_bytes;
     }
 
     /// The histogram in seconds.
@@ -206,6 +263,18 @@ struct Tracked {
     seen: u32,
 }
 
+/// The sums per cgroup id (None: sockets that carried no id).
+#[derive(Debug, Clone, Default)]
+struct ByCgroup {
+    /// This collection's sums.
+    health: HashMap<Option<u64>, Health>,
+    /// Retransmission growth booked since the last complete collection
+    /// was taken (see the module doc).
+    growth: HashMap<Option<u64>, u64>,
+    /// A complete collection ended: the next one starts the growth anew.
+    taken: bool,
+}
+
 /// The health sums of one collection, and the retransmission totals kept
 /// across collections.
 #[derive(Debug, Clone)]
@@ -221,6 +290,8 @@ pub struct TcpHealth {
     generation: u32,
     untracked: u64,
     short_info: u64,
+    /// Per cgroup id, with `--collector.cgroup`.
+    by_cgroup: Option<Box<ByCgroup>>,
 }
 
 impl TcpHealth {
@@ -241,6 +312,16 @@ impl TcpHealth {
             generation: 0,
             untracked: 0,
             short_info: 0,
+            by_cgroup: None,
+        }
+    }
+
+    /// Books the sums per cgroup id too (`--collector.cgroup`).
+    pub fn by_cgroups(&mut self, on: bool) {
+        match (on, self.by_cgroup.is_some()) {
+            (true, false) => self.by_cgroup = Some(Box::default()),
+            (false, true) => self.by_cgroup = None,
+            _ => {}
         }
     }
 
@@ -253,6 +334,13 @@ impl TcpHealth {
         self.generation = self.generation.wrapping_add(1);
         self.untracked = 0;
         self.short_info = 0;
+        if let Some(c) = &mut self.by_cgroup {
+            c.health.clear();
+            if c.taken {
+                c.growth.clear();
+                c.taken = false;
+            }
+        }
     }
 
     /// After a complete collection: forgets the sockets the last
@@ -264,18 +352,23 @@ impl TcpHealth {
         let generation = self.generation;
         self.tracked
             .retain(|_, t| generation.wrapping_sub(t.seen) < KEEP_UNSEEN);
+        if let Some(c) = &mut self.by_cgroup {
+            c.taken = true;
+        }
     }
 
     /// Folds one socket in: `attributes` are the bytes after its `struct
     /// inet_diag_msg`. Only ESTABLISHED sockets count. A malformed
     /// attribute area is an error; a missing or short INFO is counted in
-    /// [`short_info`](Self::short_info).
+    /// [`short_info`](Self::short_info). `cgroup`: the socket's cgroup id
+    /// (read by the caller), booked to when per-cgroup sums are on.
     #[inline]
     pub fn add(
         &mut self,
         msg: &InetDiagMsg<'_>,
         state: TcpState,
         attributes: &[u8],
+        cgroup: Option<u64>,
     ) -> Result<(), ParseError> {
         if state != TcpState::Established {
             return Ok(());
@@ -301,6 +394,12 @@ impl TcpHealth {
         };
         self.host.add(&info);
         self.retransmitted += growth;
+        if let Some(c) = &mut self.by_cgroup {
+            c.health.entry(cgroup).or_default().add(&info);
+            if growth > 0 {
+                *c.growth.entry(cgroup).or_default() += growth;
+            }
+        }
         if self.ports.is_empty() {
             return Ok(());
         }
@@ -362,6 +461,23 @@ impl TcpHealth {
     /// Established sockets whose tcp_info lacked a field read.
     pub fn short_info(&self) -> u64 {
         self.short_info
+    }
+
+    /// One cgroup id's sums of this collection (zeros if none) and the
+    /// retransmissions booked to it and not yet taken (see the module doc).
+    pub fn cgroup(&self, id: Option<u64>) -> (Health, u64) {
+        self.by_cgroup.as_ref().map_or((Health::default(), 0), |c| {
+            (
+                c.health.get(&id).copied().unwrap_or_default(),
+                c.growth.get(&id).copied().unwrap_or(0),
+            )
+        })
+    }
+
+    /// The cgroup ids with retransmission growth not yet taken (some may
+    /// have no socket in this collection: a retried dump no longer saw it).
+    pub fn cgroups_with_growth(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        self.by_cgroup.iter().flat_map(|c| c.growth.keys().copied())
     }
 
     /// Sockets in the tracking table.
@@ -503,9 +619,57 @@ mod tests {
     }
 
     fn add(h: &mut TcpHealth, m: &[u8]) -> Result<(), ParseError> {
+        add_in(h, m, None)
+    }
+
+    fn add_in(h: &mut TcpHealth, m: &[u8], cgroup: Option<u64>) -> Result<(), ParseError> {
         let msg = InetDiagMsg::new(m).unwrap();
         let state = TcpState::from_kernel(msg.state()).unwrap();
-        h.add(&msg, state, &m[72..])
+        h.add(&msg, state, &m[72..], cgroup)
+    }
+
+    #[test]
+    fn growth_is_booked_per_cgroup_id_until_a_complete_collection_is_taken() {
+        let mut h = TcpHealth::new(PortSet::default());
+        h.by_cgroups(true);
+        let (a, b) = (Some(100), Some(200));
+        // Collection 1, retried: a's socket has 3 retransmissions, b's two
+        // sockets 2 and 0 (RTT 60 and 3000 µs), a socket without an id 1.
+        for _ in 0..2 {
+            h.clear();
+            add_in(&mut h, &socket(1, 1000, 80, &info(60, 1, 3, 7)), a).unwrap();
+            add_in(&mut h, &socket(2, 1001, 80, &info(60, 0, 2, 0)), b).unwrap();
+            add_in(&mut h, &socket(3, 1002, 80, &info(3000, 0, 0, 0)), b).unwrap();
+            add_in(&mut h, &socket(4, 1003, 80, &info(60, 0, 1, 0)), None).unwrap();
+        }
+        h.finish();
+        let (ha, ga) = h.cgroup(a);
+        assert_eq!(
+            (ha.sockets(), ha.retransmitting, ha.notsent_bytes, ga),
+            (1, 1, 7, 3)
+        );
+        let (hb, gb) = h.cgroup(b);
+        assert_eq!((hb.sockets(), hb.rtt_sum_us, gb), (2, 3060, 2));
+        assert_eq!(hb.rtt_buckets[1], 1, "60 µs: le 100 µs");
+        assert_eq!(hb.rtt_buckets[6], 1, "3 ms: le 5 ms");
+        assert_eq!(h.cgroup(None).1, 1);
+        assert_eq!(h.cgroup(Some(9)), (Health::default(), 0));
+        assert_eq!(h.retransmitted(), 6, "the host total is the sum");
+        // Collection 2 fails after a's socket grew to 5 (+2): the growth
+        // stays booked to a, and the retry that follows adds nothing more.
+        h.clear();
+        assert_eq!(h.cgroup(a), (Health::default(), 0), "taken: restarts");
+        add_in(&mut h, &socket(1, 1000, 80, &info(60, 0, 5, 0)), a).unwrap();
+        h.clear();
+        assert_eq!(h.cgroup(a).1, 2, "kept across a failed attempt");
+        add_in(&mut h, &socket(1, 1000, 80, &info(60, 0, 5, 0)), a).unwrap();
+        h.finish();
+        assert_eq!(h.cgroup(a).1, 2);
+        let growing: Vec<_> = h.cgroups_with_growth().collect();
+        assert_eq!(growing, vec![a]);
+        // Without per-cgroup booking nothing is kept per id.
+        h.by_cgroups(false);
+        assert_eq!(h.cgroup(a), (Health::default(), 0));
     }
 
     #[test]

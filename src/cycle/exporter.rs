@@ -14,6 +14,7 @@ use crate::log::{self, Level};
 use crate::outcome::{Health, Lines, LogOnce, Problem};
 use crate::scope::cgroup::{Problem as CgroupProblem, ROOT_CGROUP_ID};
 use crate::scope::cgroup_attribution::{Attribution, CgroupRows};
+use crate::scope::cgroup_health::{self, HealthRows, Totals};
 use crate::scope::namespaces::{Fleet, Part};
 
 /// How a collector's failure and recovery read in the log.
@@ -85,7 +86,12 @@ pub struct Cgroups {
     attribution: Result<Attribution, CgroupProblem>,
     /// What was logged last, so each problem is logged once.
     logged: LogOnce<<CgroupProblem as Problem>::Key>,
+    /// The per-cgroup retransmission counters (`--collector.tcp.info`).
+    totals: Totals,
 }
+
+/// One collection's per-cgroup rows, per namespace label.
+type NsRows<'a, R> = Vec<(&'a str, R)>;
 
 impl Cgroups {
     /// On this host's cgroup2 mount; see [`Attribution::new`] for `depth`
@@ -96,14 +102,20 @@ impl Cgroups {
                 .map_err(CgroupProblem::NoMount)
                 .and_then(check_root),
             logged: LogOnce::default(),
+            totals: Totals::default(),
         }
     }
 
-    /// The rows of every namespace whose tcp collection succeeded, and the
-    /// cgroup collector's health. No rows when the ids cannot be mapped at
-    /// all (no cgroup2 mount, or a kernel that sends no ids); rows with
-    /// `unknown` sockets and health 0 when the last walk was incomplete.
-    fn attribute<'a>(&mut self, parts: &[Part<'a>]) -> (Vec<(&'a str, CgroupRows)>, Health) {
+    /// The rows of every namespace whose tcp collection succeeded (socket
+    /// counts, and with `--collector.tcp.info` the health rows with their
+    /// counters), and the cgroup collector's health. No rows when the ids
+    /// cannot be mapped at all (no cgroup2 mount, or a kernel that sends no
+    /// ids); rows with `unknown` sockets and health 0 when the last walk
+    /// was incomplete.
+    fn attribute<'a>(
+        &mut self,
+        parts: &[Part<'a>],
+    ) -> (NsRows<'a, CgroupRows>, NsRows<'a, HealthRows>, Health) {
         let started = SystemTime::now();
         let clock = Instant::now();
         let counted: Vec<&Part<'a>> = parts
@@ -115,6 +127,7 @@ impl Cgroups {
             })
             .collect();
         let mut rows = Vec::new();
+        let mut health_rows = Vec::new();
         let problem = match &mut self.attribution {
             Err(why) => Some(why.clone()),
             Ok(attribution) => {
@@ -130,10 +143,17 @@ impl Cgroups {
                     Some(CgroupProblem::NoIds { sockets: without })
                 } else {
                     attribution.start_collection();
+                    self.totals.start();
                     for part in &counted {
-                        let per_id = part.stats.tcp.by_cgroup().map(|(id, v)| (id, *v));
-                        rows.push((part.label, attribution.rows(per_id)));
+                        let per_id = cgroup_health::per_id(part.stats.tcp);
+                        let attributed = cgroup_health::attribute(attribution, per_id);
+                        rows.push((part.label, cgroup_health::counts(&attributed)));
+                        if part.stats.tcp.health().is_some() {
+                            let served = self.totals.add(part.label, &attributed);
+                            health_rows.push((part.label, served));
+                        }
                     }
+                    self.totals.finish(parts.iter().map(|p| p.label));
                     attribution.problem().cloned()
                 }
             }
@@ -150,7 +170,7 @@ impl Cgroups {
             duration: clock.elapsed(),
             ok: problem.is_none(),
         };
-        (rows, health)
+        (rows, health_rows, health)
     }
 }
 
@@ -242,10 +262,13 @@ impl<T: Transport> Exporter<T> {
         let mut cgroup_rows = Vec::new();
         let mut cgroups_ok = true;
         if let Some(cgroups) = &mut self.cgroups {
-            let (rows, health) = cgroups.attribute(&parts);
+            let (rows, health_rows, health) = cgroups.attribute(&parts);
             for (label, capped) in &rows {
                 self.metrics
                     .record_cgroups(label, &capped.rows, capped.dropped);
+            }
+            for (label, served) in &health_rows {
+                self.metrics.record_cgroup_health(label, served);
             }
             self.metrics.record_global_health("cgroup", health);
             cgroups_ok = health.ok;
@@ -326,8 +349,9 @@ mod tests {
         let mut cgroups = Cgroups {
             attribution: Ok(Attribution::new(mount, 0, 10)),
             logged: LogOnce::default(),
+            totals: Totals::default(),
         };
-        let (rows, health) = cgroups.attribute(&parts);
+        let (rows, _, health) = cgroups.attribute(&parts);
         assert!(rows.is_empty());
         assert!(!health.ok);
         assert!(cgroups
@@ -342,8 +366,9 @@ mod tests {
                 "no cgroup2 filesystem is mounted".into(),
             )),
             logged: LogOnce::default(),
+            totals: Totals::default(),
         };
-        let (rows, health) = missing.attribute(&parts);
+        let (rows, _, health) = missing.attribute(&parts);
         assert!(rows.is_empty() && !health.ok);
         // A failed tcp collection contributes nothing.
         let failed = vec![];
@@ -352,7 +377,7 @@ mod tests {
             stats: stats.stats(),
             reports: &failed,
         }];
-        let (rows, _) = cgroups.attribute(&parts);
+        let (rows, _, _) = cgroups.attribute(&parts);
         assert!(rows.is_empty());
     }
 }

@@ -13,11 +13,13 @@ use std::time::UNIX_EPOCH;
 
 use prometheus::process_collector::ProcessCollector;
 
+use crate::collectors::tcp_health;
 use crate::collectors::SERIES_DROPPED;
 use crate::collectors::{self, Kind, Report, Stats};
 use crate::exposition::{Families, Ns, Spec, Type};
 use crate::kernel::diag::TcpState;
 use crate::outcome::Health;
+use crate::scope::cgroup_health::HealthRows;
 use crate::scope::netns::OWN_NETNS;
 
 const BY_COLLECTOR: &[&str] = &["collector"];
@@ -303,6 +305,37 @@ impl Metrics {
             }
         }
         out.int(&SERIES_DROPPED, &[CGROUP_SOCKETS.name], ns, dropped as u64);
+    }
+
+    /// One namespace's TCP health by cgroup label (`--collector.tcp.info`
+    /// with `--collector.cgroup`), after the same cap as
+    /// [`record_cgroups`](Self::record_cgroups).
+    pub fn record_cgroup_health(&self, netns: &str, rows: &HealthRows) {
+        let mut out = self.current.borrow_mut();
+        let ns = self.ns(netns);
+        for (cgroup, health, total) in &rows.rows {
+            let labels = &[cgroup.as_str()];
+            out.histogram(&tcp_health::CGROUP_RTT, labels, ns, health.hist());
+            out.int(&tcp_health::CGROUP_RETRANSMITTED, labels, ns, *total);
+            out.int(
+                &tcp_health::CGROUP_RETRANSMITTING,
+                labels,
+                ns,
+                health.retransmitting,
+            );
+            out.int(
+                &tcp_health::CGROUP_NOTSENT,
+                labels,
+                ns,
+                health.notsent_bytes,
+            );
+        }
+        out.int(
+            &SERIES_DROPPED,
+            &[tcp_health::CGROUP_RTT.name],
+            ns,
+            rows.dropped as u64,
+        );
     }
 
     /// The text exposition format (version 0.0.4) of the collection
@@ -824,6 +857,80 @@ mod tests {
         // Gone at the next collection unless recorded again.
         metrics.begin();
         assert_eq!(count(&metrics.encode(), "sockdiag_cgroup_sockets", ""), 0);
+    }
+
+    #[test]
+    fn cgroup_health_rows_with_netns_and_the_dropped_count() {
+        use crate::collectors::tcp_health::Health;
+        let metrics = Metrics::new(Shape {
+            cgroup: true,
+            netns: true,
+            ..shape()
+        });
+        let mut nginx = Health::default();
+        nginx.rtt_buckets[2] = 3; // le 250 µs
+        nginx.rtt_sum_us = 600;
+        nginx.retransmitting = 1;
+        nginx.notsent_bytes = 42;
+        let rows = HealthRows {
+            rows: vec![
+                ("/system.slice/nginx.service".to_string(), nginx, 17),
+                ("other".to_string(), Health::default(), 0),
+            ],
+            dropped: 4,
+        };
+        metrics.begin();
+        metrics.record_cgroup_health("pod", &rows);
+        let text = metrics.encode();
+        let nginx = r#"cgroup="/system.slice/nginx.service",netns="pod""#;
+        for (series, want) in [
+            (
+                format!("sockdiag_cgroup_tcp_rtt_seconds_bucket{{{nginx},le=\"0.0001\"}}"),
+                0.0,
+            ),
+            (
+                format!("sockdiag_cgroup_tcp_rtt_seconds_bucket{{{nginx},le=\"0.00025\"}}"),
+                3.0,
+            ),
+            (
+                format!("sockdiag_cgroup_tcp_rtt_seconds_count{{{nginx}}}"),
+                3.0,
+            ),
+            (
+                format!("sockdiag_cgroup_tcp_rtt_seconds_sum{{{nginx}}}"),
+                0.0006,
+            ),
+            (
+                format!("sockdiag_cgroup_tcp_retransmitted_segments_total{{{nginx}}}"),
+                17.0,
+            ),
+            (
+                format!("sockdiag_cgroup_tcp_retransmitting_sockets{{{nginx}}}"),
+                1.0,
+            ),
+            (
+                format!("sockdiag_cgroup_tcp_notsent_bytes{{{nginx}}}"),
+                42.0,
+            ),
+            (
+                r#"sockdiag_cgroup_tcp_retransmitted_segments_total{cgroup="other",netns="pod"}"#
+                    .to_string(),
+                0.0,
+            ),
+            (
+                r#"sockdiag_series_dropped{metric="sockdiag_cgroup_tcp_rtt_seconds",netns="pod"}"#
+                    .to_string(),
+                4.0,
+            ),
+        ] {
+            assert_eq!(value(&text, &series), Some(want), "{series}\n{text}");
+        }
+        let samples = text
+            .lines()
+            .filter(|l| l.starts_with("sockdiag_cgroup_tcp"));
+        for line in samples {
+            assert!(line.contains("netns=\"pod\""), "{line}");
+        }
     }
 
     #[test]

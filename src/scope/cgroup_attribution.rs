@@ -106,38 +106,50 @@ impl Attribution {
         fn add<const N: usize>(into: &mut [u64; N], from: [u64; N]) {
             into.iter_mut().zip(from).for_each(|(a, b)| *a += b);
         }
+        self.rows_by(per_id, |v| v.iter().sum(), add)
+    }
+
+    /// [`rows`](Self::rows) for any per-id value: `merge` sums two values
+    /// under one label, `weight` ranks rows for the cap (the same weight
+    /// gives the same rows and cut as [`rows`](Self::rows)).
+    pub fn rows_by<V>(
+        &mut self,
+        per_id: impl IntoIterator<Item = (Option<u64>, V)>,
+        weight: impl Fn(&V) -> u64,
+        merge: impl Fn(&mut V, V),
+    ) -> Capped<V> {
         let depth = if self.depth == 0 {
             usize::MAX
         } else {
             self.depth
         };
-        let mut by_path: HashMap<String, [u64; N]> = HashMap::new();
-        let mut none: Option<[u64; N]> = None;
-        let mut unknown: Option<[u64; N]> = None;
-        for (id, counts) in per_id {
+        let mut by_path: HashMap<String, V> = HashMap::new();
+        let mut none: Option<V> = None;
+        let mut unknown: Option<V> = None;
+        let fold = |into: &mut Option<V>, v: V| match into {
+            Some(row) => merge(row, v),
+            None => *into = Some(v),
+        };
+        for (id, value) in per_id {
             if id.is_none() {
-                add(none.get_or_insert([0; N]), counts);
+                fold(&mut none, value);
                 continue;
             }
             let label = self.paths.resolve(id);
             if label == UNKNOWN {
-                add(unknown.get_or_insert([0; N]), counts);
+                fold(&mut unknown, value);
                 continue;
             }
             let key = truncate_path(label, depth);
             match by_path.get_mut(key) {
-                Some(row) => add(row, counts),
+                Some(row) => merge(row, value),
                 None => {
-                    by_path.insert(key.to_string(), counts);
+                    by_path.insert(key.to_string(), value);
                 }
             }
         }
-        let capped = cap::heaviest_with_bucket(
-            by_path,
-            self.max_series,
-            cap::by_weight(|v: &[u64; N]| v.iter().sum()),
-        )
-        .merge_rest(add);
+        let capped = cap::heaviest_with_bucket(by_path, self.max_series, cap::by_weight(weight))
+            .merge_rest(&merge);
         let mut rows = capped.rows;
         let buckets = [(NONE, none), (UNKNOWN, unknown), (OTHER, capped.other)]
             .into_iter()
@@ -157,7 +169,7 @@ impl Attribution {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::MetadataExt;
@@ -187,10 +199,10 @@ mod tests {
 
     /// A directory tree standing in for a cgroup2 mount (the walk only
     /// reads names and d_ino), removed on drop.
-    struct Tree(PathBuf);
+    pub(crate) struct Tree(pub(crate) PathBuf);
 
     impl Tree {
-        fn new(tag: &str, dirs: &[&str]) -> Tree {
+        pub(crate) fn new(tag: &str, dirs: &[&str]) -> Tree {
             let dir = std::env::temp_dir().join(format!("sockdiag-{tag}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             for d in dirs {
@@ -198,13 +210,13 @@ mod tests {
             }
             Tree(dir)
         }
-        fn mount(&self) -> Cgroup2Mount {
+        pub(crate) fn mount(&self) -> Cgroup2Mount {
             Cgroup2Mount {
                 mount_point: self.0.clone(),
                 root: "/".into(),
             }
         }
-        fn id(&self, p: &str) -> Option<u64> {
+        pub(crate) fn id(&self, p: &str) -> Option<u64> {
             Some(fs::metadata(self.0.join(p)).unwrap().ino())
         }
     }

@@ -4,11 +4,13 @@
 //! `namespaces` keeps one collector per namespace) and cgroups (`cgroup`
 //! holds the labels and problems shared by `cgroup_mount`, which finds the
 //! cgroup2 mount, `cgroup_paths`, which maps the ids the tcp dump carries
-//! to paths, and `cgroup_attribution`, which turns per-id counts into
-//! capped rows).
+//! to paths, `cgroup_attribution`, which turns per-id counts into
+//! capped rows, and `cgroup_health`, which does the same for tcp_info
+//! health and keeps each cgroup label's retransmission counter).
 
 pub mod cgroup;
 pub mod cgroup_attribution;
+pub mod cgroup_health;
 pub mod cgroup_mount;
 pub mod cgroup_paths;
 pub mod namespaces;
