@@ -7,7 +7,9 @@
 //! test's own sockets: per port and direction and host-wide, the bucket of
 //! every socket's RTT, retransmissions on the lossy port and none on the
 //! clean one, and a counter that keeps its value when lossy connections
-//! close between two scrapes of one server.
+//! close between two scrapes of one server. With `--collector.cgroup` the
+//! same health per cgroup, checked against TCP_INFO of sockets made in
+//! test cgroups.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -421,4 +423,269 @@ fn rtt_and_retransmissions_match_ss_per_port_and_survive_closes() {
     assert_eq!(exp2.value("sockdiag_tcp_info_incomplete_sockets", &[]), 0.0);
     drop(server);
     nft(&["delete", "table", "inet", "sdtest"]);
+}
+
+/// (tcpi_rtt µs, tcpi_retrans, tcpi_total_retrans) of one of the test's
+/// own sockets (getsockopt TCP_INFO).
+fn rtt_and_retrans(s: &TcpStream) -> (u32, u32, u32) {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is writable for len bytes; the kernel writes at most len.
+    let ret = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    assert_eq!(ret, 0, "getsockopt TCP_INFO");
+    assert!(len >= 104);
+    let at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
+    (at(68), at(36), at(100))
+}
+
+/// The connected TCP sockets of helper `pid`, duplicated into this process
+/// (pidfd_getfd): they keep the helper's cgroup.
+fn helper_sockets(pid: u32) -> Vec<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let link = std::fs::read_link(entry.unwrap().path()).unwrap_or_default();
+        let link = link.to_string_lossy();
+        let Some(inode) = link
+            .strip_prefix("socket:[")
+            .and_then(|s| s.strip_suffix(']'))
+        else {
+            continue;
+        };
+        let fd = mix::steal_socket_fd(pid as libc::pid_t, inode.parse().unwrap()).unwrap();
+        // SAFETY: a socket fd we own, from pidfd_getfd.
+        let s = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+        if s.peer_addr().is_ok() {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Per-cgroup health: the clients of a lossy port live in test cgroup
+/// `a` (made by helper processes there, then duplicated into this process
+/// to move data), the clients of a clean port in `b`, the server ends in
+/// this process's own cgroup. Each cgroup's histogram (the bucket of every
+/// socket's RTT), retransmitting sockets and counter must match
+/// getsockopt(TCP_INFO) on those very sockets; the rows of all cgroups add
+/// up to the host-wide series; and a server's counter for `a` adds the
+/// growth between two scrapes.
+#[test]
+fn health_is_booked_to_the_cgroup_of_each_socket() {
+    use crate::support::netns::{Helper, HelperSpec, TestCgroup, ENTRY};
+    use sockdiag_exporter::scope::cgroup_mount;
+    if !require_sys_admin("create cgroups and move processes") {
+        return;
+    }
+    let mount = match cgroup_mount::detect() {
+        Ok(m) => m,
+        Err(e) => {
+            skip(format_args!("needs a cgroup2 mount: {e}"));
+            return;
+        }
+    };
+    if !require_root_netns() || !require_tool("nft", "Debian package nftables; make deps") {
+        return;
+    }
+    let top_name = format!("sockdiag-health-{}", std::process::id());
+    let top = match TestCgroup::create(&mount.mount_point, &top_name) {
+        Ok(t) => t,
+        Err(e) => {
+            skip(format_args!(
+                "needs a writable cgroup2 at {}: {e}",
+                mount.mount_point.display()
+            ));
+            return;
+        }
+    };
+    let cg_a = TestCgroup::create(&top.path, "a").unwrap();
+    let cg_b = TestCgroup::create(&top.path, "b").unwrap();
+    nft(&["add", "table", "inet", "sdtest"]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "sdtest",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    let lossy_rule = [
+        "add", "rule", "inet", "sdtest", "in", "tcp", "dport", "7777", "numgen", "random", "mod",
+        "10", "0", "drop",
+    ];
+    nft(&lossy_rule);
+    let lossy_listener = TcpListener::bind(("0.0.0.0", LOSSY)).unwrap();
+    let clean_listener = TcpListener::bind(("0.0.0.0", CLEAN)).unwrap();
+    let spawn = |port: u16, cgroup: &TestCgroup| {
+        Helper::spawn(
+            ENTRY,
+            &HelperSpec {
+                connect_to: Some(port),
+                cgroup: Some(cgroup.path.clone()),
+                ..Default::default()
+            },
+        )
+    };
+    let helpers_a = [spawn(LOSSY, &cg_a), spawn(LOSSY, &cg_a)];
+    let helper_b = spawn(CLEAN, &cg_b);
+    let pairs = |listener: &TcpListener, helpers: &[&Helper]| -> Vec<Pair> {
+        helpers
+            .iter()
+            .map(|h| {
+                let mut clients = helper_sockets(h.pid);
+                assert_eq!(clients.len(), 1, "helper {} has one connection", h.pid);
+                let client = clients.pop().unwrap();
+                client.set_nodelay(true).unwrap();
+                let (server, _) = listener.accept().unwrap();
+                assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
+                Pair { client, server }
+            })
+            .collect()
+    };
+    let a = pairs(&lossy_listener, &[&helpers_a[0], &helpers_a[1]]);
+    let b = pairs(&clean_listener, &[&helper_b]);
+    traffic(&a, 300);
+    traffic(&b, 300);
+
+    let label_a = format!("/{top_name}/a");
+    let label_b = format!("/{top_name}/b");
+    let flags = [
+        "--collector.tcp.info",
+        "--collector.cgroup",
+        "--no-collector.udp",
+        "--no-collector.unix",
+        "--no-collector.listeners",
+    ];
+    // TCP_INFO of a cgroup's clients around `scrape`, until they held still.
+    let observed = |pairs: &[Pair]| -> Vec<(u32, u32, u32)> {
+        pairs.iter().map(|p| rtt_and_retrans(&p.client)).collect()
+    };
+    let still = |a: &[Pair], b: &[Pair], scrape: &dyn Fn() -> Exposition| {
+        for _ in 0..20 {
+            let before = (observed(a), observed(b));
+            let exp = scrape();
+            if (observed(a), observed(b)) == before {
+                return (before, exp);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the sockets never held still around a scrape");
+    };
+    // Checks one cgroup's series against its clients' TCP_INFO; the
+    // counter against `counter`.
+    let check = |exp: &Exposition, label: &str, info: &[(u32, u32, u32)], counter: u64| {
+        let labels = [("cgroup", label)];
+        for le in RTT_BUCKETS_US {
+            let want = info.iter().filter(|i| i.0 <= le).count() as f64;
+            let le_label = format!("{}", f64::from(le) / 1e6);
+            assert_eq!(
+                exp.value(
+                    "sockdiag_cgroup_tcp_rtt_seconds_bucket",
+                    &[("cgroup", label), ("le", &le_label)]
+                ),
+                want,
+                "{label} le {le} µs; TCP_INFO {info:?}"
+            );
+        }
+        assert_eq!(
+            exp.value("sockdiag_cgroup_tcp_rtt_seconds_count", &labels),
+            info.len() as f64
+        );
+        let sum: u64 = info.iter().map(|i| u64::from(i.0)).sum();
+        let got = exp.value("sockdiag_cgroup_tcp_rtt_seconds_sum", &labels);
+        assert!(
+            (got - sum as f64 / 1e6).abs() < 1e-9,
+            "{label}: {got} vs {sum} µs"
+        );
+        assert_eq!(
+            exp.value("sockdiag_cgroup_tcp_retransmitting_sockets", &labels),
+            info.iter().filter(|i| i.1 > 0).count() as f64
+        );
+        assert_eq!(
+            exp.value("sockdiag_cgroup_tcp_retransmitted_segments_total", &labels),
+            counter as f64,
+            "{label}: TCP_INFO {info:?}"
+        );
+    };
+    let total = |info: &[(u32, u32, u32)]| info.iter().map(|i| u64::from(i.2)).sum::<u64>();
+
+    // One-shot dump: its one collection counts every socket's whole count.
+    let ((info_a, info_b), exp) = still(&a, &b, &|| exporter::dump_metrics(&flags));
+    assert!(
+        total(&info_a) > 0,
+        "10% loss on {LOSSY} made no retransmission"
+    );
+    assert_eq!(total(&info_b), 0);
+    check(&exp, &label_a, &info_a, total(&info_a));
+    check(&exp, &label_b, &info_b, 0);
+    // Every established socket is in one cgroup row: the server ends, in
+    // this process's cgroup, make up the rest of the host.
+    let host = [("direction", "all"), ("port", "all")];
+    let rows = exp.series("sockdiag_cgroup_tcp_rtt_seconds_count");
+    let in_rows: f64 = rows.iter().map(|(_, v)| v).sum();
+    assert_eq!(in_rows, exp.value("sockdiag_tcp_rtt_seconds_count", &host));
+    assert_eq!(in_rows, 6.0, "3 pairs: {rows:?}");
+    let counters = exp.series("sockdiag_cgroup_tcp_retransmitted_segments_total");
+    let counted: f64 = counters.iter().map(|(_, v)| v).sum();
+    assert_eq!(
+        counted,
+        exp.value("sockdiag_tcp_retransmitted_segments_total", &host)
+    );
+    assert_eq!(
+        exp.value(
+            "sockdiag_series_dropped",
+            &[("metric", "sockdiag_cgroup_tcp_rtt_seconds")]
+        ),
+        0.0
+    );
+
+    // A server: the counter of `a` keeps what a closed connection counted
+    // and adds the survivor's growth between two scrapes. (Its own scrape
+    // connection is in this process's cgroup, not a's.)
+    let server = Server::start(&[&flags[..], &["--cache.ttl", "0s"]].concat());
+    // A scrape of a collection started after the call (the cache may
+    // serve one up to 4x a collection's duration old).
+    let fresh = || {
+        let asked = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        for _ in 0..100 {
+            let exp = server.scrape();
+            let at = exp.value(
+                "sockdiag_collect_timestamp_seconds",
+                &[("collector", "tcp")],
+            );
+            if at >= asked {
+                return exp;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no fresh collection in 100 scrapes");
+    };
+    let ((first_a, _), exp) = still(&a, &b, &fresh);
+    check(&exp, &label_a, &first_a, total(&first_a));
+    // Close a's second connection: every fd of its client (the helper's
+    // and ours) and the server end.
+    let [helper_a0, helper_a1] = helpers_a;
+    let mut a = a;
+    drop((a.pop(), helper_a1));
+    traffic(&a, 300);
+    let ((second_a, second_b), exp) = still(&a, &b, &fresh);
+    assert_eq!(second_a.len(), 1);
+    let growth = u64::from(second_a[0].2 - first_a[0].2);
+    assert!(growth > 0, "more loss, more retransmissions");
+    check(&exp, &label_a, &second_a, total(&first_a) + growth);
+    check(&exp, &label_b, &second_b, 0);
+    drop(server);
+    nft(&["delete", "table", "inet", "sdtest"]);
+    drop((a, b, helper_a0, helper_b));
 }
