@@ -619,6 +619,14 @@ fn health_is_booked_to_the_cgroup_of_each_socket() {
 
     // One-shot dump: its one collection counts every socket's whole count.
     let ((info_a, info_b), exp) = still(&a, &b, &|| exporter::dump_metrics(&flags));
+    let text = exporter::dump(&flags);
+    assert!(
+        text.contains("sockdiag_cgroup_tcp_rtt_seconds_bucket"),
+        "{text}"
+    );
+    if let Err(e) = crate::support::sockets::promtool_check(&text) {
+        panic!("promtool check metrics failed: {e}\n{text}");
+    }
     assert!(
         total(&info_a) > 0,
         "10% loss on {LOSSY} made no retransmission"
