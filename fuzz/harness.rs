@@ -128,6 +128,15 @@ pub const SCENARIOS: &[Scenario] = &[
         },
         side: false,
     },
+    Scenario {
+        name: "tcp legacy, tcp_info, cgroup counts",
+        options: || Options {
+            tcp_info: true,
+            cgroup: true,
+            ..tcp(DumpMode::Legacy)
+        },
+        side: false,
+    },
 ];
 
 /// Frame codes in a netlink input. Each frame starts with a little-endian
@@ -369,6 +378,9 @@ pub struct Seen {
     /// successful tcp collections (`--collector.tcp.info`).
     pub tcp_info_sockets: u64,
     pub tcp_info_retransmitted: u64,
+    /// Retransmitted segments booked per cgroup id and found to add up to
+    /// the host counter's growth (`--collector.tcp.info --collector.cgroup`).
+    pub tcp_info_cgroup_growth: u64,
 }
 
 /// Fuzzes netlink answer parsing and aggregation: see the module comment.
@@ -461,6 +473,7 @@ fn run<S: Transport + Send + Booked>(
     seen: &mut Seen,
 ) {
     let mut retransmitted = 0;
+    let mut at_success = 0;
     for n in 1..=COLLECTIONS {
         let first = booked_so_far(&collector);
         let reports = collector.collect();
@@ -483,6 +496,12 @@ fn run<S: Transport + Send + Booked>(
                 return None;
             }
             seen.compared += 1;
+            let tcp = collector.stats().tcp;
+            match per_cgroup_sums(tcp, &mut at_success) {
+                Some(Err(broken)) => return Some(broken),
+                Some(Ok(growth)) => seen.tcp_info_cgroup_growth += growth,
+                None => {}
+            }
             let delivered = final_attempt(&dumps, Kind::Tcp, collector.plan());
             same_answer_both_ways(
                 collector.options(),
@@ -517,6 +536,45 @@ fn run<S: Transport + Send + Booked>(
             break;
         }
     }
+}
+
+/// With tcp_info and cgroup counting, after a successful tcp collection:
+/// the per-cgroup-id health adds up to the host's, and the growth booked
+/// to ids is exactly what the host counter gained since the last
+/// successful collection (`at_success`, updated): none lost to a retried
+/// or failed collection, none counted twice. Ok: the growth checked.
+fn per_cgroup_sums(
+    tcp: &sockdiag_exporter::collectors::tcp::TcpStats,
+    at_success: &mut u64,
+) -> Option<Result<u64, String>> {
+    let health = tcp.health()?;
+    if !tcp.has_cgroup(None) {
+        return None;
+    }
+    let mut ids: Vec<Option<u64>> = tcp.by_cgroup().map(|(id, _)| id).collect();
+    ids.extend(health.cgroups_with_growth());
+    ids.sort_unstable();
+    ids.dedup();
+    let (mut sockets, mut growth) = (0, 0);
+    for id in ids {
+        let (h, g) = health.cgroup(id);
+        sockets += h.sockets();
+        growth += g;
+    }
+    let gained = health.retransmitted() - *at_success;
+    *at_success = health.retransmitted();
+    if sockets != health.host().sockets() {
+        return Some(Err(format!(
+            "cgroup RTT samples {sockets} != host {}",
+            health.host().sockets()
+        )));
+    }
+    if growth != gained {
+        return Some(Err(format!(
+            "growth booked to cgroups {growth} != host counter gained {gained}"
+        )));
+    }
+    Some(Ok(growth))
 }
 
 /// The collector a dump request belongs to.

@@ -17,7 +17,8 @@ import struct
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
 # Scenario indexes in fuzz/harness.rs SCENARIOS; PORT_CHECK is bit 4.
-TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL, CGROUP, SIDE, TCP_INFO = range(10)
+(TCP_LEGACY, TCP_BY_FAMILY, TCP_AUTO, LISTENERS, UDP, UNIX, ALL, CGROUP, SIDE, TCP_INFO,
+ TCP_INFO_CGROUP) = range(11)
 PORT_CHECK = 0x10
 ENOBUFS, EINTR, TIMEOUT, EOF, OVERSIZED, ECONNRESET = range(0xfff0, 0xfff6)
 NLMSG_DONE = 3
@@ -189,6 +190,13 @@ def main():
     seed("tcp-info-closes", TCP_INFO, info + info[-1:] + info)
     refusal = [d for _, data in refused for d in data][:1]
     seed("tcp-info-refused", TCP_INFO, refusal + info_by_family)
+    # --collector.tcp.info with --collector.cgroup: growth booked per
+    # cgroup id adds up to the host counter's, also across a collection
+    # that fails after reading every socket (so their growth is booked in
+    # the failed attempt and must be kept for the next success).
+    seed("tcp-info-cgroup", TCP_INFO_CGROUP, info + info)
+    seed("tcp-info-cgroup-fails-midway", TCP_INFO_CGROUP,
+         info[-1:] + info[:-1] + [ECONNRESET] + info + info)
 
     http_seeds()
 

@@ -88,6 +88,11 @@ fn netlink_corpus_replays_cleanly() {
         seen.tcp_info_sockets > 0 && seen.tcp_info_retransmitted > 0,
         "no RTT sample or retransmission read from INET_DIAG_INFO: {seen:?}"
     );
+    // ...and booked per cgroup id with --collector.cgroup.
+    assert!(
+        seen.tcp_info_cgroup_growth > 0,
+        "no retransmission booked per cgroup: {seen:?}"
+    );
     for kind in [Kind::Tcp, Kind::Listeners, Kind::Udp] {
         assert!(
             seen.foreign_done_failed[kind as usize] > 0,
