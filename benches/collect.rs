@@ -23,7 +23,8 @@
 //! - `ss -tan`, output lines counted;
 //! - `--collector.tcp.info` (issue 13): ours, TCP only with the option,
 //!   against the two-dump loop asking for INET_DIAG_INFO too (the same
-//!   kernel work, done naively) and `ss -tin`;
+//!   kernel work, done naively) and `ss -tin`; and with `--collector.cgroup`
+//!   too (per-cgroup health) against `--collector.tcp.info` alone;
 //! - node_exporter 1.5 tcpstat: scrapes of /metrics over loopback.
 //!
 //! Our "internal" figure is the collection's time from the collectors' own
@@ -88,6 +89,10 @@ const DEFAULT_OVER_TCP_MAX: f64 = 1.10;
 /// two-dump loop that also asks for INET_DIAG_INFO, at 1M: one walk
 /// instead of two, with tcp_info read in place.
 const INFO_OVER_NAIVE_INFO_MAX: f64 = 0.90;
+/// `--collector.tcp.info --collector.cgroup` at most this multiple of
+/// `--collector.tcp.info` alone, at every size: per-cgroup health costs one
+/// map entry per established socket and one attribution per collection.
+const INFO_CGROUP_OVER_INFO_MAX: f64 = 1.10;
 /// `ss -tin` at least this multiple of `--collector.tcp.info`, at 1M.
 const SS_INFO_OVER_INFO_MIN: f64 = 4.0;
 
@@ -343,6 +348,8 @@ enum Tool {
     TwoDumpInfo,
     /// TCP collector only (auto) with `--collector.tcp.info`.
     OursInfo,
+    /// The same with `--collector.cgroup` (per-cgroup health).
+    OursInfoCgroup,
     /// `ss -tin`.
     SsInfo,
     /// TCP collector only, in this dump mode.
@@ -373,6 +380,10 @@ impl Tool {
                 args.push("--collector.tcp.info".into());
                 args.extend(OTHER_COLLECTORS.iter().map(|k| no(k)));
             }
+            Tool::OursInfoCgroup => {
+                args.extend(["--collector.tcp.info".into(), "--collector.cgroup".into()]);
+                args.extend(OTHER_COLLECTORS.iter().map(|k| no(k)));
+            }
             Tool::OursOnly(only) => {
                 args.extend(ALL_COLLECTORS.iter().filter(|&&k| k != only).map(|k| no(k)));
             }
@@ -388,6 +399,9 @@ impl Tool {
             Tool::TwoDump => "two-dump loop: one dump per family (naive)".into(),
             Tool::TwoDumpInfo => "two-dump loop with INET_DIAG_INFO (naive tcp_info)".into(),
             Tool::OursInfo => "ours, tcp only: --collector.tcp.info".into(),
+            Tool::OursInfoCgroup => {
+                "ours, tcp only: --collector.tcp.info --collector.cgroup".into()
+            }
             Tool::SsInfo => "ss -tin".into(),
             Tool::Ours(m) => format!("ours, tcp only: --collector.tcp.dump {m}"),
             Tool::OursDefault => "ours, default flags (tcp+listeners+udp+unix)".into(),
@@ -491,6 +505,7 @@ fn bench_size(
             }
             tools.extend(DUMP_MODES.iter().map(|&m| Tool::Ours(m)));
             tools.push(Tool::OursInfo);
+            tools.push(Tool::OursInfoCgroup);
             tools.push(Tool::OursDefault);
             tools.extend(OTHER_COLLECTORS.iter().map(|&k| Tool::OursOnly(k)));
             tools.push(Tool::OursNone);
@@ -866,7 +881,12 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
             c.arg("-tin");
             (c, false)
         }
-        Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone | Tool::OursInfo => {
+        Tool::Ours(_)
+        | Tool::OursDefault
+        | Tool::OursOnly(_)
+        | Tool::OursNone
+        | Tool::OursInfo
+        | Tool::OursInfoCgroup => {
             let mut c = Command::new(OURS);
             c.args(tool.ours_args().expect("our row"));
             (c, true)
@@ -897,7 +917,12 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
         Tool::SsInfo => (None, Some(run.lines.saturating_sub(1) as f64)),
         Tool::Proc => (kv(&out, "duration_seconds="), kv(&out, "sockets=")),
         Tool::Ss => (None, Some(run.lines.saturating_sub(1) as f64)),
-        Tool::Ours(_) | Tool::OursDefault | Tool::OursOnly(_) | Tool::OursNone | Tool::OursInfo => {
+        Tool::Ours(_)
+        | Tool::OursDefault
+        | Tool::OursOnly(_)
+        | Tool::OursNone
+        | Tool::OursInfo
+        | Tool::OursInfoCgroup => {
             (
                 // The whole collection from the collectors' own timers: tcp
                 // runs while listeners, udp and unix run one after another on
@@ -1265,6 +1290,31 @@ impl SizeReport {
                 ALL,
                 rss <= RSS_MAX_MIB,
                 format!("tcp only {m}: peak RSS {rss:.1} MiB (target <= {RSS_MAX_MIB:.0} MiB)"),
+            );
+        }
+        // Per-cgroup health (issue 13): the same dump, plus one map entry
+        // per established socket and the attribution per cgroup.
+        if let (Some(info), Some(cg)) = (measured(Tool::OursInfo), measured(Tool::OursInfoCgroup)) {
+            match Spread::of_ratios(&cg.wall, &info.wall) {
+                Some(r) => target(
+                    &mut out,
+                    ALL,
+                    r.median <= INFO_CGROUP_OVER_INFO_MAX,
+                    format!(
+                        "tcp.info + cgroup: wall / tcp.info <= {INFO_CGROUP_OVER_INFO_MAX:.2}x: {}",
+                        r.ratio_long()
+                    ),
+                ),
+                None => missing.push("tcp.info + cgroup / tcp.info".into()),
+            }
+            let rss = measure::max(&cg.rss_kib) / 1024.0;
+            target(
+                &mut out,
+                ALL,
+                rss <= RSS_MAX_MIB,
+                format!(
+                    "tcp.info + cgroup: peak RSS {rss:.1} MiB (target <= {RSS_MAX_MIB:.0} MiB)"
+                ),
             );
         }
         // --collector.tcp.info (issue 13).
