@@ -52,7 +52,8 @@ pub(super) struct Conn {
     pub(super) idle_since: Option<Instant>,
     /// How long its client paused before its last request (eviction).
     pub(super) last_gap: Option<Duration>,
-    /// When the response being written was queued (eviction).
+    /// When the response being written was queued, or bytes of it last
+    /// went out (eviction: a writer that makes no progress is stuck).
     pub(super) writing_since: Option<Instant>,
 }
 
@@ -95,7 +96,8 @@ pub(super) struct Standing {
     pub(super) pause: Option<Duration>,
     /// When its last response was handed on, if it is idle since.
     pub(super) idle_since: Option<Instant>,
-    /// When the response it is writing was queued.
+    /// When the response it is writing was queued, or bytes of it last
+    /// went out.
     pub(super) writing_since: Option<Instant>,
     pub(super) deadline: Instant,
 }
@@ -148,10 +150,12 @@ pub(super) const POLITE_GAP: Duration = Duration::from_millis(100);
 ///    latest request less than POLITE_GAP after the answer before (or has
 ///    just done so: unread); the shortest pause first. They lose their
 ///    connection, or that one request.
-/// 3. Stuck readers: connections writing one response for POLITE_GAP or
-///    more, the one nearest its write deadline first.
+/// 3. Stuck readers: connections writing a response that have handed
+///    nothing on for POLITE_GAP or more, the one nearest its write deadline
+///    first.
 /// 4. Only when `starving` (new connections have waited a while with none
-///    admitted, see `serve`): idle keep-alive connections (idle for
+///    admitted, see `serve`): the other writers, nearest the write deadline
+///    first, then idle keep-alive connections (idle for
 ///    POLITE_GAP or more, nothing unread) of clients served once or
 ///    polling (pausing POLITE_GAP or more between requests), the longest
 ///    idle first. So idle connections cannot lock new clients out, and a
@@ -197,6 +201,10 @@ pub(super) fn eviction_order(conns: &[Standing], turn: Instant, starving: bool) 
     if !starving {
         return order;
     }
+    tier(
+        &|c| c.writing && c.writing_since.is_some_and(|t| since(t) < POLITE_GAP),
+        &|c| c.deadline.saturating_duration_since(turn),
+    );
     tier(
         &|c| {
             free(c)
@@ -317,6 +325,7 @@ fn flush(conn: &mut Conn) -> io::Result<bool> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     conn.session.wrote(n);
+                    conn.writing_since = Some(Instant::now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -347,7 +356,7 @@ fn flush(conn: &mut Conn) -> io::Result<bool> {
         }
         match tls.write_tls(&mut conn.stream) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
+            Ok(_) => conn.writing_since = Some(Instant::now()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -587,8 +596,9 @@ mod tests {
         ];
         assert_eq!(
             eviction_order(&conns, turn, true),
-            [8, 7, 6, 4, 5, 3, 14, 0, 1],
-            "slow clients, hammering ones, stuck writers, then idle ones, the scraper last"
+            [8, 7, 6, 4, 5, 3, 14, 12, 0, 1],
+            "slow clients, hammering ones, stuck writers, (starving:) other writers, then idle \
+             ones, the scraper last"
         );
         // Nothing can make room: the new connection waits.
         let busy = [
@@ -598,7 +608,9 @@ mod tests {
             writer(10),
             once(10),
         ];
-        assert!(eviction_order(&busy, turn, true).is_empty());
+        assert!(eviction_order(&busy, turn, false).is_empty());
+        // Starving, a writer making progress goes too.
+        assert_eq!(eviction_order(&busy, turn, true), [3]);
         // Idle connections go only when new ones starve.
         assert_eq!(eviction_order(&conns, turn, false), [8, 7, 6, 4, 5, 3, 14]);
     }
