@@ -140,6 +140,13 @@ impl Conn {
 /// one idle for less than this are not stuck, slow or idle yet.
 pub(super) const POLITE_GAP: Duration = Duration::from_millis(100);
 
+/// After this long with new connections waiting and none admitted, idle
+/// keep-alive connections may make room too. Longer than a collection
+/// usually takes (every scrape waiting for one is busy, so a short wait is
+/// normal then), short enough that idle connections cannot keep a new
+/// client out for long.
+pub(super) const STARVING: Duration = Duration::from_secs(1);
+
 /// The fair eviction order at the cap: the connections that may make room
 /// for a new one, best victim first.
 ///
@@ -153,9 +160,10 @@ pub(super) const POLITE_GAP: Duration = Duration::from_millis(100);
 /// 3. Stuck readers: connections writing a response that have handed
 ///    nothing on for POLITE_GAP or more, the one nearest its write deadline
 ///    first.
-/// 4. Only when `starving` (new connections have waited a while with none
-///    admitted, see `serve`): the other writers, nearest the write deadline
-///    first, then idle keep-alive connections (idle for
+/// 4. When new connections have `waited` POLITE_GAP or more with none
+///    admitted: the other writers (still making progress), nearest the
+///    write deadline first.
+/// 5. When they have waited [`STARVING`] or more: idle keep-alive connections (idle for
 ///    POLITE_GAP or more, nothing unread) of clients served once or
 ///    polling (pausing POLITE_GAP or more between requests), the longest
 ///    idle first. So idle connections cannot lock new clients out, and a
@@ -170,7 +178,7 @@ pub(super) const POLITE_GAP: Duration = Duration::from_millis(100);
 /// a connection closes or can make room. So a new client always gets in
 /// (the slots turn over as hammering clients show their pace), and the
 /// connections that get closed are those of clients that take the most.
-pub(super) fn eviction_order(conns: &[Standing], turn: Instant, starving: bool) -> Vec<usize> {
+pub(super) fn eviction_order(conns: &[Standing], turn: Instant, waited: Duration) -> Vec<usize> {
     let mut order = Vec::new();
     let mut tier = |keep: &dyn Fn(&Standing) -> bool, key: &dyn Fn(&Standing) -> Duration| {
         let mut picked: Vec<usize> = (0..conns.len()).filter(|&i| keep(&conns[i])).collect();
@@ -198,13 +206,16 @@ pub(super) fn eviction_order(conns: &[Standing], turn: Instant, starving: bool) 
         &|c| c.writing && c.writing_since.is_some_and(|t| since(t) >= POLITE_GAP),
         &|c| c.deadline.saturating_duration_since(turn),
     );
-    if !starving {
+    if waited < POLITE_GAP {
         return order;
     }
     tier(
         &|c| c.writing && c.writing_since.is_some_and(|t| since(t) < POLITE_GAP),
         &|c| c.deadline.saturating_duration_since(turn),
     );
+    if waited < STARVING {
+        return order;
+    }
     tier(
         &|c| {
             free(c)
@@ -239,7 +250,7 @@ pub(super) fn accept_all(
     listener: &TcpListener,
     conns: &mut Vec<Conn>,
     config: &Config,
-    starving: bool,
+    waited: Duration,
 ) -> (usize, bool) {
     let turn = Instant::now();
     // Taken once per turn (FIONREAD on every connection), when first needed,
@@ -251,7 +262,7 @@ pub(super) fn accept_all(
         if conns.len() >= config.max_connections.max(1) {
             let standing =
                 standings.get_or_insert_with(|| conns.iter().map(|c| c.standing(turn)).collect());
-            match eviction_order(standing, turn, starving).first() {
+            match eviction_order(standing, turn, waited).first() {
                 Some(&i) => victim = Some(i),
                 None => return (admitted, true),
             }
@@ -595,7 +606,7 @@ mod tests {
             writer(200),         // 14
         ];
         assert_eq!(
-            eviction_order(&conns, turn, true),
+            eviction_order(&conns, turn, STARVING),
             [8, 7, 6, 4, 5, 3, 14, 12, 0, 1],
             "slow clients, hammering ones, stuck writers, (starving:) other writers, then idle \
              ones, the scraper last"
@@ -608,10 +619,19 @@ mod tests {
             writer(10),
             once(10),
         ];
-        assert!(eviction_order(&busy, turn, false).is_empty());
-        // Starving, a writer making progress goes too.
-        assert_eq!(eviction_order(&busy, turn, true), [3]);
+        assert!(eviction_order(&busy, turn, Duration::ZERO).is_empty());
+        // After new connections have waited, a writer making progress goes
+        // too; idle ones only after STARVING.
+        assert_eq!(eviction_order(&busy, turn, POLITE_GAP), [3]);
+        assert_eq!(eviction_order(&busy, turn, STARVING), [3]);
         // Idle connections go only when new ones starve.
-        assert_eq!(eviction_order(&conns, turn, false), [8, 7, 6, 4, 5, 3, 14]);
+        assert_eq!(
+            eviction_order(&conns, turn, Duration::ZERO),
+            [8, 7, 6, 4, 5, 3, 14]
+        );
+        assert_eq!(
+            eviction_order(&conns, turn, POLITE_GAP),
+            [8, 7, 6, 4, 5, 3, 14, 12]
+        );
     }
 }

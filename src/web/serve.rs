@@ -110,13 +110,6 @@ pub fn stop_requested() -> bool {
 /// connection closes).
 const ADMIT_RETRY: Duration = Duration::from_millis(10);
 
-/// After this long with new connections waiting and none admitted, idle
-/// keep-alive connections may make room too (see `conn::eviction_order`).
-/// Longer than a collection usually takes (every scrape waiting for one is
-/// busy, so a short wait is normal then), short enough that idle
-/// connections cannot keep a new client out for long.
-const STARVING: Duration = Duration::from_secs(1);
-
 /// How often the loop wakes at the latest, to check for a stop request.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -240,9 +233,9 @@ pub fn serve<T: Transport + Send + 'static>(
             admit_again = None;
         }
         if fds[0].revents & libc::POLLIN != 0 || (admit_again.is_some() && admitting) {
-            let starving =
-                waiting_since.is_some_and(|t| now.saturating_duration_since(t) >= STARVING);
-            let (admitted, blocked) = accept_all(&listener, &mut conns, config, starving);
+            // How long new connections have waited with none admitted.
+            let waited = waiting_since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let (admitted, blocked) = accept_all(&listener, &mut conns, config, waited);
             admit_again = blocked.then_some(now + ADMIT_RETRY);
             if admitted > 0 || !blocked {
                 waiting_since = None;
