@@ -57,8 +57,10 @@ pub struct Args {
     )]
     pub web_read_timeout: Duration,
 
-    /// open connections at most; the oldest one waiting for a request is
-    /// closed to make room for a new one (default 64)
+    /// open connections at most; at the cap a new connection takes the
+    /// place of a slow client, a client sending requests back to back, or a
+    /// client that stopped reading, never one with a request in progress,
+    /// and new connections wait when none can make room (default 64)
     #[argh(option, arg_name = "count", default = "64", from_str_fn(positive))]
     pub web_max_connections: usize,
 
