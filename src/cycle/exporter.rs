@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::collectors::Kind;
-use crate::export::metrics::{Metrics, NetnsInfo};
+use crate::export::metrics::{Metrics, NetnsCounts, NetnsInfo};
 use crate::export::render;
 use crate::kernel::dump::ErrorKey;
 use crate::kernel::transport::Transport;
@@ -262,8 +262,14 @@ impl<T: Transport> Exporter<T> {
                     lowest_pid: ns.lowest_pid,
                 })
                 .collect();
-            self.metrics
-                .record_netns(&infos, netns.skipped, netns.unreadable);
+            let counts = NetnsCounts {
+                skipped: netns.skipped,
+                unreadable: netns.unreadable,
+                stale: netns.stale,
+                pending: netns.pending,
+                empty: &netns.empty,
+            };
+            self.metrics.record_netns(&infos, &counts);
         }
         let success =
             self.last_errors.is_empty() && netns.map_or(true, |n| n.health.ok) && cgroups_ok;

@@ -15,4 +15,6 @@ pub mod namespaces;
 pub mod netns;
 pub mod netns_cache;
 pub mod netns_enter;
+pub mod netns_pool;
 pub mod netns_problem;
+pub mod netns_sockstat;

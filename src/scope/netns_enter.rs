@@ -162,6 +162,22 @@ pub fn with_netns<R>(ns: &Namespace, f: impl FnOnce() -> R) -> io::Result<R> {
     Ok(result)
 }
 
+/// Moves the calling thread into `ns` with no way back: only for threads
+/// that do nothing but collect namespaces and end afterwards (the netns
+/// pool, [`netns_pool`](super::netns_pool)), which enter the next namespace
+/// before touching anything. Err if `ns` is gone (NotFound) or cannot be
+/// entered (EPERM without CAP_SYS_ADMIN); the thread's namespace is then
+/// unchanged.
+pub fn enter_for_good(ns: &Namespace) -> io::Result<()> {
+    let target = ns.open()?;
+    setns(&target).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot enter network namespace {}: {e}", ns.label),
+        )
+    })
+}
+
 /// Runs `f` on a new, short-lived thread inside `ns` and returns its
 /// result. The calling thread never changes namespace, and the helper
 /// thread ends instead of returning, so nothing can be left in the wrong
