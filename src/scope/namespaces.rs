@@ -91,6 +91,8 @@ struct Member {
     reports: Vec<Report>,
     /// The collection that last refreshed it (0: never).
     refreshed: u64,
+    /// The collectors its counters proved empty then (not dumped).
+    skipped: Vec<Kind>,
 }
 
 /// `--collector.netns` settings.
@@ -216,6 +218,26 @@ impl<T: Transport> Fleet<T> {
         self.netns.as_ref().is_some_and(|n| n.members.contains(id))
     }
 
+    /// The collectors whose dump the latest collection of the namespace
+    /// labelled `label` skipped, because its own counters showed no socket
+    /// for them; None for the own namespace and labels not served.
+    pub fn skipped_as_empty(&self, label: &str) -> Option<&[Kind]> {
+        let netns = self.netns.as_ref()?;
+        netns
+            .order
+            .iter()
+            .filter_map(|id| netns.members.get(*id))
+            .find(|member| member.ns.label == label)
+            .map(|member| member.skipped.as_slice())
+    }
+
+    /// Changes `--collector.netns.budget` from the next collection on.
+    pub fn set_budget(&mut self, budget: Duration) {
+        if let Some(netns) = &mut self.netns {
+            netns.config.budget = budget;
+        }
+    }
+
     /// The last namespace collection's outcome; None without
     /// `--collector.netns`.
     pub fn netns(&self) -> Option<&NetnsOutcome> {
@@ -260,6 +282,7 @@ impl Netns {
                     counts: Counts::new(&self.options),
                     reports: Vec::new(),
                     refreshed: 0,
+                    skipped: Vec::new(),
                 },
             };
             queue.push((index, member));
@@ -294,6 +317,7 @@ impl Netns {
                     }
                     member.reports = reports;
                     member.refreshed = self.generation;
+                    member.skipped = skipped;
                 }
                 Outcome::NotReached if member.refreshed > 0 => stale += 1,
                 Outcome::NotReached => pending += 1,

@@ -21,6 +21,7 @@ mod http_limits;
 mod kernel;
 mod netns_cgroup;
 mod netns_exporter;
+mod netns_scale;
 mod packaging;
 mod skips;
 mod tls;
