@@ -52,6 +52,12 @@ pub static CGROUP_SOCKETS: Spec = Spec {
     help: "TCP sockets by the cgroup v2 path of their owner and state (--collector.cgroup). `none`: sockets that carry no cgroup (TIME_WAIT, request sockets); `unknown`: a cgroup no longer or not visible in the cgroup2 tree; `other`: cgroups beyond --collector.cgroup.max-series, summed.",
     labels: &["cgroup", "protocol", "state"],
 };
+pub static CGROUP_UNREADABLE: Spec = Spec {
+    kind: Type::Gauge,
+    name: "sockdiag_cgroup_unreadable_directories",
+    help: "Cgroup directories the last walk of the cgroup2 tree could not list (--collector.cgroup): their subtrees were skipped, and sockets in them are counted as unknown.",
+    labels: &[],
+};
 pub static NETNS_INFO: Spec = Spec {
     kind: Type::Gauge,
     name: "sockdiag_netns_info",
@@ -111,6 +117,7 @@ pub static EXPORTER_SPECS: &[&Spec] = &[
     &COLLECT_TIMESTAMP,
     &COLLECTIONS,
     &CGROUP_SOCKETS,
+    &CGROUP_UNREADABLE,
     &NETNS_INFO,
     &NETNS_SKIPPED,
     &NETNS_UNREADABLE,
@@ -349,6 +356,12 @@ impl Metrics {
             }
         }
         out.int(&SERIES_DROPPED, &[CGROUP_SOCKETS.name], ns, dropped as u64);
+    }
+
+    /// How many cgroup directories the last walk could not list.
+    pub fn record_cgroup_unreadable(&self, directories: usize) {
+        let mut out = self.current.borrow_mut();
+        out.int(&CGROUP_UNREADABLE, &[], None, directories as u64);
     }
 
     /// The text exposition format (version 0.0.4) of the collection

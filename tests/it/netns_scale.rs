@@ -475,3 +475,110 @@ fn budget_and_parallel_flags_reach_the_collection() {
     assert_tcp(&one, &x.label, &[("listen", 1.0)], "parallel 1");
     assert_eq!(one.value("sockdiag_netns_pending", &[]), 0.0);
 }
+
+/// Drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the calling
+/// thread's effective set (capabilities are per thread), so that file
+/// modes apply to it although it runs as root.
+fn drop_dac_override_on_this_thread() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a v3 header and two data structs, as the
+    // ABI requires; pid 0 is the calling thread.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !((1 << 1) | (1 << 2));
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0,
+            "capset: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_cgroup_directory_skips_its_subtree_and_is_counted() {
+    use sockdiag_exporter::scope::cgroup::{Problem as CgroupProblem, UNKNOWN};
+    use sockdiag_exporter::scope::cgroup_mount::Cgroup2Mount;
+    use sockdiag_exporter::scope::cgroup_paths::{walk, CgroupPaths, WalkLimits};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !crate::support::require_root("read a 0000 directory only without CAP_DAC_OVERRIDE") {
+        return;
+    }
+    // A tree laid out like cgroup2 (the walk reads only names and d_ino);
+    // b cannot be listed by a thread that file modes apply to.
+    let dir = TempDir::new("netns-scale-cgwalk");
+    let root = dir.path().to_path_buf();
+    for d in ["a/x", "b/c/d", "e"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let ino = |p: &str| std::fs::metadata(root.join(p)).unwrap().ino();
+    let (b, c, x, e) = (ino("b"), ino("b/c"), ino("a/x"), ino("e"));
+    let b_dir = root.join("b");
+    let mode = move |m: u32| std::fs::set_permissions(&b_dir, std::fs::Permissions::from_mode(m));
+    mode(0o000).unwrap();
+    let mount = Cgroup2Mount {
+        mount_point: root.clone(),
+        root: "/".into(),
+    };
+    let seen = {
+        let mount = mount.clone();
+        std::thread::spawn(move || {
+            drop_dac_override_on_this_thread();
+            let walked = walk(&mount, WalkLimits::default());
+            let mut cache = CgroupPaths::new(mount, WalkLimits::default());
+            cache.start_collection();
+            let label = cache.resolve(Some(c)).to_string();
+            let problem = cache.problem().cloned();
+            // Readable again: the id was not written off as unknown.
+            mode(0o755).unwrap();
+            cache.start_collection();
+            let again = cache.resolve(Some(c)).to_string();
+            (walked, label, problem, again)
+        })
+        .join()
+        .unwrap()
+    };
+    let (walked, label, problem, again) = seen;
+    let (paths, report) = walked.expect("the walk goes on past an unreadable directory");
+    assert_eq!(report.unreadable, 1, "{report:?}");
+    assert!(!report.truncated);
+    assert_eq!(paths[&x], "/a/x");
+    assert_eq!(paths[&e], "/e");
+    assert_eq!(
+        paths[&b], "/b",
+        "the directory itself is named by its parent"
+    );
+    assert!(!paths.contains_key(&c), "its subtree is skipped");
+    assert_eq!(report.cgroups, 5, "/, a, a/x, b, e");
+    assert_eq!(label, UNKNOWN);
+    match problem {
+        Some(CgroupProblem::SubtreesUnreadable {
+            skipped, example, ..
+        }) => {
+            assert_eq!(skipped, 1);
+            assert_eq!(example, root.join("b"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(again, "/b/c");
+}
