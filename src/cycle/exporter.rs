@@ -107,10 +107,7 @@ impl Cgroups {
     /// all (no cgroup2 mount, or a kernel that sends no ids); rows with
     /// `unknown` sockets and health 0 when the last walk was incomplete;
     /// and how many cgroup directories the last walk could not list.
-    fn attribute_counting<'a>(
-        &mut self,
-        parts: &[Part<'a>],
-    ) -> (Attributed<'a>, usize) {
+    fn attribute_counting<'a>(&mut self, parts: &[Part<'a>]) -> (Attributed<'a>, usize) {
         let rows = self.attribute(parts);
         let unreadable = self
             .attribution
