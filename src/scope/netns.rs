@@ -1,7 +1,7 @@
 //! Network namespaces: what identifies one ([`NsId`]), finding every one on
 //! the host ([`discover`]) and the `netns` label each is collected under.
-//! Entering one belongs to [`netns_enter`](super::netns_enter), keeping a
-//! socket per namespace to [`netns_cache`](super::netns_cache) and what can
+//! Entering one belongs to [`netns_enter`](super::netns_enter), keeping
+//! counts per namespace to [`netns_cache`](super::netns_cache) and what can
 //! go wrong to [`netns_problem`](super::netns_problem). Nothing here changes
 //! a thread's namespace, and discovery runs as well on a plain directory
 //! tree ([`Sources`]), which is how it is tested.

@@ -7,13 +7,12 @@
 //!
 //! `unshare(CLONE_NEWNET)` and `setns` change only the calling thread's
 //! namespace, and a socket stays in the namespace of the thread that created
-//! it. So a netlink socket opened once inside a namespace dumps that
-//! namespace from then on, from any thread: collecting from a namespace only
-//! needs a brief visit to open the socket ([`run_on_new_thread`] or
-//! `with_netns`, tests only), and `PerNamespace`
-//! ([`netns_cache`](super::netns_cache)) keeps one per namespace until the
-//! namespace is gone.
-//!
+//! it. So collecting from a namespace only needs a thread inside it while
+//! its socket is opened: the netns pool's threads enter each namespace for
+//! good ([`enter_for_good`]; they do nothing else and end with the
+//! collection), [`run_on_new_thread`] runs one call inside a namespace on a
+//! short-lived thread, and `with_netns` (tests only) enters and returns.
+
 //! ## Cost
 //!
 //! Entering costs little (measured, release build, busy host: opening a
