@@ -28,6 +28,11 @@ use sockdiag_exporter::scope::{netns, netns_enter};
 
 const IP_HINT: &str = "iproute2, for named namespaces; `make deps` installs it";
 
+/// These tests check which namespaces are served, not the budget
+/// (netns_scale.rs does): a budget far above any collection keeps a busy
+/// machine from leaving a namespace pending.
+pub const NO_BUDGET: &str = "--collector.netns.budget=300s";
+
 /// `listeners` IPv4 loopback listeners and `pairs` accepted connections to
 /// the first, opened in the calling thread's namespace.
 fn open_sockets(listeners: u32, pairs: u32) -> (Vec<TcpListener>, Vec<TcpStream>) {
@@ -120,7 +125,7 @@ fn every_namespace_is_collected_under_its_label() {
     let helper_label = format!("ino:{ino}");
 
     // One-shot dump: exact counts per namespace.
-    let exp = support::dump_metrics(&["--collector.netns"]);
+    let exp = support::dump_metrics(&["--collector.netns", NO_BUDGET]);
     assert_tcp(&exp, &named.name, 3.0, 4.0);
     assert_tcp(&exp, &helper_label, 2.0, 2.0);
     assert_eq!(
@@ -152,7 +157,8 @@ fn every_namespace_is_collected_under_its_label() {
     assert_eq!(netns_ok, if unreadable == 0.0 { 1.0 } else { 0.0 });
 
     // The limit keeps the own namespace and counts the rest.
-    let limited = support::dump_metrics(&["--collector.netns", "--collector.netns.max=1"]);
+    let limited =
+        support::dump_metrics(&["--collector.netns", NO_BUDGET, "--collector.netns.max=1"]);
     assert_eq!(labels_of(&limited), ["host"]);
     assert!(limited.value("sockdiag_netns_skipped", &[]) >= 2.0);
     assert_eq!(
@@ -165,7 +171,7 @@ fn every_namespace_is_collected_under_its_label() {
 
     // A server: the namespaces disappear from the output once deleted, and
     // the exporter closes its socket in each.
-    let server = Server::start(&["--collector.netns", "--cache.ttl", "1ms"]);
+    let server = Server::start(&["--collector.netns", NO_BUDGET, "--cache.ttl", "1ms"]);
     let first = server.scrape();
     let labels = labels_of(&first);
     assert!(labels.contains(&named.name), "{labels:?}");
@@ -375,7 +381,7 @@ fn pod_like_helper_is_counted_by_netns_and_cgroup() {
         .expect("helper namespace");
     let netns = format!("ino:{ino}");
     let path = format!("/{name}/pod");
-    let exp = support::dump_metrics(&["--collector.netns", "--collector.cgroup"]);
+    let exp = support::dump_metrics(&["--collector.netns", NO_BUDGET, "--collector.cgroup"]);
     for state in STATES {
         let want = match state {
             "listen" => 2.0,
@@ -422,6 +428,7 @@ fn pod_like_helper_is_counted_by_netns_and_cgroup() {
     // Depth 1: summed into the test's top cgroup.
     let exp = support::dump_metrics(&[
         "--collector.netns",
+        NO_BUDGET,
         "--collector.cgroup",
         "--collector.cgroup.depth=1",
     ]);

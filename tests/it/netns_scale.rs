@@ -17,6 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
+use crate::netns_exporter::NO_BUDGET;
 use crate::support::netns::NamedNs;
 use crate::support::sockets::{attach_drop_all_filter, TempDir};
 use crate::support::{
@@ -356,7 +357,7 @@ fn udp_and_unix_sockets_are_counted_per_namespace_end_to_end() {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         (listener, client, server, pair, udp)
     });
-    let exp = crate::support::dump_metrics(&["--collector.netns"]);
+    let exp = crate::support::dump_metrics(&["--collector.netns", NO_BUDGET]);
     assert_udp(&exp, &a.label, 1.0, 2.0, "namespace a");
     assert_unix(&exp, &a.label, &[], "namespace a");
     assert_tcp(&exp, &a.label, &[], "namespace a");
@@ -471,7 +472,11 @@ fn budget_and_parallel_flags_reach_the_collection() {
         ),
         0.0
     );
-    let one = crate::support::dump_metrics(&["--collector.netns", "--collector.netns.parallel=1"]);
+    let one = crate::support::dump_metrics(&[
+        "--collector.netns",
+        NO_BUDGET,
+        "--collector.netns.parallel=1",
+    ]);
     assert_tcp(&one, &x.label, &[("listen", 1.0)], "parallel 1");
     assert_eq!(one.value("sockdiag_netns_pending", &[]), 0.0);
 }
