@@ -32,6 +32,8 @@ pub(super) const STATIC_DOTTED_FLAGS: &[&str] = &[
     "--collector.ports.max-series",
     "--collector.timeout",
     "--collector.netns.max",
+    "--collector.netns.parallel",
+    "--collector.netns.budget",
     "--collector.cgroup.depth",
     "--collector.cgroup.max-series",
     "--compat.node-exporter",

@@ -206,6 +206,20 @@ pub struct Args {
     /// sockdiag_netns_skipped (default 512)
     #[argh(option, arg_name = "count", default = "512", from_str_fn(positive))]
     pub collector_netns_max: usize,
+    /// threads collecting the other network namespaces at most (default:
+    /// the CPUs this process may run on)
+    #[argh(option, arg_name = "count", from_str_fn(positive))]
+    pub collector_netns_parallel: Option<usize>,
+    /// no further network namespace is started this long after a collection
+    /// began; the ones not reached keep their last series and go first next
+    /// time, counted in sockdiag_netns_stale (default 8s)
+    #[argh(
+        option,
+        arg_name = "duration",
+        default = "Duration::from_secs(8)",
+        from_str_fn(duration)
+    )]
+    pub collector_netns_budget: Duration,
     /// count TCP sockets by the cgroup v2 path of their owner, as
     /// sockdiag_cgroup_sockets (default off)
     #[argh(switch)]

@@ -122,9 +122,13 @@ impl Config {
                 netns,
                 cgroup,
             },
-            netns: netns.then_some(NetnsConfig {
-                limit: args.collector_netns_max,
-                timeout: args.collector_timeout,
+            netns: netns.then(|| {
+                let mut config = NetnsConfig::new(args.collector_netns_max, args.collector_timeout);
+                if let Some(parallel) = args.collector_netns_parallel {
+                    config.parallel = parallel;
+                }
+                config.budget = args.collector_netns_budget;
+                config
             }),
             cgroup: cgroup.then_some(CgroupConfig {
                 depth: args.collector_cgroup_depth.unwrap_or(0),

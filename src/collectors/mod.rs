@@ -51,7 +51,7 @@ use crate::kernel::dump::Sink;
 use crate::kernel::dump::{CollectError, Dumper};
 use crate::kernel::parse::ParseError;
 use crate::kernel::transport::Transport;
-pub use driver::{Collector, Report};
+pub use driver::{Collector, Counts, Report};
 use tcp::{DumpMode, TcpStats};
 
 fn inet(payload: &[u8]) -> Result<(InetDiagMsg<'_>, Family), ParseError> {
@@ -321,6 +321,13 @@ macro_rules! registry {
             fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
                 match self {
                     $(PartMut::$kind(c) => SocketCollector::collect(&mut **c, dumper)),*
+                }
+            }
+
+            /// Forgets the counts, as a dump that found no socket would.
+            fn clear(&mut self) {
+                match self {
+                    $(PartMut::$kind(c) => Sink::clear(&mut **c)),*
                 }
             }
         }

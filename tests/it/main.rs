@@ -24,6 +24,7 @@ mod http_loop;
 mod kernel;
 mod netns_cgroup;
 mod netns_exporter;
+mod netns_scale;
 mod packaging;
 mod skips;
 mod tcp_info;
