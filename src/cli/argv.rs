@@ -23,6 +23,8 @@ pub(super) const STATIC_DOTTED_FLAGS: &[&str] = &[
     "--log.level",
     "--collector.tcp.dump",
     "--collector.tcp.ports",
+    "--collector.tcp.ephemeral.top",
+    "--collector.tcp.remote-networks",
     "--collector.udp.ports",
     "--collector.listeners.max",
     "--collector.unix.max-listeners",

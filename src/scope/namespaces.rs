@@ -74,6 +74,10 @@ impl Transport for InNamespace {
         *self = InNamespace::open(&self.ns, self.timeout)?;
         Ok(())
     }
+    /// The sysctl files were opened with the socket, inside `ns`.
+    fn local_ports(&mut self) -> io::Result<crate::kernel::sysctl::LocalPorts> {
+        self.netlink.local_ports()
+    }
 }
 
 /// One namespace's part of the latest collection.

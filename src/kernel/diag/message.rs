@@ -107,6 +107,12 @@ impl<'a> InetDiagMsg<'a> {
         out.copy_from_slice(&self.0[8..24]);
         out
     }
+    /// The remote address bytes as sent: IPv4 uses the first 4.
+    pub fn remote_address(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&self.0[24..40]);
+        out
+    }
     pub fn rqueue(&self) -> u32 {
         self.u32_at(56)
     }
