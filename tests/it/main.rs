@@ -12,6 +12,7 @@ mod support;
 mod cli;
 mod collectors;
 mod e2e_prometheus;
+mod ephemeral;
 mod faults;
 mod fuzz_corpus;
 mod golden;
