@@ -87,6 +87,32 @@ const RSS_MAX_MIB: f64 = 10.0;
 /// on their own socket and thread overlaps with tcp's but cannot remove.
 const DEFAULT_OVER_TCP_MAX: f64 = 1.10;
 
+/// What our ephemeral-port series say about the load (one `dump`,
+/// informational): how many destinations the busiest holds and whether the
+/// table overflowed (`BENCH_DISTINCT_DESTINATIONS=1` should make it).
+fn ephemeral_summary() -> String {
+    let out = match Command::new(OURS)
+        .args(["dump", "--collector.tcp.ephemeral.top", "1"])
+        .output()
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => return format!("ephemeral: cannot run {OURS}: {e}"),
+    };
+    let value = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "ephemeral: ports {}, busiest destination {} (error {}, destinations evicted {}), distinct destinations mode {}",
+        value("sockdiag_ephemeral_ports"),
+        value("sockdiag_ephemeral_ports_used_max"),
+        value("sockdiag_ephemeral_ports_used_error"),
+        value("sockdiag_ephemeral_destinations_evicted"),
+        load::distinct_destinations()
+    )
+}
+
 fn main() {
     if let Ok(mode) = std::env::var(HELPER_ENV) {
         let r = match mode.as_str() {
@@ -445,6 +471,7 @@ fn bench_size(
         mix_before.summary(),
         other_before.summary()
     );
+    println!("{}", ephemeral_summary());
 
     let mut notes = Vec::new();
     let mut checks = Vec::new();
