@@ -175,6 +175,16 @@ fn connect_fails_exactly_when_a_destination_uses_the_whole_range() {
         table.contains("127.0.0.1:7001") && table.contains("100.0%"),
         "{table}"
     );
+    // So does the landing page. Its port must be given: bind() to port 0
+    // finds the range used up too (EADDRINUSE).
+    let server = Server::start(&["--web.listen-address", "127.0.0.1:7500"]);
+    let page = server.get("/").text();
+    assert!(
+        page.contains("Ephemeral ports")
+            && page.contains("127.0.0.1:7001")
+            && page.contains("100.0%"),
+        "{page}"
+    );
 }
 
 /// A TCP socket bound to `from` before connecting to `to`;
