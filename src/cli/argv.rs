@@ -26,6 +26,8 @@ pub(super) const STATIC_DOTTED_FLAGS: &[&str] = &[
     "--web.systemd-socket",
     "--collector.tcp.dump",
     "--collector.tcp.ports",
+    "--collector.tcp.ephemeral.top",
+    "--collector.tcp.remote-networks",
     "--collector.udp.ports",
     "--collector.listeners.max",
     "--collector.unix.max-listeners",

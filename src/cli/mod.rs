@@ -18,8 +18,8 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::collectors::tcp::DumpMode;
-use crate::config::PortSet;
 use crate::config::{duration, ListenAddr};
+use crate::config::{Networks, PortSet};
 use crate::log::{Format as LogFormat, Level};
 
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":19275";
@@ -161,6 +161,23 @@ pub struct Args {
     /// do not read tcp_info (the default)
     #[argh(switch)]
     pub no_collector_tcp_info: bool,
+
+    /// destinations (source address, remote address and port) with their
+    /// own sockdiag_ephemeral_ports_used series, the busiest first; 0
+    /// keeps only the maximum (default 10)
+    #[argh(option, arg_name = "count", default = "10", from_str_fn(whole))]
+    pub collector_tcp_ephemeral_top: usize,
+
+    /// count TCP sockets by the most specific of these networks holding
+    /// the remote address, the rest as other: a list like
+    /// 10.0.0.0/8,192.168.0.0/16,2001:db8::/32 (default none)
+    #[argh(
+        option,
+        arg_name = "cidrs",
+        default = "Networks::default()",
+        from_str_fn(networks)
+    )]
+    pub collector_tcp_remote_networks: Networks,
 
     /// the same per-port view for UDP, plus receive drops per local port
     /// (default none)
@@ -305,6 +322,16 @@ fn positive(s: &str) -> Result<usize, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("{s:?} is not a whole number above 0")),
     }
+}
+
+/// A whole number, 0 included.
+fn whole(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+fn networks(s: &str) -> Result<Networks, String> {
+    Networks::parse(s)
 }
 
 fn listen_address(s: &str) -> Result<ListenAddr, String> {

@@ -79,6 +79,8 @@ impl Config {
             max_listeners: args.collector_listeners_max,
             max_unix_listeners: args.collector_unix_max_listeners,
             max_port_series: args.collector_ports_max_series,
+            ephemeral_top: args.collector_tcp_ephemeral_top,
+            remote_networks: args.collector_tcp_remote_networks.clone(),
         };
         let mode = match (&args.command, args.version) {
             (_, true) => Mode::Version,

@@ -33,8 +33,10 @@
 //! Each collector still has its own outcome and duration, and its reports
 
 mod driver;
+pub mod ephemeral;
 pub mod listeners;
 pub mod ports;
+pub mod remote_networks;
 pub mod tcp;
 pub mod tcp_health;
 pub mod udp;
@@ -42,7 +44,7 @@ pub mod unix;
 
 use std::time::Duration;
 
-use crate::config::PortSet;
+use crate::config::{Networks, PortSet};
 use crate::exposition::{Families, Ns, Spec, Type};
 use crate::kernel::diag::{
     meminfo, Attributes, Family, InetDiagMsg, INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS,
@@ -139,6 +141,11 @@ pub struct Options {
     pub max_unix_listeners: usize,
     /// Per-port series per protocol at most (`--collector.ports.max-series`).
     pub max_port_series: usize,
+    /// Destinations with their own `sockdiag_ephemeral_ports_used` series
+    /// (`--collector.tcp.ephemeral.top`).
+    pub ephemeral_top: usize,
+    /// `--collector.tcp.remote-networks` (empty: no per-network counts).
+    pub remote_networks: Networks,
 }
 
 impl Default for Options {
@@ -154,6 +161,8 @@ impl Default for Options {
             max_listeners: 1000,
             max_unix_listeners: 200,
             max_port_series: 2000,
+            ephemeral_top: 10,
+            remote_networks: Networks::default(),
         }
     }
 }

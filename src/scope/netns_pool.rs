@@ -204,4 +204,9 @@ impl Transport for Slot {
         self.netlink = Some(Netlink::open(self.timeout)?);
         Ok(())
     }
+    /// The sysctl files were opened with the socket, on this thread inside
+    /// the namespace being collected.
+    fn local_ports(&mut self) -> io::Result<crate::kernel::sysctl::LocalPorts> {
+        self.socket()?.local_ports()
+    }
 }

@@ -13,6 +13,7 @@ mod cli;
 mod collectors;
 mod conventions;
 mod e2e_prometheus;
+mod ephemeral;
 mod faults;
 mod fuzz_corpus;
 mod golden;
