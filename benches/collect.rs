@@ -43,6 +43,11 @@
 //! namespaces); without it, prints why and exits 0, or exits 1 when `CI` or
 //! SOCKDIAG_TEST_STRICT=1 is set, as do comparisons that could not be made.
 //! Helper processes are this same binary, re-executed with SOCKDIAG_BENCH_HELPER.
+//!
+//! `BENCH_DISTINCT_DESTINATIONS=1` gives every IPv4 connection a destination
+//! address of its own (support::load), the worst case for the ephemeral-port
+//! table: the same verdicts (RSS at most 10 MiB, default flags over the
+//! floor) then hold for 1M sockets to 1M distinct destinations.
 
 mod support;
 
@@ -95,6 +100,32 @@ const INFO_OVER_NAIVE_INFO_MAX: f64 = 0.90;
 const INFO_CGROUP_OVER_INFO_MAX: f64 = 1.10;
 /// `ss -tin` at least this multiple of `--collector.tcp.info`, at 1M.
 const SS_INFO_OVER_INFO_MIN: f64 = 4.0;
+
+/// What our ephemeral-port series say about the load (one `dump`,
+/// informational): how many destinations the busiest holds and whether the
+/// table overflowed (`BENCH_DISTINCT_DESTINATIONS=1` should make it).
+fn ephemeral_summary() -> String {
+    let out = match Command::new(OURS)
+        .args(["dump", "--collector.tcp.ephemeral.top", "1"])
+        .output()
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => return format!("ephemeral: cannot run {OURS}: {e}"),
+    };
+    let value = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "ephemeral: ports {}, busiest destination {} (error {}, destinations evicted {}), distinct destinations mode {}",
+        value("sockdiag_ephemeral_ports"),
+        value("sockdiag_ephemeral_ports_used_max"),
+        value("sockdiag_ephemeral_ports_used_error"),
+        value("sockdiag_ephemeral_destinations_evicted"),
+        load::distinct_destinations()
+    )
+}
 
 fn main() {
     if let Ok(mode) = std::env::var(HELPER_ENV) {
@@ -477,6 +508,7 @@ fn bench_size(
         mix_before.summary(),
         other_before.summary()
     );
+    println!("{}", ephemeral_summary());
 
     let mut notes = Vec::new();
     let mut checks = Vec::new();

@@ -30,6 +30,7 @@ use sockdiag_exporter::kernel::diag::{
     UNIX_DIAG_MSG_LEN,
 };
 use sockdiag_exporter::kernel::dump::RECV_BUFFER;
+use sockdiag_exporter::kernel::sysctl::LocalPorts;
 use sockdiag_exporter::kernel::transport::Transport;
 
 /// Collections run on one input, so state carried between them (fallback,
@@ -98,10 +99,15 @@ pub const SCENARIOS: &[Scenario] = &[
         side: false,
     },
     Scenario {
-        name: "all collectors, per-port views",
+        name: "all collectors, per-port views, remote networks",
         options: || Options {
             tcp_ports: ports(),
             udp_ports: ports(),
+            remote_networks: config::Networks::parse(
+                "127.0.0.0/8,10.0.0.0/8,::1/128,::ffff:0:0/96",
+            )
+            .unwrap(),
+            ephemeral_top: 3,
             ..Options::default()
         },
         side: false,
@@ -278,6 +284,16 @@ impl Transport for Script<'_> {
     fn reset(&mut self) -> io::Result<()> {
         self.resets += 1;
         Ok(())
+    }
+
+    /// Every port is ephemeral but a reserved few, so every socket of an
+    /// input goes through the ephemeral-port table.
+    fn local_ports(&mut self) -> io::Result<LocalPorts> {
+        Ok(LocalPorts {
+            low: 1,
+            high: 65535,
+            reserved: vec![(80, 80), (8000, 8100)],
+        })
     }
 }
 
@@ -940,10 +956,16 @@ pub fn owners(name: &str, labels: &str) -> Option<&'static [Kind]> {
         | "sockdiag_receive_queue_bytes"
         | "sockdiag_send_queue_bytes"
         | "sockdiag_port_sockets" => protocol(TCP, UDP),
-        "sockdiag_listen_syn_queue" | "node_tcp_connection_states" | "sockdiag_cgroup_sockets" => {
-            Some(TCP)
-        }
-        "sockdiag_tcp_rtt_seconds_bucket"
+        "sockdiag_listen_syn_queue"
+        | "node_tcp_connection_states"
+        | "sockdiag_cgroup_sockets"
+        | "sockdiag_ephemeral_ports"
+        | "sockdiag_ephemeral_ports_used"
+        | "sockdiag_ephemeral_ports_used_max"
+        | "sockdiag_ephemeral_ports_used_error"
+        | "sockdiag_ephemeral_destinations_evicted"
+        | "sockdiag_remote_network_sockets"
+        | "sockdiag_tcp_rtt_seconds_bucket"
         | "sockdiag_tcp_rtt_seconds_sum"
         | "sockdiag_tcp_rtt_seconds_count"
         | "sockdiag_tcp_retransmitted_segments_total"
@@ -1031,6 +1053,9 @@ pub fn check_served(
             .map(|(_, _, v)| *v as u64)
             .sum()
     };
+    let has_networks = served
+        .iter()
+        .any(|(n, _, _)| *n == "sockdiag_remote_network_sockets");
     for kind in Kind::ALL {
         let label = kind.label();
         let success = served
@@ -1074,6 +1099,14 @@ pub fn check_served(
         if served > delivered || (!capped && served != delivered) {
             return Some(format!(
                 "{label}: {metric} serves {served} sockets, its dumps delivered {delivered}"
+            ));
+        }
+        // Every TCP socket but listeners is under exactly one network.
+        let by_network = sum("sockdiag_remote_network_sockets", "");
+        let listening = sum("sockdiag_sockets", "protocol=\"tcp\",state=\"listen\"");
+        if kind == Kind::Tcp && has_networks && by_network + listening != served {
+            return Some(format!(
+                "tcp: sockdiag_remote_network_sockets serves {by_network} sockets, not the {served} - {listening} listeners"
             ));
         }
     }

@@ -243,8 +243,8 @@ def http_seeds():
         ("404", b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"),
         ("405", b"POST /metrics HTTP/1.1\r\nHost: a\r\n\r\n"),
         ("413", b"POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nGET /"),
-        ("413-chunked", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-        ("head-with-body", b"HEAD / HTTP/1.1\r\nContent-Length: 3\r\n\r\nGET"),
+        ("413-chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("head-with-body", b"HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nGET"),
         ("400-version", b"GET / HTTP/2.0\r\n\r\n"),
         ("400-line", b"GET  / HTTP/1.1\r\n\r\n"),
         ("400-header", b"GET / HTTP/1.1\r\nno colon\r\n\r\n"),
@@ -261,10 +261,10 @@ def http_seeds():
               http_chunks(b"GET / HTTP/1.1\r\nX: " + b"a" * 300 + b"\r\n\r\n"))
     http_seed("431-no-end", FRESH | HTTP_SMALL_HEADS, http_chunks(b"GET / HTTP/1.1\r\nX: " + b"a" * 300))
     http_seed("tls-400", FRESH | HTTP_TLS, http_chunks(b"GET / HTTP/1.1\r\nX\r\n\r\n"))
-    # Not yet: "GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n"
-    # is kept alive by the hand-written parser (the harness flags it: a
-    # request with a body kept alive); add it once request.rs refuses
-    # conflicting lengths (issue 12 point 2).
+    # Two different lengths on a kept-alive connection: 400 and close (the
+    # hand-written parser kept it alive; the harness flagged it).
+    http_seed("two-lengths", FRESH, http_chunks(
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n" + landing))
 
 
 main()

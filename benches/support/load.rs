@@ -38,7 +38,13 @@
 //! has IPv6. Source addresses are bound explicitly: IPv4 clients use
 //! 127.1.a.b with ports 10000..59999 (50000 per address), IPv6 clients use
 //! ::1 with the same port range, so 4-tuples, ports and backlogs never run out
-//! and no connect() ever searches for a free port. Client sockets carry
+//! and no connect() ever searches for a free port. With
+//! `BENCH_DISTINCT_DESTINATIONS=1` the IPv4 listeners bind 0.0.0.0 and IPv4
+//! connection i goes to its own destination address
+//! 127.(2 + i / 65536).(i / 256).(i % 256), so every socket has a
+//! destination of its own (the ephemeral-port table's worst case; the
+//! namespace's range is 1024-65535, so client and server ends alike hold
+//! an ephemeral port). Client sockets carry
 //! SO_LINGER {on, 0} so that killing a helper resets its connections at once
 //! instead of leaving half a million orphans to time out.
 
@@ -82,6 +88,21 @@ pub const UNIX_DIR_ENV: &str = "SOCKDIAG_BENCH_UNIX_DIR";
 /// Helper assignment "families" for the non-TCP helpers.
 const JOB_UDP: u8 = 17;
 const JOB_UNIX: u8 = 1;
+
+/// `BENCH_DISTINCT_DESTINATIONS=1`: one destination address per IPv4
+/// connection (see the module comment). Helpers inherit it.
+pub fn distinct_destinations() -> bool {
+    std::env::var("BENCH_DISTINCT_DESTINATIONS").is_ok_and(|v| v == "1")
+}
+
+/// The IPv4 address connection `i` connects to.
+fn v4_dst(i: u64) -> [u8; 4] {
+    if distinct_destinations() {
+        [127, 2 + (i >> 16) as u8, (i >> 8) as u8, i as u8]
+    } else {
+        [127, 0, 0, 1]
+    }
+}
 
 /// Per-namespace sysctls for the load (the calling thread's namespace).
 pub fn tune_namespace() -> io::Result<()> {
@@ -298,10 +319,13 @@ impl Load {
             unix_dir: None,
         };
         for j in 0..LISTENERS_V4 {
-            load.listeners.push(listener(Addr::V4(sockaddr_v4(
-                [127, 0, 0, 1],
-                LISTEN_PORT_BASE + j,
-            )))?);
+            let any = if distinct_destinations() {
+                [0, 0, 0, 0]
+            } else {
+                [127, 0, 0, 1]
+            };
+            load.listeners
+                .push(listener(Addr::V4(sockaddr_v4(any, LISTEN_PORT_BASE + j)))?);
         }
         if plan.v6 {
             for j in 0..LISTENERS_V6 {
@@ -541,7 +565,7 @@ pub fn helper() -> io::Result<()> {
             (
                 v4_src(1, i),
                 Addr::V4(sockaddr_v4(
-                    [127, 0, 0, 1],
+                    v4_dst(i),
                     LISTEN_PORT_BASE + (i % LISTENERS_V4 as u64) as u16,
                 )),
             )

@@ -18,8 +18,8 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::collectors::tcp::DumpMode;
-use crate::config::PortSet;
 use crate::config::{duration, ListenAddr};
+use crate::config::{Networks, PortSet};
 use crate::log::{Format as LogFormat, Level};
 
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":19275";
@@ -57,8 +57,10 @@ pub struct Args {
     )]
     pub web_read_timeout: Duration,
 
-    /// open connections at most; the oldest one waiting for a request is
-    /// closed to make room for a new one (default 64)
+    /// open connections at most; at the cap a new connection takes the
+    /// place of a slow client, a client sending requests back to back, or a
+    /// client that stopped reading, never one with a request in progress,
+    /// and new connections wait when none can make room (default 64)
     #[argh(option, arg_name = "count", default = "64", from_str_fn(positive))]
     pub web_max_connections: usize,
 
@@ -160,6 +162,23 @@ pub struct Args {
     #[argh(switch)]
     pub no_collector_tcp_info: bool,
 
+    /// destinations (source address, remote address and port) with their
+    /// own sockdiag_ephemeral_ports_used series, the busiest first; 0
+    /// keeps only the maximum (default 10)
+    #[argh(option, arg_name = "count", default = "10", from_str_fn(whole))]
+    pub collector_tcp_ephemeral_top: usize,
+
+    /// count TCP sockets by the most specific of these networks holding
+    /// the remote address, the rest as other: a list like
+    /// 10.0.0.0/8,192.168.0.0/16,2001:db8::/32 (default none)
+    #[argh(
+        option,
+        arg_name = "cidrs",
+        default = "Networks::default()",
+        from_str_fn(networks)
+    )]
+    pub collector_tcp_remote_networks: Networks,
+
     /// the same per-port view for UDP, plus receive drops per local port
     /// (default none)
     #[argh(
@@ -204,6 +223,20 @@ pub struct Args {
     /// sockdiag_netns_skipped (default 512)
     #[argh(option, arg_name = "count", default = "512", from_str_fn(positive))]
     pub collector_netns_max: usize,
+    /// threads collecting the other network namespaces at most (default:
+    /// the CPUs this process may run on)
+    #[argh(option, arg_name = "count", from_str_fn(positive))]
+    pub collector_netns_parallel: Option<usize>,
+    /// no further network namespace is started this long after a collection
+    /// began; the ones not reached keep their last series and go first next
+    /// time, counted in sockdiag_netns_stale (default 8s)
+    #[argh(
+        option,
+        arg_name = "duration",
+        default = "Duration::from_secs(8)",
+        from_str_fn(duration)
+    )]
+    pub collector_netns_budget: Duration,
     /// count TCP sockets by the cgroup v2 path of their owner, as
     /// sockdiag_cgroup_sockets (default off)
     #[argh(switch)]
@@ -289,6 +322,16 @@ fn positive(s: &str) -> Result<usize, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("{s:?} is not a whole number above 0")),
     }
+}
+
+/// A whole number, 0 included.
+fn whole(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+fn networks(s: &str) -> Result<Networks, String> {
+    Networks::parse(s)
 }
 
 fn listen_address(s: &str) -> Result<ListenAddr, String> {

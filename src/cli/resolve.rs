@@ -79,6 +79,8 @@ impl Config {
             max_listeners: args.collector_listeners_max,
             max_unix_listeners: args.collector_unix_max_listeners,
             max_port_series: args.collector_ports_max_series,
+            ephemeral_top: args.collector_tcp_ephemeral_top,
+            remote_networks: args.collector_tcp_remote_networks.clone(),
         };
         let mode = match (&args.command, args.version) {
             (_, true) => Mode::Version,
@@ -122,9 +124,13 @@ impl Config {
                 netns,
                 cgroup,
             },
-            netns: netns.then_some(NetnsConfig {
-                limit: args.collector_netns_max,
-                timeout: args.collector_timeout,
+            netns: netns.then(|| {
+                let mut config = NetnsConfig::new(args.collector_netns_max, args.collector_timeout);
+                if let Some(parallel) = args.collector_netns_parallel {
+                    config.parallel = parallel;
+                }
+                config.budget = args.collector_netns_budget;
+                config
             }),
             cgroup: cgroup.then_some(CgroupConfig {
                 depth: args.collector_cgroup_depth.unwrap_or(0),

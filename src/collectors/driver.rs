@@ -11,6 +11,26 @@ use crate::kernel::dump::{CollectError, Dumper};
 use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
 
+/// One namespace's counts of every collector, kept between collections
+/// apart from any transport or buffer ([`Collector::collect_into`]).
+pub struct Counts {
+    all: All,
+}
+
+impl Counts {
+    /// Zero counts for collectors built with `options`.
+    pub fn new(options: &Options) -> Counts {
+        Counts {
+            all: All::new(options),
+        }
+    }
+
+    /// The counts, as [`Collector::stats`] shows a collector's own.
+    pub fn stats<'a>(&'a self, options: &'a Options) -> Stats<'a> {
+        self.all.stats(options)
+    }
+}
+
 /// One collector's outcome in one collection.
 #[derive(Debug)]
 pub struct Report {
@@ -127,6 +147,35 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
     /// thread after a warning. Otherwise everything runs here, one after
     /// another, through the main transport.
     pub fn collect(&mut self) -> Vec<Report> {
+        self.collect_skipping(&|_| false)
+    }
+
+    /// [`collect`](Self::collect) into `counts` instead of this collector's
+    /// own, which are left as they were: one collector (its transport and
+    /// receive buffer) serves many sets of counts, as the netns pool's
+    /// threads do, one set per namespace.
+    ///
+    /// A collector for which `empty(kind)` holds is not run: its counts are
+    /// cleared, exactly as a dump that found no socket would leave them,
+    /// and it reports success. Callers pass what the namespace's own
+    /// counters prove empty (`scope::netns_sockstat`).
+    pub fn collect_into(
+        &mut self,
+        counts: &mut Counts,
+        empty: &dyn Fn(Kind) -> bool,
+    ) -> Vec<Report> {
+        std::mem::swap(&mut self.all, &mut counts.all);
+        let reports = self.collect_skipping(empty);
+        std::mem::swap(&mut self.all, &mut counts.all);
+        reports
+    }
+
+    /// The transport, to replace it between collections.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.dumper.transport
+    }
+
+    fn collect_skipping(&mut self, empty: &dyn Fn(Kind) -> bool) -> Vec<Report> {
         let Collector {
             dumper,
             side,
@@ -138,9 +187,17 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
             .into_iter()
             .filter(|part| options.enabled(part.kind()))
             .collect();
+        let mut reports = Vec::with_capacity(Kind::ALL.len());
+        let (mut cleared, parts): (Vec<_>, Vec<_>) =
+            parts.into_iter().partition(|part| empty(part.kind()));
+        for part in &mut cleared {
+            reports.push(timed(part.kind(), || {
+                part.clear();
+                Ok(())
+            }));
+        }
         let (mut main, mut beside): (Vec<_>, Vec<_>) =
             parts.into_iter().partition(|part| !part.kind().side());
-        let mut reports = Vec::with_capacity(Kind::ALL.len());
         if let Some(side) = side.as_mut().filter(|_| options.wants_side()) {
             let split = std::thread::scope(|scope| {
                 let thread = std::thread::Builder::new()

@@ -33,8 +33,10 @@
 //! Each collector still has its own outcome and duration, and its reports
 
 mod driver;
+pub mod ephemeral;
 pub mod listeners;
 pub mod ports;
+pub mod remote_networks;
 pub mod tcp;
 pub mod tcp_health;
 pub mod udp;
@@ -42,7 +44,7 @@ pub mod unix;
 
 use std::time::Duration;
 
-use crate::config::PortSet;
+use crate::config::{Networks, PortSet};
 use crate::exposition::{Families, Ns, Spec, Type};
 use crate::kernel::diag::{
     meminfo, Attributes, Family, InetDiagMsg, INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS,
@@ -51,7 +53,7 @@ use crate::kernel::dump::Sink;
 use crate::kernel::dump::{CollectError, Dumper};
 use crate::kernel::parse::ParseError;
 use crate::kernel::transport::Transport;
-pub use driver::{Collector, Report};
+pub use driver::{Collector, Counts, Report};
 use tcp::{DumpMode, TcpStats};
 
 fn inet(payload: &[u8]) -> Result<(InetDiagMsg<'_>, Family), ParseError> {
@@ -139,6 +141,11 @@ pub struct Options {
     pub max_unix_listeners: usize,
     /// Per-port series per protocol at most (`--collector.ports.max-series`).
     pub max_port_series: usize,
+    /// Destinations with their own `sockdiag_ephemeral_ports_used` series
+    /// (`--collector.tcp.ephemeral.top`).
+    pub ephemeral_top: usize,
+    /// `--collector.tcp.remote-networks` (empty: no per-network counts).
+    pub remote_networks: Networks,
 }
 
 impl Default for Options {
@@ -154,6 +161,8 @@ impl Default for Options {
             max_listeners: 1000,
             max_unix_listeners: 200,
             max_port_series: 2000,
+            ephemeral_top: 10,
+            remote_networks: Networks::default(),
         }
     }
 }
@@ -321,6 +330,13 @@ macro_rules! registry {
             fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
                 match self {
                     $(PartMut::$kind(c) => SocketCollector::collect(&mut **c, dumper)),*
+                }
+            }
+
+            /// Forgets the counts, as a dump that found no socket would.
+            fn clear(&mut self) {
+                match self {
+                    $(PartMut::$kind(c) => Sink::clear(&mut **c)),*
                 }
             }
         }

@@ -19,10 +19,17 @@
 //! With `--collector.tcp.info` the same dumps also ask for INET_DIAG_INFO,
 //! and each socket's attributes go to [`tcp_health`](super::tcp_health),
 //! which owns what is read from `struct tcp_info` and its metrics.
+//!
+//! Two views per socket live in modules of their own, fed by one call each
+//! from [`TcpStats::add`]: ephemeral port use per destination
+//! (`ephemeral`, on by default) and counts by remote network
+//! (`remote_networks`, with `--collector.tcp.remote-networks`).
 
 use std::collections::HashMap;
 
+use super::ephemeral::{self, Ephemeral};
 use super::ports::PortCounts;
+use super::remote_networks::{self, RemoteNetworks};
 use super::tcp_health::{self, TcpHealth};
 use super::{inet, Options, SocketCollector, RECEIVE_QUEUE, SEND_QUEUE, SOCKETS};
 use crate::config::PortSet;
@@ -143,6 +150,14 @@ pub struct TcpStats {
     cgroups: Option<Box<CgroupCounts>>,
     /// Health from tcp_info, when [`read_info`](Self::read_info) is on.
     health: Option<Box<TcpHealth>>,
+    /// Ephemeral port use per destination.
+    pub ephemeral: Ephemeral,
+    /// Destinations shown in the table (`--collector.tcp.ephemeral.top`).
+    pub ephemeral_top: usize,
+    /// Per remote network counts (`--collector.tcp.remote-networks`).
+    pub remote_networks: RemoteNetworks,
+    /// The port sysctls could not be read: logged once, until they can.
+    ports_unreadable: bool,
     /// The requests to send (`--collector.tcp.dump`).
     pub mode: DumpMode,
     /// Auto mode saw the kernel refuse the legacy request: per-family dumps
@@ -213,6 +228,8 @@ impl TcpStats {
         self.send_queue_bytes = ByState::default();
         self.syn_queue.clear();
         self.ports.clear();
+        self.ephemeral.clear();
+        self.remote_networks.clear();
         if let Some(cgroups) = &mut self.cgroups {
             cgroups.clear();
         }
@@ -236,6 +253,8 @@ impl TcpStats {
         if let Some(health) = &mut self.health {
             health.add(&msg, state, &payload[INET_DIAG_MSG_LEN..], cgroup)?;
         }
+        self.ephemeral.add(&msg, state);
+        self.remote_networks.add(&msg, family, state);
         let (f, s) = (family as usize, state as usize);
         self.sockets[f][s] += 1;
         match state {
@@ -318,6 +337,32 @@ impl Sink for TcpStats {
     }
 }
 
+impl TcpStats {
+    /// Reads the namespace's port range for the ephemeral counts. Without
+    /// it (a transport that cannot tell, or /proc/sys unreadable) those
+    /// series are left out and the rest of the collection goes on; a real
+    /// failure is logged once, until the range can be read again.
+    fn read_local_ports<T: Transport>(&mut self, transport: &mut T) {
+        match transport.local_ports() {
+            Ok(ports) => {
+                self.ephemeral.set_ports(Some(&ports));
+                self.ports_unreadable = false;
+            }
+            Err(error) => {
+                self.ephemeral.set_ports(None);
+                if error.kind() != std::io::ErrorKind::Unsupported && !self.ports_unreadable {
+                    self.ports_unreadable = true;
+                    log::log(
+                        Level::Warn,
+                        "cannot read the local port range; sockdiag_ephemeral_* left out",
+                        &[("err", &error)],
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Errnos with which a kernel refuses a request it does not support.
 fn is_unsupported(errno: i32) -> bool {
     matches!(errno, libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT)
@@ -384,6 +429,12 @@ pub static SPECS: &[&Spec] = &[
     &tcp_health::CGROUP_RETRANSMITTED,
     &tcp_health::CGROUP_RETRANSMITTING,
     &tcp_health::CGROUP_NOTSENT,
+    &ephemeral::EPHEMERAL_PORTS,
+    &ephemeral::USED,
+    &ephemeral::USED_MAX,
+    &ephemeral::USED_ERROR,
+    &ephemeral::EVICTED,
+    &remote_networks::REMOTE_NETWORK_SOCKETS,
 ];
 
 impl SocketCollector for TcpStats {
@@ -397,6 +448,8 @@ impl SocketCollector for TcpStats {
         let mut stats = TcpStats::new(options.tcp_ports.clone()).with_cgroups(options.cgroup);
         stats.mode = options.tcp_dump;
         stats.read_info(options.tcp_info);
+        stats.ephemeral_top = options.ephemeral_top;
+        stats.remote_networks = RemoteNetworks::new(&options.remote_networks);
         stats
     }
     /// Its series for one namespace (`ns`: the `netns` label, if any).
@@ -425,6 +478,8 @@ impl SocketCollector for TcpStats {
         if let Some(health) = &self.health {
             health.families(out, options.max_port_series, ns);
         }
+        self.ephemeral.families(options.ephemeral_top, out, ns);
+        self.remote_networks.families(out, ns);
     }
 
     fn table(&self, out: &mut String) {
@@ -485,11 +540,14 @@ impl SocketCollector for TcpStats {
         if let Some(health) = &self.health {
             health.table(out);
         }
+        self.ephemeral.table(self.ephemeral_top, out);
+        self.remote_networks.table(out);
     }
 
     /// Runs the TCP dumps into these counts, falling back from the legacy
     /// request in auto mode.
     fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {
+        self.read_local_ports(&mut dumper.transport);
         let result = self.run(dumper);
         if let (Ok(()), Some(health)) = (&result, &mut self.health) {
             health.finish();

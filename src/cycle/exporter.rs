@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::collectors::Kind;
-use crate::export::metrics::{Metrics, NetnsInfo};
+use crate::export::metrics::{Metrics, NetnsCounts, NetnsInfo};
 use crate::export::render;
 use crate::kernel::dump::ErrorKey;
 use crate::kernel::transport::Transport;
@@ -79,6 +79,11 @@ fn check_root(attribution: Attribution) -> Result<Attribution, CgroupProblem> {
     }
 }
 
+/// Each namespace's cgroup rows (socket counts; with `--collector.tcp.info`
+/// the health rows with their counters too), and the cgroup collector's
+/// health.
+type Attributed<'a> = (NsRows<'a, CgroupRows>, NsRows<'a, HealthRows>, Health);
+
 /// `--collector.cgroup`: turns each namespace's per-cgroup-id TCP counts
 /// (from the tcp collector's dump) into capped rows by cgroup path.
 pub struct Cgroups {
@@ -106,16 +111,21 @@ impl Cgroups {
         }
     }
 
-    /// The rows of every namespace whose tcp collection succeeded (socket
-    /// counts, and with `--collector.tcp.info` the health rows with their
-    /// counters), and the cgroup collector's health. No rows when the ids
-    /// cannot be mapped at all (no cgroup2 mount, or a kernel that sends no
-    /// ids); rows with `unknown` sockets and health 0 when the last walk
-    /// was incomplete.
-    fn attribute<'a>(
-        &mut self,
-        parts: &[Part<'a>],
-    ) -> (NsRows<'a, CgroupRows>, NsRows<'a, HealthRows>, Health) {
+    /// The rows of every namespace whose tcp collection succeeded, and the
+    /// cgroup collector's health. No rows when the ids cannot be mapped at
+    /// all (no cgroup2 mount, or a kernel that sends no ids); rows with
+    /// `unknown` sockets and health 0 when the last walk was incomplete;
+    /// and how many cgroup directories the last walk could not list.
+    fn attribute_counting<'a>(&mut self, parts: &[Part<'a>]) -> (Attributed<'a>, usize) {
+        let rows = self.attribute(parts);
+        let unreadable = self
+            .attribution
+            .as_ref()
+            .map_or(0, |a| a.paths().last_walk().unreadable);
+        (rows, unreadable)
+    }
+
+    fn attribute<'a>(&mut self, parts: &[Part<'a>]) -> Attributed<'a> {
         let started = SystemTime::now();
         let clock = Instant::now();
         let counted: Vec<&Part<'a>> = parts
@@ -262,7 +272,8 @@ impl<T: Transport> Exporter<T> {
         let mut cgroup_rows = Vec::new();
         let mut cgroups_ok = true;
         if let Some(cgroups) = &mut self.cgroups {
-            let (rows, health_rows, health) = cgroups.attribute(&parts);
+            let ((rows, health_rows, health), unreadable) = cgroups.attribute_counting(&parts);
+            self.metrics.record_cgroup_unreadable(unreadable);
             for (label, capped) in &rows {
                 self.metrics
                     .record_cgroups(label, &capped.rows, capped.dropped);
@@ -285,8 +296,14 @@ impl<T: Transport> Exporter<T> {
                     lowest_pid: ns.lowest_pid,
                 })
                 .collect();
-            self.metrics
-                .record_netns(&infos, netns.skipped, netns.unreadable);
+            let counts = NetnsCounts {
+                skipped: netns.skipped,
+                unreadable: netns.unreadable,
+                stale: netns.stale,
+                pending: netns.pending,
+                empty: &netns.empty,
+            };
+            self.metrics.record_netns(&infos, &counts);
         }
         let success =
             self.last_errors.is_empty() && netns.map_or(true, |n| n.health.ok) && cgroups_ok;

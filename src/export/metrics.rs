@@ -54,6 +54,12 @@ pub static CGROUP_SOCKETS: Spec = Spec {
     help: "TCP sockets by the cgroup v2 path of their owner and state (--collector.cgroup). `none`: sockets that carry no cgroup (TIME_WAIT, request sockets); `unknown`: a cgroup no longer or not visible in the cgroup2 tree; `other`: cgroups beyond --collector.cgroup.max-series, summed.",
     labels: &["cgroup", "protocol", "state"],
 };
+pub static CGROUP_UNREADABLE: Spec = Spec {
+    kind: Type::Gauge,
+    name: "sockdiag_cgroup_unreadable_directories",
+    help: "Cgroup directories the last walk of the cgroup2 tree could not list (--collector.cgroup): their subtrees were skipped, and sockets in them are counted as unknown.",
+    labels: &[],
+};
 pub static NETNS_INFO: Spec = Spec {
     kind: Type::Gauge,
     name: "sockdiag_netns_info",
@@ -71,6 +77,24 @@ pub static NETNS_UNREADABLE: Spec = Spec {
     name: "sockdiag_netns_unreadable_processes",
     help: "Processes whose network namespace could not be read (permission denied): a namespace held only by them is not collected.",
     labels: &[],
+};
+pub static NETNS_STALE: Spec = Spec {
+    kind: Type::Gauge,
+    name: "sockdiag_netns_stale",
+    help: "Network namespaces served from an earlier collection: --collector.netns.budget ran out before they were reached. Their series carry that collection's sockdiag_collect_timestamp_seconds, and they are collected first next time.",
+    labels: &[],
+};
+pub static NETNS_PENDING: Spec = Spec {
+    kind: Type::Gauge,
+    name: "sockdiag_netns_pending",
+    help: "Network namespaces found but not collected yet: --collector.netns.budget ran out before they were reached, and they have no earlier collection to serve. They are collected first next time.",
+    labels: &[],
+};
+pub static NETNS_EMPTY: Spec = Spec {
+    kind: Type::Gauge,
+    name: "sockdiag_netns_empty",
+    help: "Network namespaces (the own one not included) whose own counters (/proc/net/sockstat, sockstat6, protocols) showed no socket for the collector in the last collection: its dump was skipped and its series there are exact zeros.",
+    labels: BY_COLLECTOR,
 };
 pub static BUILD_INFO: Spec = Spec {
     kind: Type::Gauge,
@@ -95,9 +119,13 @@ pub static EXPORTER_SPECS: &[&Spec] = &[
     &COLLECT_TIMESTAMP,
     &COLLECTIONS,
     &CGROUP_SOCKETS,
+    &CGROUP_UNREADABLE,
     &NETNS_INFO,
     &NETNS_SKIPPED,
     &NETNS_UNREADABLE,
+    &NETNS_STALE,
+    &NETNS_PENDING,
+    &NETNS_EMPTY,
     &BUILD_INFO,
     &NODE_TCP_STATES,
 ];
@@ -142,6 +170,17 @@ impl Default for Shape {
 /// and cgroup collectors' own health). Prometheus treats an empty label
 /// value as an absent label.
 const NO_NETNS: &str = "";
+
+/// The netns meta counts of one collection (see the specs above).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetnsCounts<'a> {
+    pub skipped: usize,
+    pub unreadable: usize,
+    pub stale: usize,
+    pub pending: usize,
+    /// Per enabled collector, namespaces whose dump was skipped as empty.
+    pub empty: &'a [(Kind, usize)],
+}
 
 /// One namespace in the `sockdiag_netns_info` series.
 #[derive(Debug, Clone, Copy)]
@@ -202,6 +241,8 @@ impl Metrics {
         if self.shape.netns {
             families.int(&NETNS_SKIPPED, &[], None, 0);
             families.int(&NETNS_UNREADABLE, &[], None, 0);
+            families.int(&NETNS_STALE, &[], None, 0);
+            families.int(&NETNS_PENDING, &[], None, 0);
         }
         *self.current.borrow_mut() = families;
         let mut counts = self.counts.borrow_mut();
@@ -269,8 +310,20 @@ impl Metrics {
     /// The netns meta series: the namespaces collected, how many were left
     /// out by `--collector.netns.max`, and how many processes could not be
     /// looked into.
-    pub fn record_netns(&self, namespaces: &[NetnsInfo<'_>], skipped: usize, unreadable: usize) {
+    pub fn record_netns(&self, namespaces: &[NetnsInfo<'_>], counts: &NetnsCounts<'_>) {
+        let NetnsCounts {
+            skipped,
+            unreadable,
+            stale,
+            pending,
+            empty,
+        } = *counts;
         let mut out = self.current.borrow_mut();
+        out.int(&NETNS_STALE, &[], None, stale as u64);
+        out.int(&NETNS_PENDING, &[], None, pending as u64);
+        for (kind, n) in empty {
+            out.int(&NETNS_EMPTY, &[kind.label()], None, *n as u64);
+        }
         for info in namespaces {
             let pid = info.lowest_pid.map(|p| p.to_string()).unwrap_or_default();
             out.int(
@@ -336,6 +389,12 @@ impl Metrics {
             ns,
             rows.dropped as u64,
         );
+    }
+
+    /// How many cgroup directories the last walk could not list.
+    pub fn record_cgroup_unreadable(&self, directories: usize) {
+        let mut out = self.current.borrow_mut();
+        out.int(&CGROUP_UNREADABLE, &[], None, directories as u64);
     }
 
     /// The text exposition format (version 0.0.4) of the collection
@@ -692,7 +751,14 @@ mod tests {
                 lowest_pid: Some(42),
             };
             let infos = if with_pod { vec![pod_info] } else { vec![] };
-            metrics.record_netns(&infos, 3, 1);
+            let counts = NetnsCounts {
+                skipped: 3,
+                unreadable: 1,
+                stale: 4,
+                pending: 5,
+                empty: &[(Kind::Tcp, 6), (Kind::Unix, 0)],
+            };
+            metrics.record_netns(&infos, &counts);
             metrics.encode()
         };
         round(true);
@@ -750,6 +816,16 @@ mod tests {
         assert_eq!(
             value(&text, "sockdiag_netns_unreadable_processes"),
             Some(1.0)
+        );
+        assert_eq!(value(&text, "sockdiag_netns_stale"), Some(4.0));
+        assert_eq!(value(&text, "sockdiag_netns_pending"), Some(5.0));
+        assert_eq!(
+            value(&text, r#"sockdiag_netns_empty{collector="tcp"}"#),
+            Some(6.0)
+        );
+        assert_eq!(
+            value(&text, r#"sockdiag_netns_empty{collector="unix"}"#),
+            Some(0.0)
         );
         // node_exporter's series stays the own namespace's, unlabelled.
         assert_eq!(

@@ -76,9 +76,11 @@ pub fn summary(
     }
     let _ = writeln!(
         out,
-        "Network namespaces: {} collected, {} beyond --collector.netns.max, discovery {:.3}s",
+        "Network namespaces: {} collected, {} beyond --collector.netns.max, {} served from an earlier collection and {} not yet collected (--collector.netns.budget), {:.3}s",
         netns.namespaces.len(),
         netns.skipped,
+        netns.stale,
+        netns.pending,
         netns.health.duration.as_secs_f64()
     );
     for problem in &netns.problems {
@@ -240,6 +242,9 @@ mod tests {
             namespaces: Vec::new(),
             skipped: 4,
             unreadable: 0,
+            stale: 2,
+            pending: 1,
+            empty: Vec::new(),
         };
         let text = summary(&parts, Some(&outcome), &cgroups);
         let flat = flat(&text);
@@ -260,7 +265,7 @@ mod tests {
             crate::scope::netns_problem::Problem::NoSysAdmin
         ));
         assert!(
-            text.contains("0 collected, 4 beyond --collector.netns.max"),
+            text.contains("0 collected, 4 beyond --collector.netns.max, 2 served from an earlier collection and 1 not yet"),
             "{text}"
         );
     }

@@ -158,6 +158,12 @@ impl Transport for Fixture {
         self.last = None;
         Ok(())
     }
+
+    /// Recordings carry no sysctls: a replay assumes the kernel's default
+    /// port range with nothing reserved (what `make fixtures` records in).
+    fn local_ports(&mut self) -> io::Result<crate::kernel::sysctl::LocalPorts> {
+        Ok(crate::kernel::sysctl::LocalPorts::linux_default())
+    }
 }
 
 /// Copies a datagram, replacing sequence number `from` with `to` in every

@@ -8,4 +8,5 @@ pub mod dump;
 pub mod fixture;
 pub mod parse;
 pub mod recorder;
+pub mod sysctl;
 pub mod transport;

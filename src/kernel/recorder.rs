@@ -77,6 +77,10 @@ impl<T: Transport, W: io::Write> Transport for Recorder<T, W> {
     fn reset(&mut self) -> io::Result<()> {
         self.inner.reset()
     }
+    /// Not recorded: a replay assumes the kernel's default range.
+    fn local_ports(&mut self) -> io::Result<crate::kernel::sysctl::LocalPorts> {
+        self.inner.local_ports()
+    }
 }
 
 #[cfg(test)]

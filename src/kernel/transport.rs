@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
+use crate::kernel::sysctl::{LocalPorts, SysctlFiles};
+
 /// A message-oriented channel to something that answers dump requests.
 pub trait Transport {
     /// Sends one encoded request.
@@ -33,6 +35,15 @@ pub trait Transport {
     /// Drops any half-read dump so the next request starts clean (the
     /// kernel answers EBUSY to a new dump while one is still running).
     fn reset(&mut self) -> io::Result<()>;
+    /// The namespace's `ip_local_port_range` and `ip_local_reserved_ports`
+    /// (the namespace the dumps see). Transports that cannot tell say
+    /// Unsupported, and the ephemeral-port series are left out.
+    fn local_ports(&mut self) -> io::Result<LocalPorts> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this transport does not read sysctls",
+        ))
+    }
 }
 
 /// The kernel: one NETLINK_SOCK_DIAG socket, reused until an error forces a
@@ -42,6 +53,8 @@ pub struct Netlink {
     socket: Socket,
     port: u32,
     recv_timeout: Duration,
+    /// The port sysctls, opened with the socket, so in its namespace.
+    sysctls: io::Result<SysctlFiles>,
 }
 
 impl Netlink {
@@ -55,6 +68,7 @@ impl Netlink {
             socket,
             port: address.port_number(),
             recv_timeout,
+            sysctls: SysctlFiles::open(),
         })
     }
 }
@@ -114,6 +128,13 @@ impl Transport for Netlink {
         *self = Netlink::open(self.recv_timeout)?;
         Ok(())
     }
+
+    fn local_ports(&mut self) -> io::Result<LocalPorts> {
+        match &mut self.sysctls {
+            Ok(files) => files.read(),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -131,5 +152,8 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
     fn reset(&mut self) -> io::Result<()> {
         (**self).reset()
+    }
+    fn local_ports(&mut self) -> io::Result<LocalPorts> {
+        (**self).local_ports()
     }
 }

@@ -74,13 +74,21 @@ pub enum Problem {
     },
     /// The walk failed.
     WalkFailed { mount: PathBuf, error: OsError },
+    /// Directories the walk could not list; their subtrees were skipped.
+    SubtreesUnreadable {
+        skipped: usize,
+        example: PathBuf,
+        error: OsError,
+    },
 }
 
 impl crate::outcome::Problem for Problem {
     type Key = (std::mem::Discriminant<Problem>, Option<i32>);
     fn key(&self) -> Self::Key {
         let errno = match self {
-            Problem::Unreadable { error, .. } | Problem::WalkFailed { error, .. } => error.errno,
+            Problem::Unreadable { error, .. }
+            | Problem::WalkFailed { error, .. }
+            | Problem::SubtreesUnreadable { error, .. } => error.errno,
             _ => None,
         };
         (std::mem::discriminant(self), errno)
@@ -119,6 +127,16 @@ impl fmt::Display for Problem {
             Problem::WalkFailed { mount, error } => {
                 write!(f, "cannot walk the cgroup2 mount {}: {error}", mount.display())
             }
+            Problem::SubtreesUnreadable {
+                skipped,
+                example,
+                error,
+            } => write!(
+                f,
+                "cannot list {skipped} cgroup directories (for example {}: {error}); their subtrees \
+                 were skipped and their sockets are counted as `{UNKNOWN}`",
+                example.display()
+            ),
         }
     }
 }

@@ -18,6 +18,7 @@ use std::io;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::PathBuf;
 
+use crate::outcome::OsError;
 use crate::scope::cgroup::{Problem, NONE, UNKNOWN};
 use crate::scope::cgroup_mount::Cgroup2Mount;
 
@@ -40,15 +41,22 @@ impl Default for WalkLimits {
 }
 
 /// What one walk found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalkReport {
     pub cgroups: usize,
     /// The walk stopped at a bound: some cgroups were not recorded.
     pub truncated: bool,
+    /// Directories below the root that could not be listed (their own
+    /// path is recorded, their subtree is not).
+    pub unreadable: usize,
+    /// The first of them and why, for the log.
+    pub unreadable_example: Option<(PathBuf, OsError)>,
 }
 
 /// Walks `mount` into id -> path. Cgroups that vanish during the walk are
-/// skipped; only failing to read the mount root itself is an error.
+/// skipped; a directory below the root that cannot be listed (EACCES, say)
+/// skips its subtree and is counted in [`WalkReport::unreadable`], and the
+/// walk goes on; only failing to read the mount root itself is an error.
 pub fn walk(
     mount: &Cgroup2Mount,
     limits: WalkLimits,
@@ -69,6 +77,13 @@ pub fn walk(
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if depth > 0 && e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if depth > 0 => {
+                report.unreadable += 1;
+                report
+                    .unreadable_example
+                    .get_or_insert_with(|| (dir.clone(), (&e).into()));
+                continue;
+            }
             Err(e) => return Err(e),
         };
         for entry in entries {
@@ -186,7 +201,7 @@ impl CgroupPaths {
         // The walk started after this socket was dumped, so its cgroup, if
         // it still existed and was visible, would have been found. A failed
         // or truncated walk proves nothing.
-        if !self.walk_failed && !self.last.truncated {
+        if !self.walk_failed && !self.last.truncated && self.last.unreadable == 0 {
             if self.unknown.len() >= MAX_UNKNOWN {
                 self.unknown.clear();
             }
@@ -210,12 +225,22 @@ impl CgroupPaths {
                 // `unknown` stays: ids are not reused, so an id missing from
                 // an earlier walk is missing from this one too.
                 self.paths = paths;
+                self.problem = if report.truncated {
+                    Some(Problem::Truncated {
+                        mount: self.mount.mount_point.clone(),
+                        max_depth: self.limits.max_depth,
+                        max_cgroups: self.limits.max_cgroups,
+                    })
+                } else {
+                    report.unreadable_example.clone().map(|(example, error)| {
+                        Problem::SubtreesUnreadable {
+                            skipped: report.unreadable,
+                            example,
+                            error,
+                        }
+                    })
+                };
                 self.last = report;
-                self.problem = report.truncated.then(|| Problem::Truncated {
-                    mount: self.mount.mount_point.clone(),
-                    max_depth: self.limits.max_depth,
-                    max_cgroups: self.limits.max_cgroups,
-                });
             }
             Err(e) => {
                 self.problem = Some(Problem::WalkFailed {
@@ -237,8 +262,8 @@ impl CgroupPaths {
     }
 
     /// What the last successful walk found.
-    pub fn last_walk(&self) -> WalkReport {
-        self.last
+    pub fn last_walk(&self) -> &WalkReport {
+        &self.last
     }
 }
 
@@ -265,7 +290,7 @@ mod tests {
             report,
             WalkReport {
                 cgroups: 9,
-                truncated: false
+                ..WalkReport::default()
             }
         );
         assert_eq!(paths[&fs::metadata(&dir).unwrap().ino()], "/");

@@ -1,80 +1,49 @@
-//! Collection across network namespaces (`--collector.netns`): one
-//! [`Collector`] per namespace, kept between collections, each on a netlink
-//! socket opened inside its namespace.
+//! Collection across network namespaces (`--collector.netns`): the own
+//! namespace's [`Collector`], plus the counts and last reports of every
+//! other namespace, kept between collections and refreshed by a pool of
+//! threads ([`netns_pool`]).
 //!
-//! Every collection first lists the namespaces ([`netns::discover`]), then
-//! drops the collectors of namespaces that are gone (closing their sockets:
-//! a dead namespace is held at most until the next collection), and of
-//! those that failed last time (reopened from this discovery), opens a socket in
-//! each new one (a brief visit on a short-lived thread, so the collecting
-//! thread never changes namespace), and runs every enabled collector in
-//! every namespace. Each namespace's collectors report on their own: a dump
-//! failing in one namespace blanks only that namespace's series of that
-//! collector.
+//! Every collection collects the own namespace, then lists the namespaces
+//! ([`netns::discover_keeping`]: past `--collector.netns.max` the ones
+//! collected last time keep their place), forgets the ones that are gone,
+//! and hands the others to the pool, oldest data first. The pool skips the
+//! collectors a namespace's own counters prove empty (exact zeros, no dump)
+//! and stops starting namespaces when `--collector.netns.budget`, counted
+//! from the start of the collection, is spent. Each namespace's collectors
+//! report on their own: a dump failing in one namespace blanks only that
+//! namespace's series of that collector.
+//!
+//! A namespace the budget did not reach keeps the series of its last
+//! collection, with that collection's `sockdiag_collect_timestamp_seconds`,
+//! is counted in `sockdiag_netns_stale`, and is among the first of the next
+//! collection; one never collected yet has no series until it is reached.
+//! Running out is a problem (health 0, logged once while it lasts).
 //!
 //! The `netns` collector's own health (`sockdiag_collect_success
-//! {collector="netns"}`) is 0 when the list may be incomplete or a namespace
-//! could not be entered: without CAP_SYS_PTRACE other users' namespaces
-//! cannot be seen, without CAP_SYS_ADMIN none can be entered. The own
-//! namespace is collected regardless, and each distinct problem is logged
-//! once.
+//! {collector="netns"}`) is 0 when the list may be incomplete, a namespace
+//! could not be entered, or the budget ran out: without CAP_SYS_PTRACE
+//! other users' namespaces cannot be seen, without CAP_SYS_ADMIN none can
+//! be entered. The own namespace is collected regardless, and each distinct
+//! problem is logged once.
 //!
 //! Cost: the kernel's socket hash tables are shared by all namespaces, so
-//! each namespace's dump walks every socket on the host and skips the
-//! foreign ones; N namespaces cost about N walks (BENCHMARKS.md).
+//! each non-empty namespace's TCP dump walks every socket on the host and
+//! skips the foreign ones; N such namespaces cost about N walks, spread
+//! over the pool's threads (BENCHMARKS.md).
 
+use std::collections::HashSet;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::collectors::{Collector, Options, Report, Stats};
-use crate::kernel::transport::{Netlink, Transport};
+use crate::collectors::{Collector, Counts, Kind, Options, Report, Stats};
+use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
 use crate::outcome::Health;
 use crate::outcome::{Lines, LogOnce};
 use crate::scope::netns::{self, Namespace, NsId, OWN_NETNS};
 use crate::scope::netns_cache::PerNamespace;
-use crate::scope::netns_enter;
+use crate::scope::netns_pool::{self, Job, Outcome, PoolConfig};
 use crate::scope::netns_problem::{Problem, ProblemKey};
-
-/// A netlink socket opened inside a namespace. A reset after a failed dump
-/// reopens it there too: a socket opened on the collecting thread would
-/// silently dump the exporter's own namespace under the other's label.
-pub struct InNamespace {
-    netlink: Netlink,
-    ns: Namespace,
-    timeout: Duration,
-}
-
-impl InNamespace {
-    /// Opens a sock_diag socket inside `ns`, from a short-lived thread.
-    pub fn open(ns: &Namespace, timeout: Duration) -> io::Result<InNamespace> {
-        let netlink = netns_enter::run_on_new_thread(ns, || Netlink::open(timeout))??;
-        Ok(InNamespace {
-            netlink,
-            ns: ns.clone(),
-            timeout,
-        })
-    }
-}
-
-impl Transport for InNamespace {
-    fn send(&mut self, request: &[u8]) -> io::Result<()> {
-        self.netlink.send(request)
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.netlink.recv(buf)
-    }
-    fn set_recv_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.netlink.set_recv_timeout(timeout)
-    }
-    fn port(&self) -> u32 {
-        self.netlink.port()
-    }
-    fn reset(&mut self) -> io::Result<()> {
-        *self = InNamespace::open(&self.ns, self.timeout)?;
-        Ok(())
-    }
-}
 
 /// One namespace's part of the latest collection.
 pub struct Part<'a> {
@@ -85,18 +54,26 @@ pub struct Part<'a> {
     pub reports: &'a [Report],
 }
 
-/// What the last namespace discovery found, for the netns meta series.
+/// What the last namespace collection found, for the netns meta series.
 #[derive(Debug, Clone)]
 pub struct NetnsOutcome {
     pub health: Health,
     /// Why the list may be incomplete or a namespace was not collected.
     pub problems: Vec<Problem>,
-    /// The namespaces collected, the own one first.
+    /// The namespaces served, the own one first.
     pub namespaces: Vec<NamespaceInfo>,
     /// Found beyond `--collector.netns.max`.
     pub skipped: usize,
     /// Processes whose namespace could not be read.
     pub unreadable: usize,
+    /// Served from an earlier collection: the budget ran out first.
+    pub stale: usize,
+    /// Not reached within the budget and never collected yet (no series).
+    pub pending: usize,
+    /// Per collector, the namespaces whose counters proved it had nothing
+    /// to dump (its dump skipped, its series exact zeros), in
+    /// [`Kind::ALL`] order of the enabled collectors.
+    pub empty: Vec<(Kind, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,20 +83,16 @@ pub struct NamespaceInfo {
     pub lowest_pid: Option<u32>,
 }
 
+/// What is kept of one other namespace between collections.
 struct Member {
-    label: String,
-    collector: Collector<InNamespace>,
+    ns: Namespace,
+    counts: Counts,
+    /// Its last collection's reports; empty until first collected.
     reports: Vec<Report>,
-}
-
-impl Member {
-    /// A collector failed: the member is replaced at the next collection,
-    /// opened afresh from that discovery's path (the path it was opened
-    /// from, /proc/PID/ns/net of a pid that may have exited since, can no
-    /// longer reopen it).
-    fn failed(&self) -> bool {
-        self.reports.iter().any(|r| r.error.is_some())
-    }
+    /// The collection that last refreshed it (0: never).
+    refreshed: u64,
+    /// The collectors its counters proved empty then (not dumped).
+    skipped: Vec<Kind>,
 }
 
 /// `--collector.netns` settings.
@@ -129,21 +102,41 @@ pub struct NetnsConfig {
     pub limit: usize,
     /// `--collector.timeout`, for the sockets opened in other namespaces.
     pub timeout: Duration,
+    /// `--collector.netns.parallel`: pool threads at most.
+    pub parallel: usize,
+    /// `--collector.netns.budget`: no namespace is started after this long
+    /// from the start of a collection.
+    pub budget: Duration,
+}
+
+impl NetnsConfig {
+    /// The defaults of the flags: limit 512, a pool as wide as the CPUs
+    /// this process may use, an 8 s budget.
+    pub fn new(limit: usize, timeout: Duration) -> NetnsConfig {
+        NetnsConfig {
+            limit,
+            timeout,
+            parallel: netns_pool::usable_cpus(),
+            budget: Duration::from_secs(8),
+        }
+    }
 }
 
 struct Netns {
     config: NetnsConfig,
     options: Options,
     members: PerNamespace<Member>,
-    /// The other namespaces collected last time, in discovery order.
+    /// The other namespaces served last time, in discovery order.
     order: Vec<NsId>,
+    /// Collections so far.
+    generation: u64,
     outcome: NetnsOutcome,
     /// Problems already logged, so each is logged once.
     logged: LogOnce<ProblemKey>,
 }
 
-/// The own namespace's collector, plus, with `--collector.netns`, one per
-/// other namespace.
+/// The own namespace's collector, plus, with `--collector.netns`, what is
+/// kept of every other namespace.
 pub struct Fleet<T> {
     own: Collector<T>,
     own_reports: Vec<Report>,
@@ -163,6 +156,7 @@ impl<T: Transport> Fleet<T> {
                 options,
                 members: PerNamespace::new(),
                 order: Vec::new(),
+                generation: 0,
                 outcome: NetnsOutcome {
                     health: Health {
                         started: SystemTime::UNIX_EPOCH,
@@ -173,6 +167,9 @@ impl<T: Transport> Fleet<T> {
                     namespaces: Vec::new(),
                     skipped: 0,
                     unreadable: 0,
+                    stale: 0,
+                    pending: 0,
+                    empty: Vec::new(),
                 },
                 logged: LogOnce::default(),
             }),
@@ -184,11 +181,12 @@ impl<T: Transport> Fleet<T> {
     }
 
     /// Runs one collection: the own namespace, then (with netns) discovery
-    /// and every other namespace.
+    /// and the other namespaces, within the budget.
     pub fn collect(&mut self) {
+        let clock = Instant::now();
         self.own_reports = self.own.collect();
         if let Some(netns) = &mut self.netns {
-            netns.collect();
+            netns.collect(clock + netns.config.budget);
         }
     }
 
@@ -203,8 +201,8 @@ impl<T: Transport> Fleet<T> {
             for id in &netns.order {
                 if let Some(member) = netns.members.get(*id) {
                     parts.push(Part {
-                        label: &member.label,
-                        stats: member.collector.stats(),
+                        label: &member.ns.label,
+                        stats: member.counts.stats(&netns.options),
                         reports: &member.reports,
                     });
                 }
@@ -213,77 +211,149 @@ impl<T: Transport> Fleet<T> {
         parts
     }
 
-    /// Whether a socket is held open in namespace `id` (the own one is not
-    /// counted).
+    /// Whether anything is kept for namespace `id` (the own one is not
+    /// counted). Only counts: no socket or fd is held between collections,
+    /// so nothing keeps a namespace alive.
     pub fn holds(&self, id: NsId) -> bool {
         self.netns.as_ref().is_some_and(|n| n.members.contains(id))
     }
 
-    /// The last discovery's outcome; None without `--collector.netns`.
+    /// The collectors whose dump the latest collection of the namespace
+    /// labelled `label` skipped, because its own counters showed no socket
+    /// for them; None for the own namespace and labels not served.
+    pub fn skipped_as_empty(&self, label: &str) -> Option<&[Kind]> {
+        let netns = self.netns.as_ref()?;
+        netns
+            .order
+            .iter()
+            .filter_map(|id| netns.members.get(*id))
+            .find(|member| member.ns.label == label)
+            .map(|member| member.skipped.as_slice())
+    }
+
+    /// Changes `--collector.netns.budget` from the next collection on.
+    pub fn set_budget(&mut self, budget: Duration) {
+        if let Some(netns) = &mut self.netns {
+            netns.config.budget = budget;
+        }
+    }
+
+    /// The last namespace collection's outcome; None without
+    /// `--collector.netns`.
     pub fn netns(&self) -> Option<&NetnsOutcome> {
         self.netns.as_ref().map(|n| &n.outcome)
     }
 }
 
 impl Netns {
-    fn collect(&mut self) {
+    fn collect(&mut self, deadline: Instant) {
         let started = SystemTime::now();
         let clock = Instant::now();
-        let discovery = netns::discover(self.config.limit);
-        let duration = clock.elapsed();
+        self.generation += 1;
+        let keep: HashSet<NsId> = self.order.iter().copied().collect();
+        let discovery = netns::discover_keeping(self.config.limit, &keep);
         let dropped = self.members.retain_live(&discovery.namespaces);
         if dropped > 0 {
             log::log(
                 Level::Debug,
-                "network namespaces gone; their sockets closed",
+                "network namespaces gone; their counts forgotten",
                 &[("count", &dropped)],
             );
         }
         let mut problems = discovery.problems;
         problems.extend(privilege_problems());
-        let mut namespaces = Vec::with_capacity(discovery.namespaces.len());
-        let failed: Vec<NsId> = self
-            .order
-            .iter()
-            .copied()
-            .filter(|id| self.members.get(*id).is_some_and(Member::failed))
-            .collect();
-        for id in failed {
-            self.members.remove(id);
-        }
-        let mut refused: Vec<(String, io::Error)> = Vec::new();
-        self.order.clear();
-        for ns in &discovery.namespaces {
-            let info = NamespaceInfo {
-                label: ns.label.clone(),
-                inode: ns.id.ino,
-                lowest_pid: ns.lowest_pid,
-            };
+
+        // Every other namespace, with what is kept of it, oldest data
+        // first (never collected first of all), then in discovery order.
+        let mut queue: Vec<(usize, Member)> = Vec::new();
+        for (index, ns) in discovery.namespaces.iter().enumerate() {
             if ns.own {
-                namespaces.push(info);
                 continue;
             }
-            let (options, timeout) = (&self.options, self.config.timeout);
-            let member = self.members.get_or_try_insert_with(ns.id, || {
-                InNamespace::open(ns, timeout).map(|transport| Member {
-                    label: ns.label.clone(),
-                    collector: Collector::new(transport, options.clone()),
-                    reports: Vec::new(),
-                })
-            });
-            match member {
-                Ok(member) => {
-                    // A namespace named after it was first seen changes label.
-                    member.label.clone_from(&ns.label);
-                    member.reports = member.collector.collect();
-                    self.order.push(ns.id);
-                    namespaces.push(info);
+            let member = match self.members.remove(ns.id) {
+                Some(mut member) => {
+                    // A namespace named after it was first seen changes
+                    // label, and is opened from this discovery's path.
+                    member.ns = ns.clone();
+                    member
                 }
-                // Gone between discovery and now: nothing to collect.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => refused.push((ns.label.clone(), e)),
-            }
+                None => Member {
+                    ns: ns.clone(),
+                    counts: Counts::new(&self.options),
+                    reports: Vec::new(),
+                    refreshed: 0,
+                    skipped: Vec::new(),
+                },
+            };
+            queue.push((index, member));
         }
+        queue.sort_by_key(|(index, member)| oldest_first(member.refreshed, *index));
+        let mut jobs: Vec<Job<'_>> = queue
+            .iter_mut()
+            .map(|(_, member)| Job {
+                ns: &member.ns,
+                counts: &mut member.counts,
+                outcome: Outcome::NotReached,
+            })
+            .collect();
+        let pool = PoolConfig {
+            threads: self.config.parallel,
+            deadline,
+            timeout: self.config.timeout,
+        };
+        netns_pool::run(&mut jobs, &self.options, pool);
+        let outcomes: Vec<Outcome> = jobs.into_iter().map(|job| job.outcome).collect();
+
+        let mut refused: Vec<(String, io::Error)> = Vec::new();
+        let (mut stale, mut pending) = (0, 0);
+        let mut empty: Vec<(Kind, usize)> = self.options.enabled.iter().map(|k| (*k, 0)).collect();
+        let mut served: Vec<(usize, NsId)> = Vec::new();
+        for ((index, mut member), outcome) in queue.into_iter().zip(outcomes) {
+            let id = member.ns.id;
+            match outcome {
+                Outcome::Collected { reports, skipped } => {
+                    for (kind, n) in &mut empty {
+                        *n += usize::from(skipped.contains(kind));
+                    }
+                    member.reports = reports;
+                    member.refreshed = self.generation;
+                    member.skipped = skipped;
+                }
+                Outcome::NotReached if member.refreshed > 0 => stale += 1,
+                Outcome::NotReached => pending += 1,
+                // Gone between discovery and now: nothing to collect.
+                Outcome::Gone => continue,
+                Outcome::Refused(e) => {
+                    refused.push((member.ns.label.clone(), e));
+                    continue;
+                }
+            }
+            if member.refreshed > 0 {
+                served.push((index, id));
+            }
+            let _ = self
+                .members
+                .get_or_try_insert_with(id, || Ok::<_, ()>(member));
+        }
+        served.sort_unstable();
+        self.order = served.iter().map(|(_, id)| *id).collect();
+        let info = |ns: &Namespace| NamespaceInfo {
+            label: ns.label.clone(),
+            inode: ns.id.ino,
+            lowest_pid: ns.lowest_pid,
+        };
+        let mut namespaces: Vec<NamespaceInfo> = discovery
+            .namespaces
+            .iter()
+            .filter(|ns| ns.own)
+            .map(info)
+            .collect();
+        namespaces.extend(
+            self.order
+                .iter()
+                .filter_map(|id| self.members.get(*id))
+                .map(|member| info(&member.ns)),
+        );
         // One problem for all namespaces that could not be entered, so an
         // unprivileged exporter logs it once, not once per namespace.
         if let Some((label, e)) = refused.first() {
@@ -300,17 +370,26 @@ impl Netns {
                 limit: self.config.limit,
             });
         }
+        if stale + pending > 0 {
+            problems.push(Problem::OverBudget {
+                unreached: stale + pending,
+                budget: self.config.budget,
+            });
+        }
         self.log_changes(&problems);
         self.outcome = NetnsOutcome {
             health: Health {
                 started,
-                duration,
+                duration: clock.elapsed(),
                 ok: problems.is_empty(),
             },
             problems,
             namespaces,
             skipped: discovery.skipped,
             unreadable: discovery.denied_processes,
+            stale,
+            pending,
+            empty,
         };
     }
 
@@ -324,6 +403,14 @@ impl Netns {
         };
         self.logged.update(problems, &LINES, &[], true);
     }
+}
+
+/// The order the pool takes namespaces in: the oldest data first (never
+/// collected, 0, first of all), then discovery order. After a collection the
+/// budget cut short, the namespaces it did not reach hold the oldest data,
+/// so the next collection starts with them.
+fn oldest_first(refreshed: u64, index: usize) -> (u64, usize) {
+    (refreshed, index)
 }
 
 /// Capability numbers (linux/capability.h).
@@ -368,6 +455,32 @@ fn privilege_problems() -> Vec<Problem> {
 mod tests {
     use super::*;
     use crate::outcome::Problem as _;
+
+    #[test]
+    fn unreached_namespaces_go_first_so_each_is_refreshed_every_second_collection() {
+        // Six namespaces, a budget that reaches four per collection.
+        let mut refreshed = [0u64; 6];
+        let mut history: Vec<Vec<usize>> = Vec::new();
+        for generation in 1..=6u64 {
+            let mut order: Vec<usize> = (0..refreshed.len()).collect();
+            order.sort_by_key(|&i| oldest_first(refreshed[i], i));
+            let reached: Vec<usize> = order[..4].to_vec();
+            for &i in &reached {
+                refreshed[i] = generation;
+            }
+            // Nobody's data is more than one collection old.
+            assert!(
+                refreshed.iter().all(|&r| generation - r <= 1),
+                "collection {generation}: {refreshed:?}"
+            );
+            history.push(reached);
+        }
+        assert_eq!(history[0], [0, 1, 2, 3], "discovery order at first");
+        assert_eq!(history[1], [4, 5, 0, 1], "the unreached first");
+        assert_eq!(history[2], [2, 3, 0, 1]);
+        // A namespace never collected goes before any collected one.
+        assert!(oldest_first(0, 9) < oldest_first(1, 0));
+    }
 
     #[test]
     fn a_problem_keeps_its_identity_whatever_its_numbers() {

@@ -1,7 +1,7 @@
 //! Network namespaces: what identifies one ([`NsId`]), finding every one on
 //! the host ([`discover`]) and the `netns` label each is collected under.
-//! Entering one belongs to [`netns_enter`](super::netns_enter), keeping a
-//! socket per namespace to [`netns_cache`](super::netns_cache) and what can
+//! Entering one belongs to [`netns_enter`](super::netns_enter), keeping
+//! counts per namespace to [`netns_cache`](super::netns_cache) and what can
 //! go wrong to [`netns_problem`](super::netns_problem). Nothing here changes
 //! a thread's namespace, and discovery runs as well on a plain directory
 //! tree ([`Sources`]), which is how it is tested.
@@ -36,7 +36,7 @@
 //! `by_label` exists only with the `testing` feature (on for tests,
 //! benches and the fuzz harness), not in the binary's API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -193,6 +193,14 @@ impl Default for Sources {
 /// read is skipped and, unless it is a process that exited meanwhile,
 /// reported in [`Discovery::problems`].
 pub fn discover(limit: usize) -> Discovery {
+    discover_keeping(limit, &HashSet::new())
+}
+
+/// [`discover`], where the namespaces in `keep` (those collected last
+/// time) keep their place under the limit: past `--collector.netns.max`,
+/// a new namespace never pushes out one already collected, so the chosen
+/// set does not flap as pods come and go.
+pub fn discover_keeping(limit: usize, keep: &HashSet<NsId>) -> Discovery {
     let mut sources = Sources::default();
     // /proc/thread-self/ns/net means "whoever looks"; the resolved
     // /proc/PID/task/TID/ns/net keeps naming this thread's namespace when
@@ -200,11 +208,11 @@ pub fn discover(limit: usize) -> Discovery {
     if let Ok(link) = fs::read_link("/proc/thread-self") {
         sources.own = Path::new("/proc").join(link).join("ns/net");
     }
-    discover_from(&sources, limit)
+    discover_from(&sources, limit, keep)
 }
 
-/// [`discover`] with other places to look.
-pub fn discover_from(sources: &Sources, limit: usize) -> Discovery {
+/// [`discover_keeping`] with other places to look.
+pub fn discover_from(sources: &Sources, limit: usize, keep: &HashSet<NsId>) -> Discovery {
     let mut problems = Vec::new();
     let own = match fs::metadata(&sources.own) {
         Ok(meta) => Some(NsId::of(&meta)),
@@ -224,6 +232,7 @@ pub fn discover_from(sources: &Sources, limit: usize) -> Discovery {
         processes,
         &sources.proc,
         limit,
+        keep,
     );
     Discovery {
         namespaces,
@@ -340,13 +349,16 @@ pub fn label(own: bool, name: Option<&str>, id: NsId) -> String {
 }
 
 /// Merges what was read into the ordered, deduplicated, limited list.
-/// Returns it and how many were left out by the limit. Pure.
+/// Returns it and how many were left out by the limit. Under the limit the
+/// own namespace comes first, then those in `keep` (in list order), then
+/// the others in list order; the list keeps its order. Pure.
 pub fn assemble(
     own: Option<(NsId, PathBuf)>,
     named: Vec<(String, NsId, PathBuf)>,
     processes: Vec<(u32, NsId)>,
     proc: &Path,
     limit: usize,
+    keep: &HashSet<NsId>,
 ) -> (Vec<Namespace>, usize) {
     let mut by_id: HashMap<NsId, Namespace> = HashMap::new();
     let blank = |id: NsId, path: PathBuf| Namespace {
@@ -401,9 +413,23 @@ pub fn assemble(
     for ns in &mut list {
         ns.label = label(ns.own, ns.name.as_deref(), ns.id);
     }
-    let keep = limit.max(1).min(list.len());
-    let skipped = list.len() - keep;
-    list.truncate(keep);
+    let room = limit.max(1).min(list.len());
+    let skipped = list.len() - room;
+    if skipped > 0 {
+        // Rank 0: own; 1: kept; 2: the rest, each in list order.
+        let rank = |ns: &Namespace| u8::from(!ns.own) + u8::from(!ns.own && !keep.contains(&ns.id));
+        let mut by_priority: Vec<usize> = (0..list.len()).collect();
+        by_priority.sort_by_key(|&i| (rank(&list[i]), i));
+        let mut chosen = vec![false; list.len()];
+        for &i in &by_priority[..room] {
+            chosen[i] = true;
+        }
+        let mut index = 0;
+        list.retain(|_| {
+            index += 1;
+            chosen[index - 1]
+        });
+    }
     (list, skipped)
 }
 
@@ -452,6 +478,7 @@ mod tests {
             processes.clone(),
             proc,
             usize::MAX,
+            &HashSet::new(),
         );
         assert_eq!(skipped, 0);
         let labels: Vec<&str> = list.iter().map(|n| n.label.as_str()).collect();
@@ -480,6 +507,7 @@ mod tests {
             processes,
             proc,
             3,
+            &HashSet::new(),
         );
         assert_eq!(list.len(), 3);
         assert_eq!(skipped, 3);
@@ -490,11 +518,65 @@ mod tests {
             vec![(5, id(9))],
             proc,
             0,
+            &HashSet::new(),
         );
         assert_eq!(
             (list.len(), skipped, list[0].label.as_str()),
             (1, 1, "host")
         );
+    }
+
+    #[test]
+    fn past_the_limit_collected_namespaces_keep_their_place_under_churn() {
+        let proc = Path::new("/proc");
+        let own = || Some((id(1), PathBuf::from("/own")));
+        // Pods come and go: each round some namespaces with lower inodes
+        // (which sort first) appear, and some old ones leave.
+        let rounds: [&[u64]; 5] = [
+            &[50, 60, 70, 80],
+            &[20, 50, 60, 70, 80],
+            &[10, 20, 30, 50, 70, 80],
+            &[5, 10, 20, 30, 50, 70],
+            &[5, 10, 20, 30, 40, 50, 70],
+        ];
+        let mut collected: HashSet<NsId> = HashSet::new();
+        let mut sets: Vec<Vec<u64>> = Vec::new();
+        for inos in rounds {
+            let processes = inos.iter().map(|&i| (i as u32, id(i))).collect();
+            let (list, skipped) = assemble(own(), vec![], processes, proc, 4, &collected);
+            assert_eq!(list.len(), 4);
+            assert_eq!(skipped, inos.len() + 1 - 4);
+            assert!(list[0].own, "own first");
+            let others: Vec<u64> = list[1..].iter().map(|ns| ns.id.ino).collect();
+            // Whoever was collected and is still alive is collected again.
+            for old in &collected {
+                if inos.contains(&old.ino) {
+                    assert!(others.contains(&old.ino), "{} lost its place", old.ino);
+                }
+            }
+            let mut sorted = others.clone();
+            sorted.sort();
+            assert_eq!(others, sorted, "the list keeps its order");
+            collected = list.iter().filter(|ns| !ns.own).map(|ns| ns.id).collect();
+            sets.push(others);
+        }
+        // 50, 60, 70 stay while they live; the place 60 frees goes to the
+        // first of the others in order (10), which then stays too.
+        assert_eq!(
+            sets,
+            [
+                vec![50, 60, 70],
+                vec![50, 60, 70],
+                vec![10, 50, 70],
+                vec![10, 50, 70],
+                vec![10, 50, 70]
+            ]
+        );
+        // Without memory, the order alone decides: it would have flapped.
+        let processes = rounds[2].iter().map(|&i| (i as u32, id(i))).collect();
+        let (list, _) = assemble(own(), vec![], processes, proc, 4, &HashSet::new());
+        let fresh: Vec<u64> = list[1..].iter().map(|ns| ns.id.ino).collect();
+        assert_eq!(fresh, [10, 20, 30]);
     }
 
     #[test]
@@ -532,7 +614,7 @@ mod tests {
             own: p("own"),
             check_nstype: false,
         };
-        let found = discover_from(&sources, 10);
+        let found = discover_from(&sources, 10, &HashSet::new());
         assert!(found.problems.is_empty(), "{:?}", found.problems);
         assert_eq!(found.denied_processes, 0);
         let labels: Vec<&str> = found.namespaces.iter().map(|n| n.label.as_str()).collect();
@@ -568,7 +650,7 @@ mod tests {
             own: p("nope"),
             check_nstype: false,
         };
-        let found = discover_from(&nothing, 10);
+        let found = discover_from(&nothing, 10, &HashSet::new());
         assert!(found.namespaces.is_empty());
         assert_eq!(found.problems.len(), 2, "{:?}", found.problems);
         fs::remove_dir_all(&root).unwrap();

@@ -1,20 +1,20 @@
-//! One value per network namespace, in practice the netlink socket opened
-//! inside it, kept between collections and keyed by the namespace's
-//! identity. Kept apart from finding and entering namespaces because its
-//! rule is about lifetimes: such a socket holds a reference that keeps its
-//! namespace alive, so the cache must be trimmed to the live set after
-//! every discovery ([`PerNamespace::retain_live`]).
+//! One value per network namespace, keyed by the namespace's identity and
+//! trimmed to the live set after every discovery
+//! ([`PerNamespace::retain_live`]). The fleet keeps each namespace's counts
+//! and last reports here (no socket: the netns pool opens those per
+//! collection), so what a namespace that is gone leaves behind is dropped at
+//! the next collection, and an inode number the kernel reuses for a new
+//! namespace starts afresh.
 
 use std::collections::HashMap;
 
 use crate::scope::netns::{Namespace, NsId};
 
-/// Values kept per namespace (netlink sockets), keyed by [`NsId`].
+/// Values kept per namespace, keyed by [`NsId`].
 ///
-/// A socket keeps its namespace alive, so call [`retain_live`] with each
-/// discovery's result: entries of namespaces that disappeared are dropped
-/// (closing their sockets, which lets the kernel free the namespace, after
-/// which its inode number may be reused by a new one).
+/// Call [`retain_live`] with each discovery's result: entries of namespaces
+/// that disappeared are dropped (a dead namespace's inode number may be
+/// reused by a new one, which must not inherit its entry).
 ///
 /// [`retain_live`]: PerNamespace::retain_live
 #[derive(Debug)]

@@ -7,13 +7,12 @@
 //!
 //! `unshare(CLONE_NEWNET)` and `setns` change only the calling thread's
 //! namespace, and a socket stays in the namespace of the thread that created
-//! it. So a netlink socket opened once inside a namespace dumps that
-//! namespace from then on, from any thread: collecting from a namespace only
-//! needs a brief visit to open the socket ([`run_on_new_thread`] or
-//! `with_netns`, tests only), and `PerNamespace`
-//! ([`netns_cache`](super::netns_cache)) keeps one per namespace until the
-//! namespace is gone.
-//!
+//! it. So collecting from a namespace only needs a thread inside it while
+//! its socket is opened: the netns pool's threads enter each namespace for
+//! good ([`enter_for_good`]; they do nothing else and end with the
+//! collection), [`run_on_new_thread`] runs one call inside a namespace on a
+//! short-lived thread, and `with_netns` (tests only) enters and returns.
+
 //! ## Cost
 //!
 //! Entering costs little (measured, release build, busy host: opening a
@@ -160,6 +159,22 @@ pub fn with_netns<R>(ns: &Namespace, f: impl FnOnce() -> R) -> io::Result<R> {
     let result = f();
     drop(back);
     Ok(result)
+}
+
+/// Moves the calling thread into `ns` with no way back: only for threads
+/// that do nothing but collect namespaces and end afterwards (the netns
+/// pool, [`netns_pool`](super::netns_pool)), which enter the next namespace
+/// before touching anything. Err if `ns` is gone (NotFound) or cannot be
+/// entered (EPERM without CAP_SYS_ADMIN); the thread's namespace is then
+/// unchanged.
+pub fn enter_for_good(ns: &Namespace) -> io::Result<()> {
+    let target = ns.open()?;
+    setns(&target).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot enter network namespace {}: {e}", ns.label),
+        )
+    })
 }
 
 /// Runs `f` on a new, short-lived thread inside `ns` and returns its

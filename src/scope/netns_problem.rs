@@ -2,7 +2,8 @@
 //! typed [`Problem`]: discovery (an unreadable /run/netns or /proc, other
 //! users' processes denied), privileges (no CAP_SYS_ADMIN or
 //! CAP_SYS_PTRACE, a pid namespace of its own), namespaces that cannot be
-//! entered, and the `--collector.netns.max` limit. One type for all of them,
+//! entered, the `--collector.netns.max` limit and the
+//! `--collector.netns.budget`. One type for all of them,
 //! apart from the code that finds each, so that discovery and the
 //! per-namespace fleet (`scope::namespaces`) report the same kinds and each
 //! is logged once while it persists ([`crate::outcome`]).
@@ -46,6 +47,11 @@ pub enum Problem {
     },
     /// Namespaces beyond `--collector.netns.max`.
     OverLimit { skipped: usize, limit: usize },
+    /// Namespaces not reached within `--collector.netns.budget`.
+    OverBudget {
+        unreached: usize,
+        budget: std::time::Duration,
+    },
 }
 
 /// A [`Problem`]'s identity: which problem, on which path, with which errno.
@@ -129,6 +135,12 @@ impl fmt::Display for Problem {
             Problem::OverLimit { skipped, limit } => write!(
                 f,
                 "{skipped} network namespaces beyond --collector.netns.max={limit} are not collected"
+            ),
+            Problem::OverBudget { unreached, budget } => write!(
+                f,
+                "--collector.netns.budget={budget:?} ran out before {unreached} network namespaces were reached; \
+                 they keep the series of their last collection and are collected first next time \
+                 (raise --collector.netns.budget or --collector.netns.parallel)"
             ),
         }
     }

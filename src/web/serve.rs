@@ -60,9 +60,21 @@ pub fn bind(addr: &ListenAddr) -> io::Result<TcpListener> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    // A longer accept queue than std's 128: with more clients reconnecting
+    // than the cap admits, a full queue drops SYNs, and a scraper's new
+    // connection then waits a whole second for the SYN retransmit. (listen
+    // again on a listening socket only changes the backlog; the kernel caps
+    // it at net.core.somaxconn.)
+    // SAFETY: listen(2) on the open, bound socket.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
+
+/// The listen backlog asked for (see [`bind`]).
+const BACKLOG: libc::c_int = 1024;
 
 /// Set by SIGTERM or SIGINT; the serve loop polls it.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -93,6 +105,11 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// How long new connections wait in the accept queue, at the cap with no
+/// connection able to make room, before the loop looks again (sooner if a
+/// connection closes).
+const ADMIT_RETRY: Duration = Duration::from_millis(10);
+
 /// How often the loop wakes at the latest, to check for a stop request.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -120,6 +137,10 @@ pub fn serve<T: Transport + Send + 'static>(
     let mut conns: Vec<Conn> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    // When to try admitting queued connections again (see accept_all).
+    let mut admit_again: Option<Instant> = None;
+    // Since when new connections wait with none admitted.
+    let mut waiting_since: Option<Instant> = None;
     // fds[0..FIRST_CONN]: the listener, the verifier's and the collection
     // thread's wake-ups; then one per connection, in order.
     const FIRST_CONN: usize = 3;
@@ -129,10 +150,18 @@ pub fn serve<T: Transport + Send + 'static>(
             .iter()
             .map(|c| c.deadline.saturating_duration_since(now))
             .fold(POLL, Duration::min);
+        // At the cap with no connection able to make room, new ones wait
+        // in the accept queue: the listener is not polled (it would stay
+        // readable) until a connection closes or ADMIT_RETRY passes.
+        let admitting = admit_again.map_or(true, |at| at <= now);
+        let wait = match admit_again {
+            Some(at) if !admitting => wait.min(at.saturating_duration_since(now)),
+            _ => wait,
+        };
         fds.clear();
         fds.push(libc::pollfd {
             fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
+            events: if admitting { libc::POLLIN } else { 0 },
             revents: 0,
         });
         // The verifier's wake-up (or -1, which poll skips).
@@ -194,13 +223,25 @@ pub fn serve<T: Transport + Send + 'static>(
             }
         }
         let mut i = 0;
+        let open = conns.len();
         conns.retain(|c| {
             let keep = !closed[i] && c.deadline > now;
             i += 1;
             keep
         });
-        if fds[0].revents != 0 {
-            accept_all(&listener, &mut conns, config);
+        if conns.len() < open {
+            admit_again = None;
+        }
+        if fds[0].revents & libc::POLLIN != 0 || (admit_again.is_some() && admitting) {
+            // How long new connections have waited with none admitted.
+            let waited = waiting_since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let (admitted, blocked) = accept_all(&listener, &mut conns, config, waited);
+            admit_again = blocked.then_some(now + ADMIT_RETRY);
+            if admitted > 0 || !blocked {
+                waiting_since = None;
+            } else if waiting_since.is_none() {
+                waiting_since = Some(now);
+            }
         }
     }
     log::log(Level::Info, "stopping on signal", &[]);

@@ -107,6 +107,10 @@ fn bad_flags_and_values_exit_2_with_one_line_naming_the_flag() {
             "--collector.tcp.dump",
         ),
         (&["dump", "--no.such.flag"], "--no.such.flag"),
+        (
+            &["--collector.tcp.ephemeral.top", "many"],
+            "--collector.tcp.ephemeral.top",
+        ),
     ];
     let mut failures = Vec::new();
     for (args, flag) in cases {
@@ -145,6 +149,48 @@ fn bad_flags_and_values_exit_2_with_one_line_naming_the_flag() {
         cases.len(),
         failures.join("\n  ")
     );
+}
+
+/// A bad network stops the start with status 2 and one line naming the
+/// flag and the value, in both flag forms, for the server and `dump`.
+#[test]
+fn bad_remote_networks_are_refused_naming_the_value() {
+    for bad in [
+        "10.0.0.1/8",
+        "10.0.0.0/33",
+        "nonsense",
+        "2001:db8::/129",
+        "10.0.0.0/8,,",
+    ] {
+        for args in [
+            vec![
+                "--collector.tcp.remote-networks".to_string(),
+                bad.to_string(),
+            ],
+            vec![format!("--collector.tcp.remote-networks={bad}")],
+            vec![
+                "dump".to_string(),
+                "--collector.tcp.remote-networks".to_string(),
+                bad.to_string(),
+            ],
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run(&args);
+            let lines: Vec<&str> = out
+                .stderr
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            assert_eq!(out.code(), Some(2), "{args:?}: {}", out.stderr);
+            assert_eq!(lines.len(), 1, "{args:?}: {}", out.stderr);
+            assert!(
+                lines[0].contains("--collector.tcp.remote-networks")
+                    && lines[0].contains(bad.trim_end_matches(',')),
+                "{args:?}: {}",
+                lines[0]
+            );
+        }
+    }
 }
 
 /// Every server flag given, in both forms, with a value away from its

@@ -82,6 +82,9 @@ fn is_tcp(name: &str, labels: &Labels) -> bool {
         }
         "sockdiag_port_sockets" => protocol_tcp,
         "sockdiag_listen_syn_queue" | "node_tcp_connection_states" => true,
+        // From the tcp collector's dump too.
+        name if name.starts_with("sockdiag_ephemeral_") => true,
+        "sockdiag_remote_network_sockets" => true,
         _ => false,
     }
 }

@@ -31,10 +31,13 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every collector plus the per-port views and compat series.
+/// Every collector plus the per-port views, remote networks and compat
+/// series.
 const ALL: &[&str] = &[
     "--collector.tcp.ports",
     "8080,8082,9000-9100",
+    "--collector.tcp.remote-networks",
+    "127.0.0.0/8,127.0.0.1/32,::1/128,10.0.0.0/8",
     "--collector.udp.ports",
     "5353-5355",
     "--compat.node-exporter",

@@ -1056,3 +1056,141 @@ fn slowhttptest_slow_read() {
         ],
     );
 }
+
+// ---------------------------------------------------------------------------
+// More keep-alive clients than the connection cap
+// ---------------------------------------------------------------------------
+
+/// What one scrape of the keep-alive scraper saw.
+#[derive(Debug)]
+enum Outcome {
+    /// 200 within the limit, on a kept-alive (`true`) or fresh connection.
+    Answered(Duration, bool),
+    Late(Duration),
+    Failed(String),
+}
+
+/// One scrape the way Prometheus makes them: on the kept-alive connection
+/// if there is one (else a new one), gzip accepted, no retry.
+fn keep_alive_scrape(conn: &mut Option<TcpStream>, addr: SocketAddr) -> Outcome {
+    let started = Instant::now();
+    let reused = conn.is_some();
+    let result = (|| -> io::Result<support::HttpResponse> {
+        if conn.is_none() {
+            let s = TcpStream::connect_timeout(&addr, SCRAPE_LIMIT)?;
+            s.set_read_timeout(Some(SCRAPE_LIMIT))?;
+            s.set_write_timeout(Some(SCRAPE_LIMIT))?;
+            *conn = Some(s);
+        }
+        let s = conn.as_mut().expect("just set");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: scraper\r\nAccept-Encoding: gzip\r\n\r\n")?;
+        support::read_response(s, false)
+    })();
+    let took = started.elapsed();
+    match result {
+        Ok(r) if r.status == 200 => {
+            if r.header("connection") != Some("keep-alive") {
+                *conn = None;
+            }
+            if took < SCRAPE_LIMIT {
+                Outcome::Answered(took, reused)
+            } else {
+                Outcome::Late(took)
+            }
+        }
+        Ok(r) => {
+            *conn = None;
+            Outcome::Failed(format!("status {}", r.status))
+        }
+        Err(e) => {
+            *conn = None;
+            Outcome::Failed(format!("{e} (kept-alive connection: {reused})"))
+        }
+    }
+}
+
+/// Scrapes the fairness test makes, one a second.
+const FAIR_SCRAPES: usize = 40;
+
+/// 200 keep-alive clients (wrk -c200) hammer a server capped at 64
+/// connections while a Prometheus-like scraper keeps one connection and
+/// makes one request a second, without retries: at least 99% of its
+/// scrapes are answered within 1 s. (Before the fair eviction policy, the
+/// scraper's idle connection was the oldest one waiting for a request, so
+/// it was evicted at almost every arrival, and its next request went to a
+/// closed connection.)
+#[test]
+fn a_scraper_keeps_its_answers_among_more_clients_than_the_cap() {
+    if !support::require_tool("wrk", "`make deps` installs it") {
+        return;
+    }
+    let _serial = serial();
+    let server = Server::start(&["--web.max-connections", "64"]);
+    body_len(&server);
+    let url = format!("http://{}{}", server.addr, server.telemetry_path);
+    let seconds = FAIR_SCRAPES as u64 + 3;
+    let wrk = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c200",
+            &format!("-d{seconds}s"),
+            "-H",
+            "Accept-Encoding: gzip",
+            &url,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn wrk");
+    // Let wrk fill every slot first.
+    thread::sleep(Duration::from_secs(1));
+    let mut conn = None;
+    let mut outcomes = Vec::new();
+    for _ in 0..FAIR_SCRAPES {
+        let next = Instant::now() + Duration::from_secs(1);
+        outcomes.push(keep_alive_scrape(&mut conn, server.addr));
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let out = wait_bounded(wrk, Duration::from_secs(20));
+    let summary = parse_wrk(&out);
+    let answered = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Answered(..)))
+        .count();
+    let reused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Answered(_, true)))
+        .count();
+    let worst = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Answered(d, _) | Outcome::Late(d) => Some(*d),
+            Outcome::Failed(_) => None,
+        })
+        .max()
+        .unwrap_or_default();
+    let failures: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Outcome::Answered(..) => None,
+            Outcome::Late(took) => Some(format!("scrape {i}: answered after {took:?}")),
+            Outcome::Failed(why) => Some(format!("scrape {i}: {why}")),
+        })
+        .collect();
+    report(format_args!(
+        "hostile: fairness wrk -c200 vs cap 64: scraper answered {answered}/{FAIR_SCRAPES} \
+         within 1 s ({reused} on the kept-alive connection), slowest {:.1} ms; wrk {} requests \
+         ({:.0}/s) socket_errors=[{}]",
+        worst.as_secs_f64() * 1e3,
+        summary.requests,
+        summary.per_second,
+        summary.socket_errors
+    ));
+    assert!(summary.requests > 0, "wrk made no requests:\n{out}");
+    assert!(
+        answered * 100 >= FAIR_SCRAPES * 99,
+        "only {answered} of {FAIR_SCRAPES} scrapes answered within 1 s: {failures:#?}"
+    );
+}

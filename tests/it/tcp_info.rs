@@ -536,16 +536,31 @@ fn health_is_booked_to_the_cgroup_of_each_socket() {
     };
     let helpers_a = [spawn(LOSSY, &cg_a), spawn(LOSSY, &cg_a)];
     let helper_b = spawn(CLEAN, &cg_b);
+    // The helpers' clients, each with its server end (accepted in whatever
+    // order the connections completed).
     let pairs = |listener: &TcpListener, helpers: &[&Helper]| -> Vec<Pair> {
-        helpers
+        let clients: Vec<TcpStream> = helpers
             .iter()
             .map(|h| {
                 let mut clients = helper_sockets(h.pid);
                 assert_eq!(clients.len(), 1, "helper {} has one connection", h.pid);
-                let client = clients.pop().unwrap();
+                clients.pop().unwrap()
+            })
+            .collect();
+        let mut servers: Vec<TcpStream> = clients
+            .iter()
+            .map(|_| listener.accept().unwrap().0)
+            .collect();
+        clients
+            .into_iter()
+            .map(|client| {
                 client.set_nodelay(true).unwrap();
-                let (server, _) = listener.accept().unwrap();
-                assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
+                let me = client.local_addr().unwrap();
+                let at = servers
+                    .iter()
+                    .position(|s| s.peer_addr().unwrap() == me)
+                    .expect("the server end of a helper's connection");
+                let server = servers.swap_remove(at);
                 Pair { client, server }
             })
             .collect()

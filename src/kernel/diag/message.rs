@@ -112,6 +112,13 @@ impl<'a> InetDiagMsg<'a> {
     pub fn cookie(&self) -> u64 {
         u64::from(self.u32_at(44)) | (u64::from(self.u32_at(48)) << 32)
     }
+
+    /// The remote address bytes as sent: IPv4 uses the first 4.
+    pub fn remote_address(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&self.0[24..40]);
+        out
+    }
     pub fn rqueue(&self) -> u32 {
         self.u32_at(56)
     }
