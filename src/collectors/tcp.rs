@@ -397,7 +397,7 @@ pub static SYN_QUEUE: Spec = Spec {
     labels: &["protocol", "family", "port"],
 };
 
-/// The metrics this collector alone produces (with `--collector.tcp.info`'s).
+/// The metrics this collector alone produces (with `--collector.tcp.info`'s, ephemeral ports and remote networks).
 pub static SPECS: &[&Spec] = &[
     &SYN_QUEUE,
     &tcp_health::RTT,
@@ -406,7 +406,6 @@ pub static SPECS: &[&Spec] = &[
     &tcp_health::NOTSENT,
     &tcp_health::UNTRACKED,
     &tcp_health::SHORT_INFO,
-    &SYN_QUEUE,
     &ephemeral::EPHEMERAL_PORTS,
     &ephemeral::USED,
     &ephemeral::USED_MAX,
