@@ -5,7 +5,7 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{All, Kind, Options, PartMut, SocketCollector, Stats, TcpStats};
+use super::{All, Kind, KindSet, Options, PartMut, SocketCollector, Stats, TcpStats};
 use crate::kernel::diag::DumpRequest;
 use crate::kernel::dump::{CollectError, Dumper};
 use crate::kernel::transport::Transport;
@@ -127,6 +127,13 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
     /// thread after a warning. Otherwise everything runs here, one after
     /// another, through the main transport.
     pub fn collect(&mut self) -> Vec<Report> {
+        self.collect_only(KindSet::all())
+    }
+
+    /// As [`collect`](Self::collect), but only the enabled collectors in
+    /// `only` run and report (a scrape's `collect[]` filter); the others'
+    /// counts stay as they were, and have no report this time.
+    pub fn collect_only(&mut self, only: KindSet) -> Vec<Report> {
         let Collector {
             dumper,
             side,
@@ -136,12 +143,13 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
         let parts: Vec<PartMut<'_>> = all
             .parts()
             .into_iter()
-            .filter(|part| options.enabled(part.kind()))
+            .filter(|part| options.enabled(part.kind()) && only.contains(part.kind()))
             .collect();
         let (mut main, mut beside): (Vec<_>, Vec<_>) =
             parts.into_iter().partition(|part| !part.kind().side());
         let mut reports = Vec::with_capacity(Kind::ALL.len());
-        if let Some(side) = side.as_mut().filter(|_| options.wants_side()) {
+        let overlap = !main.is_empty() && !beside.is_empty();
+        if let Some(side) = side.as_mut().filter(|_| overlap) {
             let split = std::thread::scope(|scope| {
                 let thread = std::thread::Builder::new()
                     .name("collect-side".into())

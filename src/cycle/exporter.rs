@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::collectors::Kind;
+use crate::collectors::{Kind, KindSet};
 use crate::export::metrics::{Metrics, NetnsInfo};
 use crate::export::render;
 use crate::kernel::dump::ErrorKey;
@@ -39,6 +39,9 @@ pub struct Snapshot {
     pub duration: Duration,
     /// Every enabled collector succeeded.
     pub success: bool,
+    /// The collectors asked for (a scrape's `collect[]` filter, or all);
+    /// only the enabled ones among them ran.
+    pub set: KindSet,
 }
 
 pub struct Exporter<T> {
@@ -202,8 +205,16 @@ impl<T: Transport> Exporter<T> {
 
     /// Runs one collection and renders it.
     pub fn refresh(&mut self) -> Snapshot {
+        self.refresh_only(KindSet::all())
+    }
+
+    /// Runs one collection of the collectors in `only` (those enabled) and
+    /// renders it: their series and health only; with `--collector.netns`
+    /// in every namespace, with the discovery's health; the cgroup rows
+    /// and health only when tcp is among them (they come from its dump).
+    pub fn refresh_only(&mut self, only: KindSet) -> Snapshot {
         let started = Instant::now();
-        self.fleet.collect();
+        self.fleet.collect_only(only);
         let duration = started.elapsed();
         let parts = self.fleet.parts();
         let netns = self.fleet.netns();
@@ -231,7 +242,13 @@ impl<T: Transport> Exporter<T> {
                 steps.insert(key, once);
             }
         }
-        // A namespace that is gone takes its log state with it.
+        // A namespace that is gone takes its log state with it; the
+        // collectors a filtered collection left out keep theirs.
+        for (key, once) in self.steps.drain() {
+            if !only.contains(key.1) && parts.iter().any(|p| p.label == key.0) {
+                steps.insert(key, once);
+            }
+        }
         self.steps = steps;
         self.last_errors = errors;
         self.metrics.begin();
@@ -241,7 +258,7 @@ impl<T: Transport> Exporter<T> {
         }
         let mut cgroup_rows = Vec::new();
         let mut cgroups_ok = true;
-        if let Some(cgroups) = &mut self.cgroups {
+        if let Some(cgroups) = self.cgroups.as_mut().filter(|_| only.contains(Kind::Tcp)) {
             let (rows, health) = cgroups.attribute(&parts);
             for (label, capped) in &rows {
                 self.metrics
@@ -281,6 +298,7 @@ impl<T: Transport> Exporter<T> {
             started,
             duration,
             success,
+            set: only,
         }
     }
 }

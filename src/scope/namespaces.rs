@@ -26,7 +26,7 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::collectors::{Collector, Options, Report, Stats};
+use crate::collectors::{Collector, KindSet, Options, Report, Stats};
 use crate::kernel::transport::{Netlink, Transport};
 use crate::log::{self, Level};
 use crate::outcome::Health;
@@ -186,9 +186,16 @@ impl<T: Transport> Fleet<T> {
     /// Runs one collection: the own namespace, then (with netns) discovery
     /// and every other namespace.
     pub fn collect(&mut self) {
-        self.own_reports = self.own.collect();
+        self.collect_only(KindSet::all());
+    }
+
+    /// As [`collect`](Self::collect), with only the collectors in `only`
+    /// (a scrape's `collect[]` filter), in every namespace: the filter
+    /// picks collectors, not namespaces.
+    pub fn collect_only(&mut self, only: KindSet) {
+        self.own_reports = self.own.collect_only(only);
         if let Some(netns) = &mut self.netns {
-            netns.collect();
+            netns.collect(only);
         }
     }
 
@@ -226,7 +233,7 @@ impl<T: Transport> Fleet<T> {
 }
 
 impl Netns {
-    fn collect(&mut self) {
+    fn collect(&mut self, only: KindSet) {
         let started = SystemTime::now();
         let clock = Instant::now();
         let discovery = netns::discover(self.config.limit);
@@ -275,7 +282,7 @@ impl Netns {
                 Ok(member) => {
                     // A namespace named after it was first seen changes label.
                     member.label.clone_from(&ns.label);
-                    member.reports = member.collector.collect();
+                    member.reports = member.collector.collect_only(only);
                     self.order.push(ns.id);
                     namespaces.push(info);
                 }
