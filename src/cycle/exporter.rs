@@ -251,7 +251,7 @@ impl<T: Transport> Exporter<T> {
         }
         self.steps = steps;
         self.last_errors = errors;
-        self.metrics.begin();
+        self.metrics.begin_only(only);
         for part in &parts {
             self.metrics
                 .record_namespace(part.label, part.stats, part.reports);
