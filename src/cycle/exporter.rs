@@ -373,4 +373,54 @@ mod tests {
         let (rows, _) = cgroups.attribute(&parts);
         assert!(rows.is_empty());
     }
+
+    /// Refuses every request, so every collector fails.
+    struct Refuses;
+
+    impl Transport for Refuses {
+        fn send(&mut self, _request: &[u8]) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        }
+        fn recv(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+            Ok(0)
+        }
+        fn port(&self) -> u32 {
+            0
+        }
+        fn reset(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_filtered_collection_keeps_the_left_out_collectors_log_state() {
+        use crate::collectors::{Collector, Options};
+        use crate::export::metrics::Shape;
+        use crate::scope::netns::OWN_NETNS;
+        let fleet = Fleet::new(Collector::new(Refuses, Options::default()), None);
+        let mut exporter = Exporter::new(fleet, Metrics::new(Shape::default())).quiet();
+        let key = |kind| (OWN_NETNS.to_string(), kind);
+        let failing = |e: &Exporter<Refuses>, kind| {
+            e.steps
+                .get(&key(kind))
+                .is_some_and(|once| once.texts().next().is_some())
+        };
+        let all = exporter.refresh();
+        assert!(!all.success);
+        assert!(Kind::ALL.iter().all(|k| failing(&exporter, *k)));
+        let udp = exporter.refresh_only(KindSet::of(&[Kind::Udp]));
+        assert_eq!(udp.set, KindSet::of(&[Kind::Udp]));
+        assert!(udp
+            .text
+            .contains(r#"sockdiag_collect_success{collector="udp"} 0"#));
+        assert!(!udp.text.contains(r#"collector="tcp""#), "{}", udp.text);
+        // tcp's failure is still known: it is not logged again when the
+        // next unfiltered collection fails the same way.
+        assert!(Kind::ALL.iter().all(|k| failing(&exporter, *k)));
+        assert_eq!(
+            exporter.last_error().unwrap().matches("collector").count(),
+            1,
+            "the last collection's errors: udp's only"
+        );
+    }
 }
