@@ -18,7 +18,9 @@
 //! connection, and no bytes after the last response); there is exactly one
 //! response per request the server took, in order, and none after a
 //! `Connection: close`; a request announcing a body is never kept alive
-//! (its body is never read as a request); only GET and HEAD get 200.
+//! (its body is never read as a request); only GET and HEAD get 200. A
+//! scrape that waits for a collection has an accepted `collect[]` filter,
+//! and is answered by a collection of its own set only, never another's.
 
 #![allow(dead_code)] // each user calls only part of the harness
 
@@ -26,6 +28,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use sockdiag_exporter::collectors::KindSet;
 use sockdiag_exporter::cycle::cache::Entry;
 use sockdiag_exporter::cycle::exporter::Snapshot;
 use sockdiag_exporter::web::respond::{Config, Http};
@@ -70,11 +73,32 @@ pub struct Seen {
     pub statuses: std::collections::BTreeMap<u16, u64>,
     pub head_requests: u64,
     pub waited: u64,
+    /// Scrapes with a `collect[]`/`exclude[]` filter answered by a
+    /// collection of their set.
+    pub filtered: u64,
+    /// Requests with a filter parameter answered 400.
+    pub refused_filters: u64,
     /// Inputs with more than one response on the connection.
     pub kept_alive: u64,
     /// Responses handed on in more than two pieces (a client reading a
     /// few bytes at a time, or a full TLS buffer).
     pub trickled: u64,
+}
+
+/// A collection of the collectors in `set` (a filtered scrape's).
+fn entry_of(set: KindSet) -> Arc<Entry> {
+    if set == KindSet::ALL {
+        return entry();
+    }
+    let snapshot = Snapshot {
+        text: format!("sockdiag_fuzz_set{{set=\"{}\"}} 1\n", set.names()),
+        summary: String::new(),
+        started: Instant::now(),
+        duration: Duration::ZERO,
+        success: true,
+        set,
+    };
+    Arc::new(Entry::encode(snapshot, Instant::now()))
 }
 
 /// The cached collection every scrape gets.
@@ -89,6 +113,7 @@ fn entry() -> Arc<Entry> {
             started: Instant::now(),
             duration: Duration::ZERO,
             success: true,
+            set: KindSet::ALL,
         };
         Arc::new(Entry::encode(snapshot, Instant::now()))
     }))
@@ -148,6 +173,7 @@ struct Server<'a> {
     /// Pieces of the response being handed on.
     pieces: u32,
     waited: u64,
+    filtered: u64,
 }
 
 impl Server<'_> {
@@ -210,7 +236,21 @@ impl Server<'_> {
                     if self.cache == Cache::SlowCollection && !finish {
                         return;
                     }
-                    assert!(self.session.collected(&entry(), &self.http));
+                    let Some(Wait::Collection(head)) = self.session.waiting() else {
+                        unreachable!("just matched");
+                    };
+                    let set = self
+                        .http
+                        .selection(head)
+                        .expect("a scrape waits only with an accepted filter");
+                    if set != KindSet::ALL {
+                        assert!(
+                            !self.session.collected(&entry(), &self.http),
+                            "a filtered scrape answered with every collector's collection"
+                        );
+                        self.filtered += 1;
+                    }
+                    assert!(self.session.collected(&entry_of(set), &self.http));
                     self.waited += 1;
                     continue;
                 }
@@ -277,6 +317,7 @@ pub fn http_seen(data: &[u8], seen: &mut Seen) {
         trickled: 0,
         pieces: 0,
         waited: 0,
+        filtered: 0,
     };
     let mut chunks = Vec::new();
     while let Some((&control, after)) = rest.split_first() {
@@ -294,6 +335,7 @@ pub fn http_seen(data: &[u8], seen: &mut Seen) {
     seen.inputs += 1;
     seen.tls += u64::from(tls);
     seen.waited += server.waited;
+    seen.filtered += server.filtered;
     seen.trickled += server.trickled;
 }
 
@@ -521,6 +563,11 @@ fn check_responses(answered: &[Vec<u8>], received: &[u8], seen: &mut Seen) {
             assert_eq!(i + 1, answered.len(), "a response after Connection: close");
         }
         seen.head_requests += u64::from(is_head);
+        let text = String::from_utf8_lossy(request);
+        let target = text.trim_start().split(' ').nth(1).unwrap_or("");
+        if response.status == 400 && (target.contains("collect") || target.contains("exclude")) {
+            seen.refused_filters += 1;
+        }
         *seen.statuses.entry(response.status).or_default() += 1;
         parsed.push(response);
     }

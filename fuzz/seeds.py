@@ -257,6 +257,21 @@ def http_seeds():
         ("te-chunked-get", b"GET /metrics HTTP/1.1\r\nHost: a\r\nTE: chunked\r\n\r\n"),
     ]:
         http_seed(name, FRESH, http_chunks(request + landing))
+    # collect[] filters (node_exporter's): as Prometheus' params: sends them
+    # (percent-encoded), repeated, unknown, empty, a scope, both params.
+    filtered = (b"GET /metrics?collect%5B%5D=udp&collect%5B%5D=unix HTTP/1.1\r\nHost: a\r\n\r\n"
+                + b"GET /metrics?collect[]=tcp&collect[]=tcp&x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                + b"HEAD /metrics?exclude[]=tcp HTTP/1.1\r\nHost: a\r\n\r\n")
+    refused = (b"GET /metrics?collect[]=nope&collect[]= HTTP/1.1\r\nHost: a\r\n\r\n"
+               + b"GET /metrics?collect[]=netns HTTP/1.1\r\nHost: a\r\n\r\n"
+               + b"GET /metrics?collect[]=udp&exclude[]=tcp HTTP/1.1\r\nHost: a\r\n\r\n"
+               + b"GET /metrics?collect%5B%5D=%zz HTTP/1.1\r\nHost: a\r\n\r\n")
+    for mode, label in [(FRESH, "fresh"), (COLLECTING, "collecting"),
+                        (SLOW_COLLECTION, "slow-collection")]:
+        http_seed("collect-" + label, mode, http_chunks(filtered + plain, control=NO_READ),
+                  http_chunks(close))
+    http_seed("collect-refused", COLLECTING, http_chunks(refused + plain, control=NO_READ),
+              http_chunks(close))
     http_seed("431", FRESH | HTTP_SMALL_HEADS,
               http_chunks(b"GET / HTTP/1.1\r\nX: " + b"a" * 300 + b"\r\n\r\n"))
     http_seed("431-no-end", FRESH | HTTP_SMALL_HEADS, http_chunks(b"GET / HTTP/1.1\r\nX: " + b"a" * 300))

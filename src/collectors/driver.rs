@@ -5,7 +5,7 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{All, Kind, Options, PartMut, SocketCollector, Stats, TcpStats};
+use super::{All, Kind, KindSet, Options, PartMut, SocketCollector, Stats, TcpStats};
 use crate::kernel::diag::DumpRequest;
 use crate::kernel::dump::{CollectError, Dumper};
 use crate::kernel::transport::Transport;
@@ -147,7 +147,14 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
     /// thread after a warning. Otherwise everything runs here, one after
     /// another, through the main transport.
     pub fn collect(&mut self) -> Vec<Report> {
-        self.collect_skipping(&|_| false)
+        self.collect_filtered(KindSet::all(), &|_| false)
+    }
+
+    /// As [`collect`](Self::collect), but only the enabled collectors in
+    /// `only` run and report (a scrape's `collect[]` filter); the others'
+    /// counts stay as they were, and have no report this time.
+    pub fn collect_only(&mut self, only: KindSet) -> Vec<Report> {
+        self.collect_filtered(only, &|_| false)
     }
 
     /// [`collect`](Self::collect) into `counts` instead of this collector's
@@ -159,13 +166,15 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
     /// cleared, exactly as a dump that found no socket would leave them,
     /// and it reports success. Callers pass what the namespace's own
     /// counters prove empty (`scope::netns_sockstat`).
+    /// Only the collectors in `only` run (see [`collect_only`](Self::collect_only)).
     pub fn collect_into(
         &mut self,
         counts: &mut Counts,
+        only: KindSet,
         empty: &dyn Fn(Kind) -> bool,
     ) -> Vec<Report> {
         std::mem::swap(&mut self.all, &mut counts.all);
-        let reports = self.collect_skipping(empty);
+        let reports = self.collect_filtered(only, empty);
         std::mem::swap(&mut self.all, &mut counts.all);
         reports
     }
@@ -175,7 +184,7 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
         &mut self.dumper.transport
     }
 
-    fn collect_skipping(&mut self, empty: &dyn Fn(Kind) -> bool) -> Vec<Report> {
+    fn collect_filtered(&mut self, only: KindSet, empty: &dyn Fn(Kind) -> bool) -> Vec<Report> {
         let Collector {
             dumper,
             side,
@@ -185,7 +194,7 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
         let parts: Vec<PartMut<'_>> = all
             .parts()
             .into_iter()
-            .filter(|part| options.enabled(part.kind()))
+            .filter(|part| options.enabled(part.kind()) && only.contains(part.kind()))
             .collect();
         let mut reports = Vec::with_capacity(Kind::ALL.len());
         let (mut cleared, parts): (Vec<_>, Vec<_>) =
@@ -198,7 +207,8 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
         }
         let (mut main, mut beside): (Vec<_>, Vec<_>) =
             parts.into_iter().partition(|part| !part.kind().side());
-        if let Some(side) = side.as_mut().filter(|_| options.wants_side()) {
+        let overlap = !main.is_empty() && !beside.is_empty();
+        if let Some(side) = side.as_mut().filter(|_| overlap) {
             let split = std::thread::scope(|scope| {
                 let thread = std::thread::Builder::new()
                     .name("collect-side".into())

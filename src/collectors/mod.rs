@@ -199,6 +199,65 @@ impl Options {
     }
 }
 
+/// A set of collectors: the enabled ones, or those a scrape's `collect[]`
+/// filter names. Small and `Copy`, so that the scrape cache and the
+/// collection thread can key on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct KindSet(u32);
+
+impl KindSet {
+    fn bit(kind: Kind) -> u32 {
+        let at = Kind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is in Kind::ALL");
+        1 << at
+    }
+
+    /// Every collector.
+    pub const ALL: KindSet = KindSet((1 << Kind::ALL.len()) - 1);
+
+    /// Every collector.
+    pub fn all() -> KindSet {
+        KindSet::ALL
+    }
+
+    pub fn of(kinds: &[Kind]) -> KindSet {
+        KindSet(kinds.iter().fold(0, |bits, k| bits | KindSet::bit(*k)))
+    }
+
+    pub fn contains(self, kind: Kind) -> bool {
+        self.0 & KindSet::bit(kind) != 0
+    }
+
+    pub fn insert(&mut self, kind: Kind) {
+        self.0 |= KindSet::bit(kind);
+    }
+
+    pub fn remove(&mut self, kind: Kind) {
+        self.0 &= !KindSet::bit(kind);
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The members, in [`Kind::ALL`] order.
+    pub fn kinds(self) -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().filter(move |k| self.contains(*k))
+    }
+
+    /// The members' names, comma separated (`tcp, udp`).
+    pub fn names(self) -> String {
+        self.kinds().map(Kind::label).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The collector called `name` (its `collector` label).
+    pub fn kind_named(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.label() == name)
+    }
+}
+
 /// What each collector module provides, registered in [`registry!`]'s list
 /// below: adding a collector is its module, one line there, and its tests.
 pub trait SocketCollector: Sink + Send + Default {

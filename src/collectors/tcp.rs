@@ -416,7 +416,7 @@ pub static SYN_QUEUE: Spec = Spec {
     labels: &["protocol", "family", "port"],
 };
 
-/// The metrics this collector alone produces (with `--collector.tcp.info`'s).
+/// The metrics this collector alone produces (with `--collector.tcp.info`'s, ephemeral ports and remote networks).
 pub static SPECS: &[&Spec] = &[
     &SYN_QUEUE,
     &tcp_health::RTT,

@@ -415,6 +415,52 @@ fn without_a_side_transport_everything_runs_in_order_here() {
     assert!(c.transport().threads.iter().all(|t| *t == me));
 }
 
+#[test]
+fn collect_only_runs_the_named_enabled_collectors_and_keeps_the_others_counts() {
+    let me = std::thread::current().id();
+    let udp = || {
+        Script::default()
+            .answer(vec![Ok(udp_sock()), Ok(done(0))])
+            .answer(vec![Ok(udp_sock()), Ok(done(0))])
+    };
+    let mut main = tcp_answer();
+    // The second collection finds one udp socket, the first two.
+    main.answers.extend(
+        Script::default()
+            .answer(vec![Ok(udp_sock()), Ok(done(0))])
+            .answer(vec![Ok(done(0))])
+            .answers,
+    );
+    let options = Options {
+        enabled: vec![Kind::Tcp, Kind::Udp],
+        ..all_on(Duration::from_secs(5))
+    };
+    let mut c = Collector::new(main, options).with_side(udp());
+    assert_eq!(kinds(&c.collect()), [Kind::Tcp, Kind::Udp]);
+    assert_eq!(c.stats().udp.sockets[0], [2, 0]);
+    let udp_requests = [
+        DumpRequest::Udp(Family::Ipv4),
+        DumpRequest::Udp(Family::Ipv6),
+    ];
+    assert_eq!(requests(c.side_transport().unwrap()), udp_requests);
+    // udp alone (and unix, which the flags disabled): nothing overlaps, so
+    // it runs here, through the main transport, and only udp reports.
+    let reports = c.collect_only(KindSet::of(&[Kind::Udp, Kind::Unix]));
+    assert_eq!(kinds(&reports), [Kind::Udp]);
+    assert_eq!(failed(&reports), []);
+    let mut want = vec![DumpRequest::Legacy];
+    want.extend(udp_requests);
+    assert_eq!(requests(c.transport()), want);
+    assert_eq!(requests(c.side_transport().unwrap()), udp_requests);
+    assert!(c.transport().threads.iter().all(|t| *t == me));
+    assert_eq!(c.stats().udp.sockets[0], [1, 0], "udp recounted");
+    assert_eq!(
+        c.stats().tcp.total(TcpState::Established),
+        1,
+        "tcp's counts stay from its last collection"
+    );
+}
+
 /// A transport that panics when asked anything.
 struct Explodes;
 

@@ -8,7 +8,14 @@
 //! the loop owns only this handle. If the thread dies (a panic in a
 //! collection), its end of the wake-up pair closes, the loop wakes, and
 //! [`Collections::finished`] reports it, so no scrape waits forever.
+//!
+//! A collection is of a set of collectors ([`KindSet`]: all, or a scrape's
+//! `collect[]` filter). Still one at a time: a request for another set
+//! while one runs is queued (each set once, in order of arrival) and
+//! started when the running one finishes; a request for the running or a
+//! queued set joins it.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -16,17 +23,22 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Instant;
 
+use crate::collectors::KindSet;
 use crate::cycle::cache::Entry;
 use crate::cycle::exporter::Exporter;
 use crate::kernel::transport::Transport;
 
 /// The handle the serving loop keeps.
 pub struct Collections {
-    start: mpsc::Sender<()>,
+    start: mpsc::Sender<KindSet>,
     done: mpsc::Receiver<Arc<Entry>>,
     wake: UnixStream,
-    /// When the collection in progress was asked for.
-    running: Option<Instant>,
+    /// When the collection in progress was asked for, and of which set.
+    running: Option<(Instant, KindSet)>,
+    /// Sets asked for while another ran, in order, each once.
+    queued: VecDeque<KindSet>,
+    /// The collectors the flags enabled.
+    enabled: KindSet,
     /// Collections started so far.
     started: u64,
 }
@@ -68,15 +80,16 @@ impl Collections {
         let (wake, writer) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         writer.set_nonblocking(true)?;
-        let (start, requests) = mpsc::channel::<()>();
+        let enabled = KindSet::of(&exporter.fleet().own().options().enabled);
+        let (start, requests) = mpsc::channel::<KindSet>();
         let (results, done) = mpsc::channel::<Arc<Entry>>();
         thread::Builder::new()
             .name("collect".into())
             .spawn(move || {
                 let mut waker = Waker(writer);
-                for () in requests {
+                for set in requests {
                     let begun = Instant::now();
-                    let entry = Entry::encode(exporter.refresh(), begun);
+                    let entry = Entry::encode(exporter.refresh_only(set), begun);
                     if results.send(Arc::new(entry)).is_err() {
                         return;
                     }
@@ -88,6 +101,8 @@ impl Collections {
             done,
             wake,
             running: None,
+            queued: VecDeque::new(),
+            enabled,
             started: 0,
         })
     }
@@ -98,23 +113,43 @@ impl Collections {
         self.wake.as_raw_fd()
     }
 
-    /// Starts a collection unless one is running. Returns false if the
-    /// thread is gone.
-    pub fn request(&mut self) -> bool {
-        if self.running.is_some() {
-            return true;
+    /// The collectors the flags enabled (the set of an unfiltered scrape).
+    pub fn enabled(&self) -> KindSet {
+        self.enabled
+    }
+
+    /// Starts a collection of `set` unless one runs; then it is queued,
+    /// unless it is the running set or already queued. Returns false if
+    /// the thread is gone.
+    pub fn request(&mut self, set: KindSet) -> bool {
+        match self.running {
+            Some((_, running)) => {
+                if running != set && !self.queued.contains(&set) {
+                    self.queued.push_back(set);
+                }
+                true
+            }
+            None => self.begin(set),
         }
-        if self.start.send(()).is_err() {
+    }
+
+    fn begin(&mut self, set: KindSet) -> bool {
+        if self.start.send(set).is_err() {
             return false;
         }
-        self.running = Some(Instant::now());
+        self.running = Some((Instant::now(), set));
         self.started += 1;
         true
     }
 
     /// Since when the collection in progress runs, if one does.
     pub fn running(&self) -> Option<Instant> {
-        self.running
+        self.running.map(|(since, _)| since)
+    }
+
+    /// The sets waiting for the running collection to finish.
+    pub fn queued(&self) -> impl Iterator<Item = KindSet> + '_ {
+        self.queued.iter().copied()
     }
 
     /// Collections started so far.
@@ -122,14 +157,18 @@ impl Collections {
         self.started
     }
 
-    /// The collection that finished since the last call, if any; Err when
-    /// the thread is gone.
+    /// The collection that finished since the last call, if any (the next
+    /// queued set's then starts); Err when the thread is gone.
     pub fn finished(&mut self) -> Result<Option<Arc<Entry>>, Died> {
         let mut buf = [0u8; 64];
         while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
         match self.done.try_recv() {
             Ok(entry) => {
                 self.running = None;
+                if let Some(next) = self.queued.pop_front() {
+                    // If the thread is gone, the next call says so.
+                    self.begin(next);
+                }
                 Ok(Some(entry))
             }
             Err(mpsc::TryRecvError::Empty) => Ok(None),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::collectors::Kind;
+use crate::collectors::{Kind, KindSet};
 use crate::export::metrics::{Metrics, NetnsCounts, NetnsInfo};
 use crate::export::render;
 use crate::kernel::dump::ErrorKey;
@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub duration: Duration,
     /// Every enabled collector succeeded.
     pub success: bool,
+    /// The collectors asked for (a scrape's `collect[]` filter, or all);
+    /// only the enabled ones among them ran.
+    pub set: KindSet,
 }
 
 pub struct Exporter<T> {
@@ -232,8 +235,16 @@ impl<T: Transport> Exporter<T> {
 
     /// Runs one collection and renders it.
     pub fn refresh(&mut self) -> Snapshot {
+        self.refresh_only(KindSet::all())
+    }
+
+    /// Runs one collection of the collectors in `only` (those enabled) and
+    /// renders it: their series and health only; with `--collector.netns`
+    /// in every namespace, with the discovery's health; the cgroup rows
+    /// and health only when tcp is among them (they come from its dump).
+    pub fn refresh_only(&mut self, only: KindSet) -> Snapshot {
         let started = Instant::now();
-        self.fleet.collect();
+        self.fleet.collect_only(only);
         let duration = started.elapsed();
         let parts = self.fleet.parts();
         let netns = self.fleet.netns();
@@ -261,17 +272,23 @@ impl<T: Transport> Exporter<T> {
                 steps.insert(key, once);
             }
         }
-        // A namespace that is gone takes its log state with it.
+        // A namespace that is gone takes its log state with it; the
+        // collectors a filtered collection left out keep theirs.
+        for (key, once) in self.steps.drain() {
+            if !only.contains(key.1) && parts.iter().any(|p| p.label == key.0) {
+                steps.insert(key, once);
+            }
+        }
         self.steps = steps;
         self.last_errors = errors;
-        self.metrics.begin();
+        self.metrics.begin_only(only);
         for part in &parts {
             self.metrics
                 .record_namespace(part.label, part.stats, part.reports);
         }
         let mut cgroup_rows = Vec::new();
         let mut cgroups_ok = true;
-        if let Some(cgroups) = &mut self.cgroups {
+        if let Some(cgroups) = self.cgroups.as_mut().filter(|_| only.contains(Kind::Tcp)) {
             let ((rows, health_rows, health), unreadable) = cgroups.attribute_counting(&parts);
             self.metrics.record_cgroup_unreadable(unreadable);
             for (label, capped) in &rows {
@@ -321,6 +338,7 @@ impl<T: Transport> Exporter<T> {
             started,
             duration,
             success,
+            set: only,
         }
     }
 }
@@ -396,5 +414,55 @@ mod tests {
         }];
         let (rows, _, _) = cgroups.attribute(&parts);
         assert!(rows.is_empty());
+    }
+
+    /// Refuses every request, so every collector fails.
+    struct Refuses;
+
+    impl Transport for Refuses {
+        fn send(&mut self, _request: &[u8]) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        }
+        fn recv(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+            Ok(0)
+        }
+        fn port(&self) -> u32 {
+            0
+        }
+        fn reset(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_filtered_collection_keeps_the_left_out_collectors_log_state() {
+        use crate::collectors::{Collector, Options};
+        use crate::export::metrics::Shape;
+        use crate::scope::netns::OWN_NETNS;
+        let fleet = Fleet::new(Collector::new(Refuses, Options::default()), None);
+        let mut exporter = Exporter::new(fleet, Metrics::new(Shape::default())).quiet();
+        let key = |kind| (OWN_NETNS.to_string(), kind);
+        let failing = |e: &Exporter<Refuses>, kind| {
+            e.steps
+                .get(&key(kind))
+                .is_some_and(|once| once.texts().next().is_some())
+        };
+        let all = exporter.refresh();
+        assert!(!all.success);
+        assert!(Kind::ALL.iter().all(|k| failing(&exporter, *k)));
+        let udp = exporter.refresh_only(KindSet::of(&[Kind::Udp]));
+        assert_eq!(udp.set, KindSet::of(&[Kind::Udp]));
+        assert!(udp
+            .text
+            .contains(r#"sockdiag_collect_success{collector="udp"} 0"#));
+        assert!(!udp.text.contains(r#"collector="tcp""#), "{}", udp.text);
+        // tcp's failure is still known: it is not logged again when the
+        // next unfiltered collection fails the same way.
+        assert!(Kind::ALL.iter().all(|k| failing(&exporter, *k)));
+        assert_eq!(
+            exporter.last_error().unwrap().matches("collector").count(),
+            1,
+            "the last collection's errors: udp's only"
+        );
     }
 }

@@ -15,7 +15,7 @@ use prometheus::process_collector::ProcessCollector;
 
 use crate::collectors::tcp_health;
 use crate::collectors::SERIES_DROPPED;
-use crate::collectors::{self, Kind, Report, Stats};
+use crate::collectors::{self, Kind, KindSet, Report, Stats};
 use crate::exposition::{Families, Ns, Spec, Type};
 use crate::kernel::diag::TcpState;
 use crate::outcome::Health;
@@ -210,6 +210,18 @@ pub struct Metrics {
 struct Counts {
     totals: HashMap<(String, String), u64>,
     seen: HashSet<(String, String)>,
+    /// The collectors the last collection ran (a `collect[]` filter's).
+    last: KindSet,
+}
+
+/// Whether `collector`'s health is recorded by a collection of `set`
+/// (`cgroup` comes with tcp; `netns` with every collection).
+fn records(set: KindSet, collector: &str) -> bool {
+    match KindSet::kind_named(collector) {
+        Some(kind) => set.contains(kind),
+        None if collector == "cgroup" => set.contains(Kind::Tcp),
+        None => true,
+    }
 }
 
 impl Metrics {
@@ -236,6 +248,14 @@ impl Metrics {
     /// what the collection does not set (a failed collector, a namespace
     /// that is gone) is absent rather than stale.
     pub fn begin(&self) {
+        self.begin_only(KindSet::ALL);
+    }
+
+    /// Starts a collection of the collectors in `only` (a scrape's
+    /// `collect[]` filter). A counter is dropped only when the last
+    /// collection ran its collector and did not record it (its namespace is
+    /// gone): a collector a filter left out keeps counting where it was.
+    pub fn begin_only(&self, only: KindSet) {
         let mut families = Families::default();
         families.int(&BUILD_INFO, &[VERSION, REVISION], None, 1);
         if self.shape.netns {
@@ -247,7 +267,10 @@ impl Metrics {
         *self.current.borrow_mut() = families;
         let mut counts = self.counts.borrow_mut();
         let seen = std::mem::take(&mut counts.seen);
-        counts.totals.retain(|key, _| seen.contains(key));
+        let last = std::mem::replace(&mut counts.last, only);
+        counts
+            .totals
+            .retain(|key, _| seen.contains(key) || !records(last, &key.0));
     }
 
     /// The `netns` label value for a namespace's series.

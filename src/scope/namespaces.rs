@@ -35,7 +35,7 @@ use std::collections::HashSet;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::collectors::{Collector, Counts, Kind, Options, Report, Stats};
+use crate::collectors::{Collector, Counts, Kind, KindSet, Options, Report, Stats};
 use crate::kernel::transport::Transport;
 use crate::log::{self, Level};
 use crate::outcome::Health;
@@ -183,10 +183,17 @@ impl<T: Transport> Fleet<T> {
     /// Runs one collection: the own namespace, then (with netns) discovery
     /// and the other namespaces, within the budget.
     pub fn collect(&mut self) {
+        self.collect_only(KindSet::all());
+    }
+
+    /// As [`collect`](Self::collect), with only the collectors in `only`
+    /// (a scrape's `collect[]` filter), in every namespace: the filter
+    /// picks collectors, not namespaces.
+    pub fn collect_only(&mut self, only: KindSet) {
         let clock = Instant::now();
-        self.own_reports = self.own.collect();
+        self.own_reports = self.own.collect_only(only);
         if let Some(netns) = &mut self.netns {
-            netns.collect(clock + netns.config.budget);
+            netns.collect(clock + netns.config.budget, only);
         }
     }
 
@@ -246,7 +253,7 @@ impl<T: Transport> Fleet<T> {
 }
 
 impl Netns {
-    fn collect(&mut self, deadline: Instant) {
+    fn collect(&mut self, deadline: Instant, only: KindSet) {
         let started = SystemTime::now();
         let clock = Instant::now();
         self.generation += 1;
@@ -300,6 +307,7 @@ impl Netns {
             threads: self.config.parallel,
             deadline,
             timeout: self.config.timeout,
+            only,
         };
         netns_pool::run(&mut jobs, &self.options, pool);
         let outcomes: Vec<Outcome> = jobs.into_iter().map(|job| job.outcome).collect();

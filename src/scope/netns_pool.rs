@@ -32,7 +32,7 @@ use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::collectors::{Collector, Counts, Kind, Options, Report};
+use crate::collectors::{Collector, Counts, Kind, KindSet, Options, Report};
 use crate::kernel::transport::{Netlink, Transport};
 use crate::log::{self, Level};
 use crate::scope::netns::Namespace;
@@ -72,6 +72,8 @@ pub struct PoolConfig {
     pub deadline: Instant,
     /// `--collector.timeout`, for the netlink sockets.
     pub timeout: Duration,
+    /// The collectors to run (a scrape's `collect[]` filter).
+    pub only: KindSet,
 }
 
 /// The number of CPUs this process may run on (sched_getaffinity), the
@@ -119,7 +121,7 @@ fn worker(queue: &Mutex<std::slice::IterMut<'_, Job<'_>>>, options: &Options, co
         if Instant::now() >= config.deadline {
             continue; // left NotReached; the rest too
         }
-        job.outcome = collect_one(&mut collector, job.ns, job.counts, options);
+        job.outcome = collect_one(&mut collector, job.ns, job.counts, options, config.only);
     }
 }
 
@@ -129,6 +131,7 @@ fn collect_one(
     ns: &Namespace,
     counts: &mut Counts,
     options: &Options,
+    only: KindSet,
 ) -> Outcome {
     match netns_enter::enter_for_good(ns) {
         Ok(()) => {}
@@ -137,19 +140,20 @@ fn collect_one(
     }
     let occupancy = Occupancy::of_current_thread();
     let empty = |kind: Kind| occupancy.empty(kind);
-    let skipped: Vec<Kind> = options
+    let wanted: Vec<Kind> = options
         .enabled
         .iter()
         .copied()
-        .filter(|k| empty(*k))
+        .filter(|k| only.contains(*k))
         .collect();
-    if skipped.len() < options.enabled.len() {
+    let skipped: Vec<Kind> = wanted.iter().copied().filter(|k| empty(*k)).collect();
+    if skipped.len() < wanted.len() {
         match Netlink::open(config_timeout(collector)) {
             Ok(netlink) => collector.transport_mut().netlink = Some(netlink),
             Err(e) => return Outcome::Refused(e),
         }
     }
-    let reports = collector.collect_into(counts, &empty);
+    let reports = collector.collect_into(counts, only, &empty);
     // Closed before the next namespace: sockets belong to the thread's
     // current job only.
     collector.transport_mut().netlink = None;

@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod auth;
 pub mod conn;
+pub mod filter;
 pub mod landing;
 pub mod request;
 pub mod respond;

@@ -24,7 +24,8 @@
 //!   (the HTTP/2 preface included) gets 505, a malformed one 400.
 //! - sizes: a request line that does not end within the head limit gets
 //!   414, a head that does not end within it 431.
-//! - targets: origin form (`/path?query`: the query is ignored), absolute
+//! - targets: origin form (`/path?query`: the query is kept apart, see
+//!   [`Head::query`]), absolute
 //!   form (`http://host/path`), `*` (OPTIONS only) and authority form
 //!   (CONNECT only); anything else 400.
 //! - line endings: CRLF or bare LF (as Go); a bare CR is malformed.
@@ -39,6 +40,9 @@ pub struct Head {
     pub method: Method,
     /// The path, without query string.
     pub path: String,
+    /// The query string, raw (not percent-decoded), without the `?` and
+    /// any fragment; empty when there is none.
+    pub query: String,
     pub version: HTTPVersion,
     pub headers: Vec<Header>,
 }
@@ -164,7 +168,7 @@ fn finish(
     };
     let version = HTTPVersion(1, minor);
     let method = Method::from_str(method).map_err(|_| HeadError::Malformed("bad method"))?;
-    let path = target_path(&method, target)?;
+    let (path, query) = target_path(&method, target)?;
     let mut headers = Vec::with_capacity(request.headers.len());
     for h in request.headers.iter() {
         let value = ascii_value(h.value);
@@ -175,6 +179,7 @@ fn finish(
     let head = Head {
         method,
         path,
+        query,
         version,
         headers,
     };
@@ -231,8 +236,9 @@ fn version_error(buf: &[u8]) -> HeadError {
     }
 }
 
-/// The path to route on, from the request target's four forms.
-fn target_path(method: &Method, target: &str) -> Result<String, HeadError> {
+/// The path to route on, and the query, from the request target's four
+/// forms.
+fn target_path(method: &Method, target: &str) -> Result<(String, String), HeadError> {
     let path = if target.starts_with('/') {
         target
     } else if target == "*" {
@@ -246,7 +252,7 @@ fn target_path(method: &Method, target: &str) -> Result<String, HeadError> {
         // Absolute form: the path after the authority, "/" when none.
         let rest = &target[at + 3..];
         match rest.find(['/', '?', '#']) {
-            Some(i) if rest[i..].starts_with('/') => &rest[i..],
+            Some(i) if !rest[i..].starts_with('#') => &rest[i..],
             _ => "/",
         }
     } else if *method == Method::Connect {
@@ -255,7 +261,10 @@ fn target_path(method: &Method, target: &str) -> Result<String, HeadError> {
     } else {
         return Err(HeadError::Malformed("bad request target"));
     };
-    Ok(path.split(['?', '#']).next().unwrap_or("/").to_string())
+    let path = path.split('#').next().unwrap_or("/");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((path.to_string(), query.to_string()))
 }
 
 /// RFC 3986 scheme: a letter, then letters, digits, `+`, `-`, `.`.
@@ -432,18 +441,30 @@ mod tests {
 
     #[test]
     fn targets() {
-        for (target, method, path) in [
-            ("/metrics?x=1", "GET", "/metrics"),
-            ("/metrics#f", "GET", "/metrics"),
-            ("http://h:1/metrics?x", "GET", "/metrics"),
-            ("HTTPS://h", "GET", "/"),
-            ("http://h?x=/metrics", "GET", "/"),
-            ("*", "OPTIONS", "/"),
-            ("h:443", "CONNECT", "h:443"),
+        for (target, method, path, query) in [
+            ("/metrics?x=1", "GET", "/metrics", "x=1"),
+            ("/metrics#f", "GET", "/metrics", ""),
+            (
+                "/metrics?collect[]=udp#f?x",
+                "GET",
+                "/metrics",
+                "collect[]=udp",
+            ),
+            ("/metrics?a?b", "GET", "/metrics", "a?b"),
+            ("http://h:1/metrics?x", "GET", "/metrics", "x"),
+            ("HTTPS://h", "GET", "/", ""),
+            ("http://h?x=/metrics", "GET", "/", "x=/metrics"),
+            ("http://h#?x", "GET", "/", ""),
+            ("*", "OPTIONS", "/", ""),
+            ("h:443", "CONNECT", "h:443", ""),
         ] {
             let text = format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n");
             let (h, _) = head(&text).unwrap().unwrap();
-            assert_eq!(h.path, path, "{text:?}");
+            assert_eq!(
+                (h.path.as_str(), h.query.as_str()),
+                (path, query),
+                "{text:?}"
+            );
         }
         for bad in ["metrics", "*", "h:443", "1http://h/", "://h/"] {
             let text = format!("GET {bad} HTTP/1.1\r\nHost: h\r\n\r\n");

@@ -16,16 +16,23 @@
 //! waits for it ([`Step::Collect`]); everything else is answered at once,
 //! the landing page from the last collection, or saying that the first one
 //! is still running.
+//!
+//! A scrape's `collect[]`/`exclude[]` parameters (see `filter`) pick the
+//! collectors it runs: a bad filter is a 400 naming what is wrong, and a
+//! good one is served only from a collection of exactly that set (the
+//! cache keeps one entry per set, each with its own window).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tiny_http::{HTTPVersion, Header, Method, Response as TinyResponse, StatusCode};
 
+use crate::collectors::KindSet;
 use crate::cycle::cache::{Bytes, Cache, Entry};
 use crate::cycle::collector_thread::Collections;
 use crate::log::{self, Level};
 use crate::web::auth::{BasicAuth, Lookup, Verdict, Verifier};
+use crate::web::filter::{self, Refused};
 use crate::web::landing;
 use crate::web::request::{Head, HeadError};
 use crate::web::webconfig::WebConfig;
@@ -106,6 +113,8 @@ pub struct Http<'a> {
     /// Every scrape waits as if a collection were running (see
     /// [`Http::defer_scrapes`]).
     defer_scrapes: bool,
+    /// The collectors the flags enabled: an unfiltered scrape's set.
+    enabled: KindSet,
 }
 
 /// The static bodies of the error answers.
@@ -124,7 +133,6 @@ impl<'a> Http<'a> {
         Ok(Http {
             config,
             cache: Cache::new(config.cache_ttl),
-            collections,
             auth: config.web.users.clone().map(BasicAuth::new),
             verifier: match (&config.web.users, verify_on_thread) {
                 (Some(_), true) => Some(Verifier::start()?),
@@ -137,7 +145,18 @@ impl<'a> Http<'a> {
                 .map(|(name, value)| header(name, value))
                 .collect(),
             defer_scrapes: false,
+            enabled: collections
+                .as_ref()
+                .map_or_else(KindSet::all, Collections::enabled),
+            collections,
         })
+    }
+
+    /// The collectors a scrape with this head runs (its `collect[]` or
+    /// `exclude[]` filter, or every enabled one), or why the filter is
+    /// refused.
+    pub fn selection(&self, head: &Head) -> Result<KindSet, Refused> {
+        filter::selection(&head.query, self.enabled)
     }
 
     /// For the fuzzer and tests without a collection thread: every scrape
@@ -199,6 +218,7 @@ impl<'a> Http<'a> {
     pub fn answer(&mut self, head: &Head, verdict: Verdict) -> Step {
         let readable = matches!(head.method, Method::Get | Method::Head);
         let is_metrics = head.path == self.config.telemetry_path;
+        let selection = is_metrics.then(|| self.selection(head));
         let text = "text/plain; charset=utf-8";
         let (status, headers, payload) = if verdict == Verdict::Busy {
             (
@@ -234,19 +254,35 @@ impl<'a> Http<'a> {
                 vec![header("Content-Type", text), header("Allow", "GET, HEAD")],
                 body("405 method not allowed\n"),
             )
+        } else if let Some(Err(why)) = &selection {
+            log::log(
+                Level::Debug,
+                "scrape refused: bad collector filter",
+                &[("query", &head.query), ("err", &why)],
+            );
+            (
+                400,
+                vec![header("Content-Type", text)],
+                Arc::from(format!("400 {why}\n").into_bytes()),
+            )
         } else if is_metrics {
+            let set = match selection {
+                Some(Ok(set)) => set,
+                _ => unreachable!("a metrics path's filter is checked just above"),
+            };
             let now = Instant::now();
             if self.defer_scrapes {
                 return Step::Collect;
             }
-            if let Some(entry) = self.cache.fresh(now).cloned() {
+            if let Some(entry) = self.cache.fresh(set, now) {
                 return Step::Ready(self.metrics(head, &entry));
             }
-            // Wait for the collection in progress, or a new one.
-            if self.collections.as_mut().is_some_and(Collections::request) {
+            // Wait for the collection in progress, or a new one (queued
+            // behind the running one if that is of another set).
+            if self.collections.as_mut().is_some_and(|c| c.request(set)) {
                 return Step::Collect;
             }
-            match self.cache.latest().cloned() {
+            match self.cache.latest(set).cloned() {
                 // No collection thread (tests, the fuzzer): the last.
                 Some(entry) => return Step::Ready(self.metrics(head, &entry)),
                 None => (
@@ -270,13 +306,14 @@ impl<'a> Http<'a> {
     /// that the first collection is still running.
     fn landing_page(&mut self) -> Bytes {
         let now = Instant::now();
-        if self.cache.fresh(now).is_none() {
+        let set = self.enabled;
+        if self.cache.fresh(set, now).is_none() {
             if let Some(collections) = self.collections.as_mut() {
-                collections.request();
+                collections.request(set);
             }
         }
         let freshness = self.cache.freshness();
-        let page = match self.cache.latest() {
+        let page = match self.cache.latest(set) {
             Some(entry) => landing::page(
                 &self.config.telemetry_path,
                 &freshness,

@@ -195,9 +195,14 @@ impl Session {
         true
     }
 
-    /// A collection finished: answers the scrape waiting for it with it.
+    /// A collection finished: answers the scrape waiting for it with it,
+    /// if it is of the collector set the scrape asked for (`collect[]`);
+    /// else the scrape waits on for its own set's collection.
     pub fn collected(&mut self, entry: &Arc<Entry>, http: &Http<'_>) -> bool {
-        if !matches!(self.waiting, Some(Wait::Collection(_))) {
+        let Some(Wait::Collection(head)) = &self.waiting else {
+            return false;
+        };
+        if http.selection(head).ok() != Some(entry.set) {
             return false;
         }
         let Some(Wait::Collection(head)) = self.waiting.take() else {
@@ -226,6 +231,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collectors::{Kind, KindSet};
     use crate::cycle::exporter::Snapshot;
     use crate::web::respond::Config;
     use crate::web::webconfig::WebConfig;
@@ -244,12 +250,17 @@ mod tests {
     }
 
     fn entry(text: &str) -> Arc<Entry> {
+        entry_of(KindSet::ALL, text)
+    }
+
+    fn entry_of(set: KindSet, text: &str) -> Arc<Entry> {
         let snapshot = Snapshot {
             text: text.into(),
             summary: String::new(),
             started: Instant::now(),
             duration: Duration::ZERO,
             success: true,
+            set,
         };
         Arc::new(Entry::encode(snapshot, Instant::now()))
     }
@@ -360,5 +371,53 @@ mod tests {
         assert_eq!(session.process(&mut http), Progress::Respond);
         assert!(text(&drain(&mut session, 1000)).starts_with("HTTP/1.1 505 "));
         assert_eq!(session.process(&mut http), Progress::Busy);
+    }
+
+    #[test]
+    fn a_filtered_scrape_waits_for_a_collection_of_its_own_set() {
+        let config = config();
+        let mut http = Http::new(&config, None, false).unwrap();
+        http.defer_scrapes();
+        let mut session = Session::new();
+        session.received(b"GET /metrics?collect%5B%5D=udp HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(session.process(&mut http), Progress::Wait);
+        assert!(
+            !session.collected(&entry("all 1\n"), &http),
+            "another set's"
+        );
+        let both = entry_of(KindSet::of(&[Kind::Udp, Kind::Unix]), "both 1\n");
+        assert!(
+            !session.collected(&both, &http),
+            "a superset is not it either"
+        );
+        assert!(session.collected(&entry_of(KindSet::of(&[Kind::Udp]), "udp 1\n"), &http));
+        assert!(text(&drain(&mut session, 1000)).ends_with("\r\n\r\nudp 1\n"));
+    }
+
+    #[test]
+    fn a_bad_filter_is_answered_400_naming_it() {
+        let config = config();
+        let mut http = Http::new(&config, None, false).unwrap();
+        http.store(entry("m 1\n"));
+        let mut session = Session::new();
+        session.received(b"GET /metrics?collect[]=nope&collect[]=netns HTTP/1.1\r\nHost: a\r\n\r\nGET /?collect[]=nope HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        let out = text(&drain(&mut session, 1000));
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(
+            out.contains(r#"unknown collector in collect[]: "nope""#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"not a collector in collect[]: "netns""#),
+            "{out}"
+        );
+        assert!(
+            !session.closing(),
+            "a 400 for a filter keeps the connection"
+        );
+        // Only the metrics path reads the filter.
+        assert_eq!(session.process(&mut http), Progress::Respond);
+        assert!(text(&drain(&mut session, 100000)).starts_with("HTTP/1.1 200 "));
     }
 }

@@ -125,7 +125,7 @@ fn config(plain: SocketAddr, tls: SocketAddr, ca: &Path) -> String {
         )
     };
     format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: plain\n    static_configs:\n      - targets: ['{plain}']\n{}{}",
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: plain\n    static_configs:\n      - targets: ['{plain}']\n  - job_name: udp-only\n    params:\n      collect[]: [udp]\n    static_configs:\n      - targets: ['{plain}']\n{}{}",
         tls_job("tls", "scrape-secret"),
         tls_job("tls-wrong-password", "guess")
     )
@@ -166,7 +166,12 @@ fn prometheus_scrapes_plain_and_tls_with_basic_auth() {
     };
 
     // `up` for every job (the first scrape comes ~9 s after start).
-    let want_up = [("plain", 1.0), ("tls", 1.0), ("tls-wrong-password", 0.0)];
+    let want_up = [
+        ("plain", 1.0),
+        ("udp-only", 1.0),
+        ("tls", 1.0),
+        ("tls-wrong-password", 0.0),
+    ];
     let up = poll_until(Duration::from_secs(60), || {
         let got: BTreeMap<String, f64> = prometheus
             .query("up")?
@@ -250,6 +255,25 @@ fn prometheus_scrapes_plain_and_tls_with_basic_auth() {
         poll_until(Duration::from_secs(20), check)
             .unwrap_or_else(|e| panic!("job {job}:\n  {e}{}", context()));
     }
+    // `params: {collect[]: [udp]}` (sent as collect%5B%5D=udp): that job
+    // stored the udp collector's series and health only.
+    let udp_only = poll_until(Duration::from_secs(20), || {
+        let health: BTreeMap<String, f64> = prometheus
+            .query("sockdiag_collect_success{job=\"udp-only\"}")?
+            .into_iter()
+            .map(|(l, v)| (l.get("collector").cloned().unwrap_or_default(), v))
+            .collect();
+        let tcp = prometheus.query("sockdiag_sockets{job=\"udp-only\",protocol=\"tcp\"}")?;
+        match (health.keys().collect::<Vec<_>>().as_slice(), tcp.len()) {
+            ([udp], 0) if udp.as_str() == "udp" => Ok(health),
+            _ => Err(format!(
+                "udp-only job: health {health:?}, {} tcp series",
+                tcp.len()
+            )),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}{}", context()));
+    assert_eq!(udp_only["udp"], 1.0);
     // The wrong password was refused by the exporter, not lost on the way.
     let refused = prometheus
         .query("scrape_samples_scraped{job=\"tls-wrong-password\"}")

@@ -126,6 +126,8 @@ fn http_corpus_replays_cleanly() {
     assert!(seen.waited > 0, "{seen:?}");
     assert!(seen.kept_alive > 0, "{seen:?}");
     assert!(seen.trickled > 0, "{seen:?}");
+    assert!(seen.filtered > 0, "no filtered scrape waited: {seen:?}");
+    assert!(seen.refused_filters > 0, "no collect[] refused: {seen:?}");
 }
 
 /// The http harness catches what it should: a response that is not well

@@ -10,6 +10,7 @@
 mod support;
 
 mod cli;
+mod collect_filter;
 mod collectors;
 mod conventions;
 mod e2e_prometheus;
