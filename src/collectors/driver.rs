@@ -201,7 +201,7 @@ impl<T: Transport, S: Transport + Send> Collector<T, S> {
             parts.into_iter().partition(|part| empty(part.kind()));
         for part in &mut cleared {
             reports.push(timed(part.kind(), || {
-                part.clear();
+                part.skip(&mut dumper.transport);
                 Ok(())
             }));
         }

@@ -274,6 +274,14 @@ pub trait SocketCollector: Sink + Send + Default {
     fn new(options: &Options) -> Self;
     /// Runs its dumps through `dumper` into its counts.
     fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError>;
+    /// Instead of [`collect`](Self::collect) when the namespace's own
+    /// counters prove it holds no socket of this kind: the counts are
+    /// cleared, as a dump that found no socket would leave them, and what
+    /// does not depend on sockets (tcp: the local port range) is still
+    /// read through `transport`.
+    fn skip<T: Transport>(&mut self, _transport: &mut T) {
+        Sink::clear(self);
+    }
     /// Its series for one namespace (`ns`: the `netns` label, if any).
     fn families(&self, options: &Options, out: &mut Families, ns: Ns<'_>);
     /// Its section of the table dump.
@@ -392,10 +400,11 @@ macro_rules! registry {
                 }
             }
 
-            /// Forgets the counts, as a dump that found no socket would.
-            fn clear(&mut self) {
+            /// Forgets the counts, as a dump that found no socket would
+            /// ([`SocketCollector::skip`]).
+            fn skip<T: Transport>(&mut self, transport: &mut T) {
                 match self {
-                    $(PartMut::$kind(c) => Sink::clear(&mut **c)),*
+                    $(PartMut::$kind(c) => SocketCollector::skip(&mut **c, transport)),*
                 }
             }
         }

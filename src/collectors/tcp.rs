@@ -544,6 +544,13 @@ impl SocketCollector for TcpStats {
         self.remote_networks.table(out);
     }
 
+    /// An empty namespace still has a port range: its ephemeral series are
+    /// served (with no use) like any other namespace's.
+    fn skip<T: Transport>(&mut self, transport: &mut T) {
+        Sink::clear(self);
+        self.read_local_ports(transport);
+    }
+
     /// Runs the TCP dumps into these counts, falling back from the legacy
     /// request in auto mode.
     fn collect<T: Transport>(&mut self, dumper: &mut Dumper<T>) -> Result<(), CollectError> {

@@ -209,8 +209,12 @@ impl Transport for Slot {
         Ok(())
     }
     /// The sysctl files were opened with the socket, on this thread inside
-    /// the namespace being collected.
+    /// the namespace being collected; without a socket (every dump skipped
+    /// as empty) they are opened now, from the same thread and namespace.
     fn local_ports(&mut self) -> io::Result<crate::kernel::sysctl::LocalPorts> {
-        self.socket()?.local_ports()
+        match self.netlink.as_mut() {
+            Some(netlink) => netlink.local_ports(),
+            None => crate::kernel::sysctl::SysctlFiles::open()?.read(),
+        }
     }
 }

@@ -178,6 +178,8 @@ fn connect_fails_exactly_when_a_destination_uses_the_whole_range() {
     // So does the landing page. Its port must be given: bind() to port 0
     // finds the range used up too (EADDRINUSE).
     let server = Server::start(&["--web.listen-address", "127.0.0.1:7500"]);
+    // The landing page shows the last collection and never waits for one.
+    server.scrape();
     let page = server.get("/").text();
     assert!(
         page.contains("Ephemeral ports")
