@@ -57,18 +57,21 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// Prometheus' duration units, largest first, in milliseconds: read by
+/// [`duration`] and written by [`format_duration`].
+const UNITS: &[(&str, u64)] = &[
+    ("y", 365 * 86_400_000),
+    ("w", 7 * 86_400_000),
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1000),
+    ("ms", 1),
+];
+
 /// Parses a Prometheus duration: one or more number+unit pairs from largest
 /// to smallest unit, e.g. `500ms`, `5s`, `1m30s`, `2h`, `1d`, `0s`.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    const UNITS: &[(&str, u64)] = &[
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
     let bad = || {
         format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h, d, w, y), e.g. 500ms, 5s or 1m30s")
     };
@@ -108,22 +111,14 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 /// them (`1m30s`, `250ms`, `0s`), so that messages show a value in the
 /// form the user wrote it rather than Rust's `Duration` debug form.
 pub fn format_duration(d: Duration) -> String {
-    const UNITS: &[(&str, u128)] = &[
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
     let mut ms = d.as_millis();
     if ms == 0 {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in UNITS {
-        if ms >= *size {
+    for &(unit, size) in UNITS {
+        let size = u128::from(size);
+        if ms >= size {
             out.push_str(&format!("{}{unit}", ms / size));
             ms %= size;
         }
