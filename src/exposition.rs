@@ -504,4 +504,157 @@ mod tests {
     fn an_empty_collection_encodes_to_nothing() {
         assert_eq!(Families::default().encode(&[]), "");
     }
+
+    /// What the prometheus crate's encoder writes for one family given as
+    /// (label pairs, value or histogram) rows, in row order.
+    fn crate_text(spec: &Spec, rows: &[(Vec<(&str, &str)>, Result<f64, Hist>)]) -> String {
+        use prometheus::proto::{
+            Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+        };
+        let mut family = MetricFamily::default();
+        family.set_name(spec.name.to_string());
+        family.set_help(spec.help.to_string());
+        family.set_field_type(match spec.kind {
+            Type::Gauge => MetricType::GAUGE,
+            Type::Counter => MetricType::COUNTER,
+            Type::Histogram => MetricType::HISTOGRAM,
+        });
+        let metrics = rows
+            .iter()
+            .map(|(labels, value)| {
+                let mut metric = Metric::default();
+                let pairs = labels
+                    .iter()
+                    .map(|(name, value)| {
+                        let mut pair = LabelPair::default();
+                        pair.set_name(name.to_string());
+                        pair.set_value(value.to_string());
+                        pair
+                    })
+                    .collect();
+                metric.set_label(pairs);
+                match (spec.kind, value) {
+                    (Type::Gauge, Ok(v)) => {
+                        let mut gauge = Gauge::default();
+                        gauge.set_value(*v);
+                        metric.set_gauge(gauge);
+                    }
+                    (Type::Counter, Ok(v)) => {
+                        let mut counter = Counter::default();
+                        counter.set_value(*v);
+                        metric.set_counter(counter);
+                    }
+                    (_, Err(hist)) => {
+                        let mut h = Histogram::default();
+                        h.set_sample_count(hist.count);
+                        h.set_sample_sum(hist.sum);
+                        let buckets = hist
+                            .buckets
+                            .iter()
+                            .map(|&(le, n)| {
+                                let mut b = Bucket::default();
+                                b.set_upper_bound(le);
+                                b.set_cumulative_count(n);
+                                b
+                            })
+                            .collect();
+                        h.set_bucket(buckets);
+                        metric.set_histogram(h);
+                    }
+                    _ => unreachable!(),
+                }
+                metric
+            })
+            .collect();
+        family.set_metric(metrics);
+        TextEncoder::new()
+            .encode_to_string(&[family])
+            .expect("encodes")
+    }
+
+    #[test]
+    fn the_hand_written_encoder_writes_the_crates_bytes_for_tricky_values() {
+        static G: Spec = Spec {
+            name: "t_tricky",
+            help: "Back\\slash, new\nline and \"quotes\".",
+            kind: Type::Gauge,
+            labels: &["v"],
+        };
+        static C: Spec = Spec {
+            name: "t_tricky_total",
+            help: "",
+            kind: Type::Counter,
+            labels: &[],
+        };
+        static H: Spec = Spec {
+            name: "t_tricky_seconds",
+            help: "h\\",
+            kind: Type::Histogram,
+            labels: &["port"],
+        };
+        // Label values sorted as strings, as our encoder sorts them.
+        let values: [(&str, f64); 12] = [
+            ("", 0.0),
+            ("a\nb", f64::NEG_INFINITY),
+            ("a\"b", f64::NAN),
+            ("a\\b", f64::INFINITY),
+            ("big", 9007199254740993.0),
+            ("e21", 1e21),
+            ("frac", 0.1),
+            ("neg", -2.5),
+            ("negzero", -0.0),
+            ("small", 1.5e-9),
+            ("u64max", u64::MAX as f64),
+            ("\u{e9}t\u{e9}", 42.0),
+        ];
+        let mut ours = Families::default();
+        // Set out of order: the encoder sorts.
+        for &(v, x) in values.iter().rev() {
+            ours.set(&G, &[v], None, x);
+        }
+        ours.int(&C, &[], None, 1 << 60);
+        let with_inf = Hist {
+            buckets: vec![(0.001, 1), (2.5e-5, 1), (f64::INFINITY, 7)],
+            count: 7,
+            sum: f64::NAN,
+        };
+        let plain = Hist {
+            buckets: vec![(1.0, 0), (10.0, 3)],
+            count: 4,
+            sum: 12.75,
+        };
+        ours.histogram(&H, &["8\"0"], Some("a\\ns"), with_inf.clone());
+        ours.histogram(&H, &["80"], Some("host"), plain.clone());
+        let expected = crate_text(
+            &G,
+            &values
+                .iter()
+                .map(|&(v, x)| (vec![("v", v)], Ok(x)))
+                .collect::<Vec<_>>(),
+        ) + &crate_text(&C, &[(vec![], Ok((1u64 << 60) as f64))])
+            + &crate_text(
+                &H,
+                &[
+                    (vec![("netns", "a\\ns"), ("port", "8\"0")], Err(with_inf)),
+                    (vec![("netns", "host"), ("port", "80")], Err(plain)),
+                ],
+            );
+        // Families sorted by name: t_tricky, t_tricky_seconds, t_tricky_total.
+        let (g, rest) = expected.split_at(expected.find("# TYPE t_tricky_total").unwrap());
+        let (c, h) = rest.split_at(rest.find("# HELP t_tricky_seconds").unwrap());
+        let expected = format!("{g}{h}{c}");
+        assert_eq!(ours.encode(&[]), expected);
+        assert_eq!(ours.into_text(&[]), expected);
+    }
+
+    #[test]
+    fn dump_streaming_writes_the_same_bytes() {
+        let mut f = Families::default();
+        f.int(&B, &[], None, 3);
+        f.int(&A, &["listen", "ipv\n6"], Some("host"), 2);
+        let text = f.encode(&[]);
+        let mut out = Vec::new();
+        f.write_to(&[], &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), text);
+    }
 }
