@@ -507,7 +507,10 @@ mod tests {
 
     /// What the prometheus crate's encoder writes for one family given as
     /// (label pairs, value or histogram) rows, in row order.
-    fn crate_text(spec: &Spec, rows: &[(Vec<(&str, &str)>, Result<f64, Hist>)]) -> String {
+    /// One series for [`crate_text`]: label pairs, and a value or a histogram.
+    type Row<'a> = (Vec<(&'a str, &'a str)>, Result<f64, Hist>);
+
+    fn crate_text(spec: &Spec, rows: &[Row<'_>]) -> String {
         use prometheus::proto::{
             Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
         };
