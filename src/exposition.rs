@@ -179,7 +179,9 @@ impl Families {
     }
 
     /// The text exposition: these families plus `extra` collectors' (the
-    /// process metrics), families sorted by name.
+    /// process metrics), families sorted by name. Works on a copy (for
+    /// tests and readers that keep the families); a collection uses
+    /// [`into_text`](Self::into_text) or [`write_to`](Self::write_to).
     pub fn encode(&self, extra: &[&dyn prometheus::core::Collector]) -> String {
         self.clone().into_text(extra)
     }
@@ -192,7 +194,8 @@ impl Families {
     /// encoder wants each family as a `MetricFamily` proto (several hundred
     /// bytes per series) and its `String` grows by doubling and copying:
     /// with 500 empty namespaces (5.5 MB of text) that peaked at 35 MiB.
-    /// Now the peak is about the text plus one family.
+    /// Now the heap peak is the text plus the families' compact form (a
+    /// 32-byte entry per series), which are freed as they are written.
     pub fn into_text(mut self, extra: &[&dyn prometheus::core::Collector]) -> String {
         self.fold();
         let extra = extra_texts(extra);
