@@ -429,6 +429,27 @@ impl Metrics {
         };
         self.current.borrow().encode(&extra)
     }
+
+    /// [`encode`](Self::encode), giving up the collection's families as
+    /// they are written (they are made afresh by the next
+    /// [`begin`](Self::begin)): the peak is the text plus one family, not
+    /// the text plus all of them.
+    pub fn take_text(&self) -> String {
+        let extra: Vec<&dyn prometheus::core::Collector> = match &self.process {
+            Some(process) => vec![process],
+            None => Vec::new(),
+        };
+        std::mem::take(&mut *self.current.borrow_mut()).into_text(&extra)
+    }
+
+    /// [`take_text`](Self::take_text) written to `out` as it is made.
+    pub fn write_text(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let extra: Vec<&dyn prometheus::core::Collector> = match &self.process {
+            Some(process) => vec![process],
+            None => Vec::new(),
+        };
+        std::mem::take(&mut *self.current.borrow_mut()).write_to(&extra, out)
+    }
 }
 
 #[cfg(test)]

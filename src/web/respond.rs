@@ -119,7 +119,7 @@ pub struct Http<'a> {
 
 /// The static bodies of the error answers.
 fn body(text: &'static str) -> Bytes {
-    Arc::from(text.as_bytes())
+    Arc::new(text.as_bytes().to_vec())
 }
 
 impl<'a> Http<'a> {
@@ -360,11 +360,7 @@ impl<'a> Http<'a> {
         let head_bytes = write_head(status, headers, payload.len(), head.version.clone(), keep);
         Response {
             head: head_bytes,
-            body: if head_only {
-                Arc::from(&[][..])
-            } else {
-                payload
-            },
+            body: if head_only { Arc::default() } else { payload },
             keep,
         }
     }

@@ -130,7 +130,7 @@ impl Session {
         self.waiting = None;
         let response = Response {
             head: bytes.to_vec(),
-            body: Arc::from(&[][..]),
+            body: Arc::default(),
             keep: false,
         };
         self.out = Some((response, 0));
