@@ -291,22 +291,11 @@ fn listeners(out: &mut String, f: &Families, base: &[(&str, &str)]) {
             ],
         ));
     }
-    if rows.is_empty() {
-        return;
-    }
-    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let total = rows.len();
-    let shown: Vec<(&str, Vec<String>)> = rows
-        .into_iter()
-        .take(MAX_ROWS)
-        .map(|(_, c, r)| (c, r))
-        .collect();
-    table(
+    fullest(
         out,
-        &format!(
-            "TCP listeners ({} of {total}, fullest accept queue first)",
-            shown.len()
-        ),
+        rows,
+        "TCP listeners",
+        "fullest accept queue first",
         &[
             "address",
             "port",
@@ -317,7 +306,6 @@ fn listeners(out: &mut String, f: &Families, base: &[(&str, &str)]) {
             "fill",
             "drops",
         ],
-        &shown,
     );
 }
 
@@ -424,20 +412,38 @@ fn unix(out: &mut String, f: &Families, base: &[(&str, &str)]) {
             ],
         ));
     }
-    if paths.is_empty() {
+    fullest(
+        out,
+        paths,
+        "Unix listeners",
+        "fullest first",
+        &["path", "pending", "backlog", "fill"],
+    );
+}
+
+/// A table of listeners, the fullest (by the first value of each row)
+/// first, at most MAX_ROWS of them; none when there is no row.
+fn fullest(
+    out: &mut String,
+    mut rows: Vec<(f64, &str, Vec<String>)>,
+    what: &str,
+    order: &str,
+    header: &[&str],
+) {
+    if rows.is_empty() {
         return;
     }
-    paths.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let total = paths.len();
-    let shown: Vec<(&str, Vec<String>)> = paths
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let total = rows.len();
+    let shown: Vec<(&str, Vec<String>)> = rows
         .into_iter()
         .take(MAX_ROWS)
         .map(|(_, c, r)| (c, r))
         .collect();
     table(
         out,
-        &format!("Unix listeners ({} of {total}, fullest first)", shown.len()),
-        &["path", "pending", "backlog", "fill"],
+        &format!("{what} ({} of {total}, {order})", shown.len()),
+        header,
         &shown,
     );
 }
