@@ -98,21 +98,7 @@ fn ss() -> BTreeMap<(u16, u16), SsSocket> {
 
 /// tcpi_total_retrans of one of the test's own sockets (getsockopt).
 fn total_retrans(s: &TcpStream) -> u32 {
-    let mut buf = [0u8; 256];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: buf is writable for len bytes; the kernel writes at most len.
-    let ret = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            buf.as_mut_ptr() as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    assert_eq!(ret, 0, "getsockopt TCP_INFO");
-    assert!(len >= 104);
-    u32::from_ne_bytes(buf[100..104].try_into().unwrap())
+    rtt_and_retrans(s).2
 }
 
 /// The label sets of the exporter's per-view series: (direction, port),
