@@ -141,9 +141,10 @@ fn main() {
             match part.trim() {
                 "ss" => verdicts.extend(against_ss()),
                 "scale" => verdicts.extend(scale()),
+                "hold" => verdicts.extend(hold()),
                 other => verdicts.push(Verdict(
                     Outcome::Fail,
-                    format!("unknown part {other:?} in NETNS_PARTS (ss, scale)"),
+                    format!("unknown part {other:?} in NETNS_PARTS (ss, scale, hold)"),
                 )),
             }
         }
@@ -428,37 +429,10 @@ fn scale() -> Vec<Verdict> {
     let host = env_usize("NETNS_HOST_SOCKETS", 1_000_000) as u64;
     let runs = env_usize("NETNS_SCALE_RUNS", 3);
     let busy_connections = env_usize("NETNS_BUSY_CONNECTIONS", 5);
-    let exe = std::env::current_exe().expect("own path");
-    println!(
-        "\n---- scale: building the host load ({host} TCP sockets in a private namespace) ----"
-    );
-    // On a thread of its own: it enters the private namespace, builds the
-    // load (its helper processes start in that namespace) and ends; the
-    // sockets and helpers keep the namespace alive.
-    let built = std::thread::spawn(move || -> io::Result<(load::Load, u64)> {
-        sockdiag_exporter::scope::netns_enter::enter_private()?;
-        load::tune_namespace()?;
-        let plan = load::Plan::new(host, load::have_ipv6());
-        let ino = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
-        Ok((load::Load::build(plan, &exe, LOAD_HELPER_ENV)?, ino))
-    })
-    .join()
-    .expect("load thread");
-    let (host_load, host_ino) = match built {
+    let (host_load, host_label) = match build_host_load(host) {
         Ok(built) => built,
-        Err(e) => {
-            return vec![Verdict(
-                Outcome::Fail,
-                format!("scale: cannot build the host load: {e}"),
-            )]
-        }
+        Err(e) => return vec![Verdict(Outcome::Fail, e)],
     };
-    let host_label = format!("ino:{host_ino}");
-    println!(
-        "host load built in {:.1} s ({} failed connects), namespace {host_label}",
-        host_load.build_time.as_secs_f64(),
-        host_load.failed_connects
-    );
     let big_present = |text: &str| -> Result<(), String> {
         let tcp = netns_sum(text, "sockdiag_sockets", &host_label);
         // The load's TIME_WAIT batch (1%) may have expired meanwhile.
@@ -546,6 +520,79 @@ fn scale() -> Vec<Verdict> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     verdicts
+}
+
+/// Builds the 1M host load in a private namespace; returns it and the
+/// namespace's label in our output (`ino:N`).
+fn build_host_load(host: u64) -> Result<(load::Load, String), String> {
+    let exe = std::env::current_exe().expect("own path");
+    println!(
+        "\n---- scale: building the host load ({host} TCP sockets in a private namespace) ----"
+    );
+    // On a thread of its own: it enters the private namespace, builds the
+    // load (its helper processes start in that namespace) and ends; the
+    // sockets and helpers keep the namespace alive.
+    let built = std::thread::spawn(move || -> io::Result<(load::Load, u64)> {
+        sockdiag_exporter::scope::netns_enter::enter_private()?;
+        load::tune_namespace()?;
+        let plan = load::Plan::new(host, load::have_ipv6());
+        let ino = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
+        Ok((load::Load::build(plan, &exe, LOAD_HELPER_ENV)?, ino))
+    })
+    .join()
+    .expect("load thread");
+    let (host_load, host_ino) =
+        built.map_err(|e| format!("scale: cannot build the host load: {e}"))?;
+    let host_label = format!("ino:{host_ino}");
+    println!(
+        "host load built in {:.1} s ({} failed connects), namespace {host_label}",
+        host_load.build_time.as_secs_f64(),
+        host_load.failed_connects
+    );
+    Ok((host_load, host_label))
+}
+
+/// Part `hold`, for profiling by hand: builds the `scale` host load and the
+/// busy scenario's 100 namespaces, prints how to measure, and holds them
+/// until stdin reaches end of file or a line (at most NETNS_HOLD_SECONDS,
+/// default 3600), then tears everything down.
+fn hold() -> Vec<Verdict> {
+    let host = env_usize("NETNS_HOST_SOCKETS", 1_000_000) as u64;
+    let busy = env_usize("NETNS_BUSY_COUNT", 100);
+    let connections = env_usize("NETNS_BUSY_CONNECTIONS", 5);
+    let seconds = env_usize("NETNS_HOLD_SECONDS", 3600) as u64;
+    let (host_load, host_label) = match build_host_load(host) {
+        Ok(built) => built,
+        Err(e) => return vec![Verdict(Outcome::Fail, e)],
+    };
+    let names: Vec<String> = (0..busy)
+        .map(|i| format!("sdhold-{}-b{i}", std::process::id()))
+        .collect();
+    let guard = Namespaces::add(&names);
+    let helpers: Vec<Helper> = names
+        .chunks(PER_HELPER)
+        .map(|chunk| Helper::spawn(chunk, connections))
+        .collect();
+    println!(
+        "holding {host_label} ({host} TCP sockets) and {busy} namespaces sdhold-{}-b* (1 listener + {connections} connections each) for at most {seconds} s; press Enter to end",
+        std::process::id()
+    );
+    println!("e.g. {OURS} dump --collector.netns --log.level error");
+    // stdin is read on a thread; the wait is bounded either way.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = io::stdin().read_line(&mut line);
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(seconds));
+    drop(helpers);
+    drop(guard);
+    host_load.teardown();
+    vec![Verdict(
+        Outcome::Pass,
+        "hold: load held and torn down".into(),
+    )]
 }
 
 /// Named namespaces, deleted on drop.
