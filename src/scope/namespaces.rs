@@ -3,10 +3,11 @@
 //! other namespace, kept between collections and refreshed by a pool of
 //! threads ([`netns_pool`]).
 //!
-//! Every collection collects the own namespace, then lists the namespaces
-//! ([`netns::discover_keeping`]: past `--collector.netns.max` the ones
-//! collected last time keep their place), forgets the ones that are gone,
-//! and hands the others to the pool, oldest data first. The pool skips the
+//! Every collection lists the namespaces ([`netns::discover_keeping`]:
+//! past `--collector.netns.max` the ones collected last time keep their
+//! place), forgets the ones that are gone, and hands the others to the
+//! pool, oldest data first (the pool then takes the costliest first); the
+//! own namespace is collected on the calling thread meanwhile. The pool skips the
 //! collectors a namespace's own counters prove empty (exact zeros, no dump)
 //! and stops starting namespaces when `--collector.netns.budget`, counted
 //! from the start of the collection, is spent. Each namespace's collectors
@@ -191,9 +192,18 @@ impl<T: Transport> Fleet<T> {
     /// picks collectors, not namespaces.
     pub fn collect_only(&mut self, only: KindSet) {
         let clock = Instant::now();
-        self.own_reports = self.own.collect_only(only);
-        if let Some(netns) = &mut self.netns {
-            netns.collect(clock + netns.config.budget, only);
+        let Fleet {
+            own,
+            own_reports,
+            netns,
+        } = self;
+        let mut collect_own = || *own_reports = own.collect_only(only);
+        match netns {
+            // The own namespace is collected on this thread while the pool
+            // collects the others, so its dumps add to the pool's work
+            // rather than delaying it.
+            Some(netns) => netns.collect(clock + netns.config.budget, only, collect_own),
+            None => collect_own(),
         }
     }
 
@@ -253,7 +263,9 @@ impl<T: Transport> Fleet<T> {
 }
 
 impl Netns {
-    fn collect(&mut self, deadline: Instant, only: KindSet) {
+    /// Discovers and collects the other namespaces on the pool, running
+    /// `during` (the own namespace's collection) on this thread meanwhile.
+    fn collect(&mut self, deadline: Instant, only: KindSet, during: impl FnOnce()) {
         let started = SystemTime::now();
         let clock = Instant::now();
         self.generation += 1;
@@ -299,6 +311,7 @@ impl Netns {
             .iter_mut()
             .map(|(_, member)| Job {
                 ns: &member.ns,
+                rank: member.refreshed,
                 counts: &mut member.counts,
                 outcome: Outcome::NotReached,
             })
@@ -309,7 +322,7 @@ impl Netns {
             timeout: self.config.timeout,
             only,
         };
-        netns_pool::run(&mut jobs, &self.options, pool);
+        netns_pool::run(&mut jobs, &self.options, pool, during);
         let outcomes: Vec<Outcome> = jobs.into_iter().map(|job| job.outcome).collect();
 
         let mut refused: Vec<(String, io::Error)> = Vec::new();

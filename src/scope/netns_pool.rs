@@ -25,8 +25,26 @@
 //!
 //! The budget is checked before each namespace is started: a namespace in
 //! progress finishes (each dump is still bounded by `--collector.timeout`),
-//! the ones not started are [`Outcome::NotReached`]. The caller orders the
+//! the ones not started are [`Outcome::NotReached`]. The caller ranks the
 //! jobs (oldest data first) and decides what an unreached namespace shows.
+//!
+//! Why the pool surveys before it collects: a collection lasts as long as
+//! its busiest thread, and the namespaces differ a lot in cost. One that
+//! holds no TCP socket costs microseconds (its dumps are skipped or walk
+//! small tables), one with a few TCP sockets costs a walk of the host's
+//! whole TCP hash (about 0.1 s next to 1M sockets elsewhere), and one that
+//! holds the 1M sockets costs that walk plus reading them all (about 1 s).
+//! Taken in discovery order, the big one can come last and run alone on
+//! one core while the others idle. So the threads first read every
+//! namespace's counters ([`Occupancy`], a few microseconds each), and then
+//! collect, within each rank, the namespaces that need a TCP walk first,
+//! the most sockets first: the longest jobs first, so that the threads
+//! finish together. The counters are read again when a namespace is
+//! collected, so a skip is decided on counters read just before it.
+//!
+//! The caller's own work (the exporter's own namespace) runs on the calling
+//! thread while the pool works ([`run`]'s `during`), so it adds to the
+//! threads' work instead of coming before it.
 
 use std::io;
 use std::sync::Mutex;
@@ -42,6 +60,9 @@ use crate::scope::netns_sockstat::Occupancy;
 /// One namespace to collect, borrowing its kept counts.
 pub struct Job<'a> {
     pub ns: &'a Namespace,
+    /// Lower ranks are started first, whatever their cost (the caller's
+    /// oldest-data-first rule).
+    pub rank: u64,
     pub counts: &'a mut Counts,
     pub outcome: Outcome,
 }
@@ -82,35 +103,149 @@ pub fn usable_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Collects every job on at most `config.threads` scoped threads; returns
-/// how many threads ran. Jobs are started in slice order.
-pub fn run(jobs: &mut [Job<'_>], options: &Options, config: PoolConfig) -> usize {
+/// Collects every job on at most `config.threads` scoped threads, while
+/// the calling thread runs `during`; returns how many threads collected.
+/// Jobs are started by rank, then the costliest first (see the module
+/// comment), then in slice order.
+pub fn run(
+    jobs: &mut [Job<'_>],
+    options: &Options,
+    config: PoolConfig,
+    during: impl FnOnce(),
+) -> usize {
     let wanted = config.threads.max(1).min(jobs.len());
-    let queue = Mutex::new(jobs.iter_mut());
+    // With no more jobs than threads, or no time left, order is moot.
+    let costs = if jobs.len() > wanted && Instant::now() < config.deadline {
+        let namespaces: Vec<&Namespace> = jobs.iter().map(|job| job.ns).collect();
+        survey(&namespaces, wanted, options, config.only)
+    } else {
+        vec![Cost::default(); jobs.len()]
+    };
+    let ranks: Vec<u64> = jobs.iter().map(|job| job.rank).collect();
+    let mut slots: Vec<Option<&mut Job<'_>>> = jobs.iter_mut().map(Some).collect();
+    let queue: Vec<&mut Job<'_>> = start_order(&ranks, &costs)
+        .into_iter()
+        .filter_map(|i| slots[i].take())
+        .collect();
+    let queue = Mutex::new(queue.into_iter());
     std::thread::scope(|scope| {
-        let mut started = 0;
-        for i in 0..wanted {
-            let spawned = std::thread::Builder::new()
-                .name(format!("netns-{i}"))
-                .spawn_scoped(scope, || worker(&queue, options, config));
-            match spawned {
-                Ok(_) => started += 1,
-                Err(e) => {
-                    log::log(
-                        Level::Warn,
-                        "cannot start a network namespace collection thread",
-                        &[("err", &e), ("started", &started)],
-                    );
-                    break;
-                }
-            }
-        }
+        let started = spawn_workers(scope, wanted, "netns", || worker(&queue, options, config));
+        during();
         started
     })
 }
 
+/// The order jobs are started in, as indices: by rank, then the costliest
+/// first, then as given.
+fn start_order(ranks: &[u64], costs: &[Cost]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ranks.len()).collect();
+    order.sort_by_key(|&i| (ranks[i], std::cmp::Reverse(costs[i]), i));
+    order
+}
+
+/// What a namespace is expected to cost, compared longest first: whether
+/// its TCP dump has to walk the host's TCP hash, then how many sockets its
+/// counters show. Unknown counters count as a walk (they are dumped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cost {
+    walks: bool,
+    sockets: u64,
+}
+
+impl Cost {
+    /// The cost of collecting the collectors in `only` of a namespace whose
+    /// counters read `occupancy`.
+    pub fn of(occupancy: &Occupancy, options: &Options, only: KindSet) -> Cost {
+        let wanted = |kind: Kind| options.enabled.contains(&kind) && only.contains(kind);
+        let walks = wanted(Kind::Tcp) && !occupancy.empty(Kind::Tcp);
+        let count = |n: Option<u64>, kinds: &[Kind]| {
+            if kinds.iter().any(|k| wanted(*k)) {
+                n.unwrap_or(u64::MAX / 4)
+            } else {
+                0
+            }
+        };
+        Cost {
+            walks,
+            sockets: count(occupancy.tcp, &[Kind::Tcp, Kind::Listeners])
+                + count(occupancy.udp, &[Kind::Udp])
+                + count(occupancy.unix, &[Kind::Unix]),
+        }
+    }
+}
+
+/// Reads every namespace's counters on `threads` scoped threads, each
+/// entering the namespaces it surveys (and ending with the survey). A
+/// namespace that cannot be entered costs nothing here: its collection
+/// fails fast.
+fn survey(
+    namespaces: &[&Namespace],
+    threads: usize,
+    options: &Options,
+    only: KindSet,
+) -> Vec<Cost> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let costs: Vec<Mutex<Cost>> = namespaces.iter().map(|_| Mutex::default()).collect();
+    std::thread::scope(|scope| {
+        spawn_workers(scope, threads, "netns-survey", || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(ns) = namespaces.get(i) else {
+                return;
+            };
+            if netns_enter::enter_for_good(ns).is_ok() {
+                let cost = Cost::of(&Occupancy::of_current_thread(), options, only);
+                if let Ok(mut slot) = costs[i].lock() {
+                    *slot = cost;
+                }
+            }
+        })
+    });
+    costs
+        .into_iter()
+        .map(|c| c.into_inner().unwrap_or_default())
+        .collect()
+}
+
+/// Spawns `count` scoped threads named `name-N` running `work`; returns
+/// how many started (a failure to start one is logged, and the ones
+/// started carry on).
+fn spawn_workers<'scope, 'env, F>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    count: usize,
+    name: &str,
+    work: F,
+) -> usize
+where
+    F: Fn() + Send + Sync + 'scope,
+{
+    let work = std::sync::Arc::new(work);
+    let mut started = 0;
+    for i in 0..count {
+        let work = std::sync::Arc::clone(&work);
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn_scoped(scope, move || work());
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => {
+                log::log(
+                    Level::Warn,
+                    "cannot start a network namespace collection thread",
+                    &[("err", &e), ("started", &started)],
+                );
+                break;
+            }
+        }
+    }
+    started
+}
+
 /// A pool thread: takes jobs until none is left or the budget is spent.
-fn worker(queue: &Mutex<std::slice::IterMut<'_, Job<'_>>>, options: &Options, config: PoolConfig) {
+fn worker<'j, 'a: 'j>(
+    queue: &Mutex<impl Iterator<Item = &'j mut Job<'a>>>,
+    options: &Options,
+    config: PoolConfig,
+) {
     let mut collector = Collector::new(Slot::new(config.timeout), options.clone());
     loop {
         // A poisoned lock means another pool thread panicked; the scope
@@ -216,5 +351,63 @@ impl Transport for Slot {
             Some(netlink) => netlink.local_ports(),
             None => crate::kernel::sysctl::SysctlFiles::open()?.read(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn occupancy(tcp: Option<u64>, udp: Option<u64>, unix: Option<u64>) -> Occupancy {
+        Occupancy { tcp, udp, unix }
+    }
+
+    #[test]
+    fn a_tcp_walk_outweighs_any_number_of_other_sockets() {
+        let options = Options::default();
+        let all = KindSet::all();
+        let cost = |o: Occupancy| Cost::of(&o, &options, all);
+        let empty = cost(occupancy(Some(0), Some(0), Some(0)));
+        let one_tcp = cost(occupancy(Some(1), Some(0), Some(0)));
+        let many_tcp = cost(occupancy(Some(1_000_000), Some(0), Some(0)));
+        let many_unix = cost(occupancy(Some(0), Some(5000), Some(100_000)));
+        let unknown = cost(Occupancy::UNKNOWN);
+        assert!(empty < many_unix && many_unix < one_tcp && one_tcp < many_tcp);
+        // Unknown counters are dumped, so they count as a walk.
+        assert!(unknown > one_tcp);
+        // A collector left out (collect[] or a disabled one) costs nothing.
+        let udp_only = KindSet::of(&[Kind::Udp]);
+        let busy_tcp = occupancy(Some(1_000_000), Some(3), Some(9));
+        assert_eq!(
+            Cost::of(&busy_tcp, &options, udp_only),
+            Cost {
+                walks: false,
+                sockets: 3
+            }
+        );
+    }
+
+    #[test]
+    fn jobs_start_by_rank_then_costliest_first_then_as_given() {
+        let walk = |sockets| Cost {
+            walks: true,
+            sockets,
+        };
+        let small = |sockets| Cost {
+            walks: false,
+            sockets,
+        };
+        // Rank 0 (never collected, or stale) goes first whatever its cost.
+        let ranks = [3, 3, 3, 0, 3, 3];
+        let costs = [
+            small(5),
+            walk(1),
+            walk(1_000_000),
+            small(0),
+            walk(1),
+            small(0),
+        ];
+        assert_eq!(start_order(&ranks, &costs), [3, 2, 1, 4, 0, 5]);
+        assert_eq!(start_order(&[], &[]), Vec::<usize>::new());
     }
 }

@@ -450,6 +450,58 @@ fn namespaces_the_budget_misses_keep_their_last_series_and_go_first_next_time() 
 }
 
 #[test]
+fn the_costliest_namespaces_are_collected_first() {
+    if !can_run() {
+        return;
+    }
+    // Discovery order is by name: a, b, c. The pool's survey reads their
+    // counters and starts c (a TCP walk and the most sockets), then b (a
+    // walk), then a (nothing to walk). One thread, so each starts after
+    // the one before it has finished.
+    let (_ga, a) = named("order-a");
+    let (_gb, b) = named("order-b");
+    let (_gc, c) = named("order-c");
+    let _lb = inside(&b, || TcpListener::bind("127.0.0.1:0").unwrap());
+    let _lc = inside(&c, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        (listener, clients)
+    });
+    let own = Collector::new(
+        Netlink::open(Duration::from_secs(10)).unwrap(),
+        Options::default(),
+    );
+    let mut config = NetnsConfig::new(100_000, Duration::from_secs(10));
+    config.parallel = 1;
+    config.budget = Duration::from_secs(600);
+    let mut fleet = Fleet::new(own, Some(config));
+    fleet.collect();
+    let parts = fleet.parts();
+    let started = |ns: &Namespace| {
+        let part = parts.iter().find(|p| p.label == ns.label).expect("served");
+        assert_eq!(
+            part.reports.iter().filter(|r| r.error.is_some()).count(),
+            0,
+            "{}",
+            ns.label
+        );
+        part.reports
+            .iter()
+            .map(|r| r.started)
+            .min()
+            .expect("reports")
+    };
+    let (ta, tb, tc) = (started(&a), started(&b), started(&c));
+    assert!(tc < tb && tb < ta, "c {tc:?}, b {tb:?}, a {ta:?}");
+    assert_eq!(fleet.skipped_as_empty(&a.label).map(<[Kind]>::len), Some(4));
+    assert_eq!(
+        fleet.skipped_as_empty(&b.label),
+        Some(&[Kind::Udp, Kind::Unix][..])
+    );
+}
+
+#[test]
 fn budget_and_parallel_flags_reach_the_collection() {
     if !can_run() {
         return;
