@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::process_collector::ProcessCollector;
 
@@ -39,13 +39,13 @@ pub static COLLECT_SUCCESS: Spec = Spec {
 pub static COLLECT_TIMESTAMP: Spec = Spec {
     kind: Type::Gauge,
     name: "sockdiag_collect_timestamp_seconds",
-    help: "Unix time at which the served data was collected. Collections are cached: data may be up to max(--cache.ttl, 4x the collection's duration) old.",
+    help: "Unix time at which the served data was collected. Collections are cached: data may be up to max(--cache.ttl, 4x the collection's duration) old; a namespace --collector.netns.budget did not reach keeps its last collection's time.",
     labels: BY_COLLECTOR,
 };
 pub static COLLECTIONS: Spec = Spec {
     kind: Type::Counter,
     name: "sockdiag_collections_total",
-    help: "Collections run against the kernel since start; scrapes served from the cache do not count.",
+    help: "Collections run against the kernel since start; scrapes served from the cache, and namespaces served from an earlier collection (--collector.netns.budget), do not count.",
     labels: BY_COLLECTOR,
 };
 pub static CGROUP_SOCKETS: Spec = Spec {
@@ -208,7 +208,11 @@ pub struct Metrics {
 
 #[derive(Default)]
 struct Counts {
-    totals: HashMap<(String, String), u64>,
+    /// Per (collector, netns): collections counted, and the start of the
+    /// last one counted. A namespace the budget did not reach is served
+    /// from its last collection, whose start it keeps: it is not counted
+    /// again.
+    totals: HashMap<(String, String), (u64, Option<SystemTime>)>,
     seen: HashSet<(String, String)>,
     /// The collectors the last collection ran (a `collect[]` filter's).
     last: KindSet,
@@ -323,8 +327,11 @@ impl Metrics {
         out.set(&COLLECT_SUCCESS, labels, ns, f64::from(u8::from(health.ok)));
         let key = (collector.to_string(), ns.unwrap_or(NO_NETNS).to_string());
         let mut counts = self.counts.borrow_mut();
-        let total = counts.totals.entry(key.clone()).or_insert(0);
-        *total += 1;
+        let (total, last) = counts.totals.entry(key.clone()).or_insert((0, None));
+        if *last != Some(health.started) {
+            *total += 1;
+            *last = Some(health.started);
+        }
         let total = *total;
         counts.seen.insert(key);
         out.int(&COLLECTIONS, labels, ns, total);
@@ -455,7 +462,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use crate::collectors::tcp::TcpStats;
     use crate::config::PortSet;
@@ -476,10 +483,14 @@ mod tests {
 
     use crate::collectors::OwnedStats as All;
 
+    /// A report of a collection of its own: each starts a nanosecond
+    /// after the one before (1.7e9 s as an f64), so each is counted.
     fn report(kind: Kind, ok: bool) -> Report {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Report {
             kind,
-            started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            started: UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_nanos(n),
             duration: Duration::from_millis(5),
             error: (!ok).then_some(CollectError {
                 request: "test",
@@ -611,6 +622,22 @@ mod tests {
         )));
         assert!(!text.contains("node_tcp_connection_states"));
         assert!(!text.contains("sockdiag_port_sockets{"));
+    }
+
+    #[test]
+    fn a_collection_served_again_is_not_counted_again() {
+        // A namespace the budget did not reach is recorded again with its
+        // last collection's reports (the same start): not a new collection.
+        let metrics = Metrics::new(shape());
+        let all = All::default();
+        let tcp = |text: &str| value(text, r#"sockdiag_collections_total{collector="tcp"}"#);
+        let first = all_ok();
+        metrics.record(all.stats(), &first);
+        assert_eq!(tcp(&metrics.encode()), Some(1.0));
+        metrics.record(all.stats(), &first);
+        assert_eq!(tcp(&metrics.encode()), Some(1.0), "served again");
+        metrics.record(all.stats(), &all_ok());
+        assert_eq!(tcp(&metrics.encode()), Some(2.0), "a new collection");
     }
 
     #[test]
