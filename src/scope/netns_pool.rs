@@ -128,8 +128,9 @@ pub fn run(
         .filter_map(|i| slots[i].take())
         .collect();
     let queue = Mutex::new(queue.into_iter());
+    let work = || worker(&queue, options, config);
     std::thread::scope(|scope| {
-        let started = spawn_workers(scope, wanted, "netns", || worker(&queue, options, config));
+        let started = spawn_workers(scope, wanted, "netns", &work);
         during();
         started
     })
@@ -147,7 +148,7 @@ fn start_order(ranks: &[u64], costs: &[Cost]) -> Vec<usize> {
 /// its TCP dump has to walk the host's TCP hash, then how many sockets its
 /// counters show. Unknown counters count as a walk (they are dumped).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cost {
+struct Cost {
     walks: bool,
     sockets: u64,
 }
@@ -155,7 +156,7 @@ pub struct Cost {
 impl Cost {
     /// The cost of collecting the collectors in `only` of a namespace whose
     /// counters read `occupancy`.
-    pub fn of(occupancy: &Occupancy, options: &Options, only: KindSet) -> Cost {
+    fn of(occupancy: &Occupancy, options: &Options, only: KindSet) -> Cost {
         let wanted = |kind: Kind| options.enabled.contains(&kind) && only.contains(kind);
         let walks = wanted(Kind::Tcp) && !occupancy.empty(Kind::Tcp);
         let count = |n: Option<u64>, kinds: &[Kind]| {
@@ -186,20 +187,19 @@ fn survey(
 ) -> Vec<Cost> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let costs: Vec<Mutex<Cost>> = namespaces.iter().map(|_| Mutex::default()).collect();
-    std::thread::scope(|scope| {
-        spawn_workers(scope, threads, "netns-survey", || loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(ns) = namespaces.get(i) else {
-                return;
-            };
-            if netns_enter::enter_for_good(ns).is_ok() {
-                let cost = Cost::of(&Occupancy::of_current_thread(), options, only);
-                if let Ok(mut slot) = costs[i].lock() {
-                    *slot = cost;
-                }
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(ns) = namespaces.get(i) else {
+            return;
+        };
+        if netns_enter::enter_for_good(ns).is_ok() {
+            let cost = Cost::of(&Occupancy::of_current_thread(), options, only);
+            if let Ok(mut slot) = costs[i].lock() {
+                *slot = cost;
             }
-        })
-    });
+        }
+    };
+    std::thread::scope(|scope| spawn_workers(scope, threads, "netns-survey", &work));
     costs
         .into_iter()
         .map(|c| c.into_inner().unwrap_or_default())
@@ -213,18 +213,16 @@ fn spawn_workers<'scope, 'env, F>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     count: usize,
     name: &str,
-    work: F,
+    work: &'scope F,
 ) -> usize
 where
-    F: Fn() + Send + Sync + 'scope,
+    F: Fn() + Sync,
 {
-    let work = std::sync::Arc::new(work);
     let mut started = 0;
     for i in 0..count {
-        let work = std::sync::Arc::clone(&work);
         let spawned = std::thread::Builder::new()
             .name(format!("{name}-{i}"))
-            .spawn_scoped(scope, move || work());
+            .spawn_scoped(scope, work);
         match spawned {
             Ok(_) => started += 1,
             Err(e) => {
