@@ -50,7 +50,7 @@ bench:
 	$(CARGO) build --release --locked
 	$(CARGO) bench --locked --bench collect
 
-## bench-netns: --collector.netns over 100 namespaces x 1k sockets vs `ss -N` per namespace, and next to a 1M-socket namespace with 100/500 empty and 100 busy namespaces (root; run under `flock /tmp/bench.lock`); NETNS_PARTS (ss, scale; hold keeps the scale load up for profiling by hand), NETNS_COUNT, NETNS_CONNECTIONS, NETNS_RUNS, NETNS_HOST_SOCKETS, NETNS_SCALE_RUNS
+## bench-netns: --collector.netns over 100 namespaces x 1k sockets vs `ss -N` per namespace, and next to a 1M-socket namespace with 100/500 empty and 100 busy namespaces (root; run under `flock /tmp/bench.lock`); NETNS_PARTS (ss, scale; hold keeps the scale load up for profiling by hand), NETNS_COUNT, NETNS_CONNECTIONS, NETNS_RUNS, NETNS_HOST_SOCKETS, NETNS_SCALE_RUNS, NETNS_SERVER_COLLECTIONS (scale also measures the server: VmHWM over gzip, plain and / scrapes)
 bench-netns:
 	$(CARGO) bench --locked --bench netns
 

@@ -36,6 +36,14 @@
 //!   machine kind, every namespace present and exact;
 //! - peak RSS (wait4's ru_maxrss) at most 12 MiB in every scenario.
 //!
+//! The server is measured too (an SRE runs it, not `dump`), in the 500
+//! empty and the busy scenarios: `sockdiag_exporter --collector.netns` on
+//! 127.0.0.1, then NETNS_SERVER_COLLECTIONS (default 3) times a scrape with
+//! gzip, one without and the landing page `/`, each time after a new
+//! collection; target: its peak RSS (VmHWM in /proc/PID/status) at most
+//! 12 MiB after all of them, the plain body exactly the gzip one inflated,
+//! and the scenario's counts right. The server is killed by its PID.
+//!
 //! Each scenario runs NETNS_SCALE_RUNS (default 3) times after a warm-up;
 //! wall times are medians, RSS the maximum. The own-namespace `dump` is
 //! measured in the same rounds, for scale. A 1M load is heavy: run the
@@ -55,7 +63,7 @@ mod load;
 #[allow(dead_code)]
 mod measure;
 
-use std::io::{self, BufRead, BufReader, Write as _};
+use std::io::{self, BufRead, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -439,6 +447,212 @@ fn scale_verdicts(name: &str, rounds: &Rounds, wall_max: Option<f64>) -> Vec<Ver
     out
 }
 
+/// The server, started on 127.0.0.1:0 with `--collector.netns`; killed by
+/// its PID on drop.
+struct ServerProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    fn start() -> Result<ServerProcess, String> {
+        let mut child = Command::new(OURS)
+            .args([
+                "--collector.netns",
+                // As for dump: other namespaces on the host must not push
+                // the bench's out.
+                "--collector.netns.max=100000",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--log.level",
+                "info",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {OURS}: {e}"))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        // Drains stderr for the server's whole life (a full pipe would
+        // block it); the listening line says its address.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| "the server did not say it listens within 10 s".to_string())?;
+            if !line.contains("msg=\"listening\"") {
+                continue;
+            }
+            let addr = line
+                .split_whitespace()
+                .find_map(|t| t.strip_prefix("address="))
+                .map(|v| v.trim_matches('"').to_string())
+                .ok_or_else(|| format!("no address in {line:?}"))?;
+            server.addr = addr.parse().map_err(|e| format!("{addr:?}: {e}"))?;
+            return Ok(server);
+        }
+    }
+
+    /// GET `path` (with Accept-Encoding: gzip if `gzip`): the status code
+    /// and the body (as sent).
+    fn get(&self, path: &str, gzip: bool) -> Result<(u16, Vec<u8>), String> {
+        use std::io::Read as _;
+        let mut stream = TcpStream::connect(self.addr).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .map_err(|e| e.to_string())?;
+        let encoding = if gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: bench\r\n{encoding}Connection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| format!("GET {path}: no end of head"))?;
+        let head = String::from_utf8_lossy(&response[..end]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("GET {path}: bad status line in {head:?}"))?;
+        Ok((status, response[end + 4..].to_vec()))
+    }
+
+    /// VmHWM, the peak resident set, in MiB.
+    fn peak_mib(&self) -> Result<f64, String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .map_err(|e| format!("the server's /proc status: {e}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .ok_or_else(|| "no VmHWM".to_string())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID of our own unreaped child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The netns collection's count in the text (one per collection).
+fn collections(text: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("sockdiag_collections_total{collector=\"netns\",netns=\"\"} "))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The server in this scenario: NETNS_SERVER_COLLECTIONS rounds of a gzip
+/// scrape, a plain one and the landing page, each round after a new
+/// collection; its peak RSS after each round, the last against
+/// RSS_MAX_MIB.
+fn measure_server(scenario: &str, check: &dyn Fn(&str) -> Result<(), String>) -> Vec<Verdict> {
+    let name = format!("{scenario}, server");
+    let rounds = env_usize("NETNS_SERVER_COLLECTIONS", 3).max(1);
+    let mut wrong = Vec::new();
+    let mut run = || -> Result<Vec<f64>, String> {
+        let server = ServerProcess::start()?;
+        let mut peaks = Vec::new();
+        let mut last = None;
+        for round in 0..rounds {
+            // A new collection: the cache serves one for 4x its duration.
+            let started = std::time::Instant::now();
+            let gzip = loop {
+                let (status, gzip) = server.get("/metrics", true)?;
+                if status != 200 {
+                    return Err(format!("round {round}: gzip scrape: status {status}"));
+                }
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(&gzip[..])
+                    .read_to_string(&mut text)
+                    .map_err(|e| format!("round {round}: the gzip body: {e}"))?;
+                let now = collections(&text);
+                if now.is_some() && now != last {
+                    last = now;
+                    break text;
+                }
+                if started.elapsed() > Duration::from_secs(300) {
+                    return Err(format!("round {round}: no new collection in 300 s"));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            };
+            let (status, plain) = server.get("/metrics", false)?;
+            if status != 200 || plain != gzip.as_bytes() {
+                return Err(format!(
+                    "round {round}: the plain scrape (status {status}, {} bytes) differs from the gzip one inflated ({} bytes)",
+                    plain.len(),
+                    gzip.len()
+                ));
+            }
+            // A wrong count fails the scenario, but the peak is still
+            // measured and shown.
+            if let Err(e) = check(&gzip) {
+                wrong.push(format!("round {round}: {e}"));
+            }
+            let (status, page) = server.get("/", false)?;
+            let page = String::from_utf8_lossy(&page);
+            if status != 200 || !page.contains("<h2>Network namespaces</h2>") {
+                return Err(format!(
+                    "round {round}: landing page status {status}, no overview"
+                ));
+            }
+            peaks.push(server.peak_mib()?);
+        }
+        Ok(peaks)
+    };
+    let result = run();
+    let mut verdicts = Vec::new();
+    if !wrong.is_empty() {
+        verdicts.push(Verdict(
+            Outcome::Fail,
+            format!("{name}: wrong output: {}", wrong.join("; ")),
+        ));
+    }
+    match result {
+        Err(e) => verdicts.push(Verdict(Outcome::Fail, format!("{name}: {e}"))),
+        Ok(peaks) => {
+            let peak = peaks.iter().cloned().fold(0.0, f64::max);
+            let each: Vec<String> = peaks.iter().map(|p| format!("{p:.1}")).collect();
+            println!(
+                "| {name}: peak RSS (VmHWM) after each of {} collections (gzip, plain, /) | {} MiB |",
+                peaks.len(),
+                each.join(", ")
+            );
+            verdicts.push(Verdict::check(
+                peak <= RSS_MAX_MIB,
+                format!(
+                    "{name}: peak RSS {peak:.1} MiB after {} collections with gzip, plain and / scrapes <= {RSS_MAX_MIB} MiB",
+                    peaks.len()
+                ),
+            ));
+        }
+    }
+    verdicts
+}
+
 /// Part `scale`: the issue 16 scenarios next to a big host namespace.
 fn scale() -> Vec<Verdict> {
     let host = env_usize("NETNS_HOST_SOCKETS", 1_000_000) as u64;
@@ -490,11 +704,11 @@ fn scale() -> Vec<Verdict> {
             Ok(())
         };
         let rounds = measure_scale(runs, &check);
-        verdicts.extend(scale_verdicts(
-            &format!("{count} empty namespaces"),
-            &rounds,
-            wall_max,
-        ));
+        let scenario = format!("{count} empty namespaces");
+        verdicts.extend(scale_verdicts(&scenario, &rounds, wall_max));
+        if count == 500 {
+            verdicts.extend(measure_server(&scenario, &check));
+        }
         drop(guard);
     }
     {
@@ -515,11 +729,10 @@ fn scale() -> Vec<Verdict> {
             .map(|_| ())
         };
         let rounds = measure_scale(runs, &check);
-        verdicts.extend(scale_verdicts(
-            &format!("{count} namespaces with 1 listener + {busy_connections} connections"),
-            &rounds,
-            Some(BUSY_WALL_MAX_S),
-        ));
+        let scenario =
+            format!("{count} namespaces with 1 listener + {busy_connections} connections");
+        verdicts.extend(scale_verdicts(&scenario, &rounds, Some(BUSY_WALL_MAX_S)));
+        verdicts.extend(measure_server(&scenario, &check));
         drop(busy);
     }
     host_load.teardown();

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::Instant;
 
 use crate::collectors::KindSet;
-use crate::cycle::cache::Entry;
+use crate::cycle::cache::{Entry, Packer};
 use crate::cycle::exporter::Exporter;
 use crate::kernel::transport::Transport;
 
@@ -89,7 +89,13 @@ impl Collections {
                 let mut waker = Waker(writer);
                 for set in requests {
                     let begun = Instant::now();
-                    let entry = Entry::encode(exporter.refresh_only(set), begun);
+                    // The text goes straight into the compressor: the
+                    // entry keeps only its gzip (see `cache`).
+                    let mut summary = Packer::new();
+                    let snapshot = exporter.record_set(set, &mut summary);
+                    let entry = Entry::encode_with(snapshot, summary.finish(), begun, |out| {
+                        exporter.write_text(out)
+                    });
                     if results.send(Arc::new(entry)).is_err() {
                         return;
                     }

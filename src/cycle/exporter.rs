@@ -45,6 +45,15 @@ pub struct Snapshot {
     pub set: KindSet,
 }
 
+/// Where a collection's summary goes.
+enum Summary<'a> {
+    Skip,
+    /// Into the snapshot.
+    Text,
+    /// Written to this, a namespace at a time.
+    To(&'a mut dyn std::fmt::Write),
+}
+
 pub struct Exporter<T> {
     fleet: Fleet<T>,
     metrics: Metrics,
@@ -243,7 +252,7 @@ impl<T: Transport> Exporter<T> {
     /// in every namespace, with the discovery's health; the cgroup rows
     /// and health only when tcp is among them (they come from its dump).
     pub fn refresh_only(&mut self, only: KindSet) -> Snapshot {
-        let mut snapshot = self.record_only(only, true);
+        let mut snapshot = self.record_only(only, Summary::Text);
         snapshot.text = self.metrics.take_text();
         snapshot
     }
@@ -259,10 +268,23 @@ impl<T: Transport> Exporter<T> {
     /// [`write_text`](Self::write_text) writes it. Without `summary` the
     /// summary is empty too (it is about 1.4 KB per namespace).
     pub fn record(&mut self, summary: bool) -> Snapshot {
+        let summary = match summary {
+            true => Summary::Text,
+            false => Summary::Skip,
+        };
         self.record_only(KindSet::all(), summary)
     }
 
-    fn record_only(&mut self, only: KindSet, summary: bool) -> Snapshot {
+    /// [`record`](Self::record) of the collectors in `only` (see
+    /// [`refresh_only`](Self::refresh_only)), with the summary: the
+    /// server's collection, whose text [`write_text`](Self::write_text)
+    /// then writes straight into the compressor.
+    /// The summary is written to `summary` (the snapshot's is empty).
+    pub fn record_set(&mut self, only: KindSet, summary: &mut dyn std::fmt::Write) -> Snapshot {
+        self.record_only(only, Summary::To(summary))
+    }
+
+    fn record_only(&mut self, only: KindSet, summary: Summary<'_>) -> Snapshot {
         let started = Instant::now();
         self.fleet.collect_only(only);
         let duration = started.elapsed();
@@ -355,8 +377,13 @@ impl<T: Transport> Exporter<T> {
         Snapshot {
             text: String::new(),
             summary: match summary {
-                true => render::summary(&parts, netns, &cgroup_rows),
-                false => String::new(),
+                Summary::Text => render::summary(&parts, netns, &cgroup_rows),
+                Summary::Skip => String::new(),
+                Summary::To(out) => {
+                    render::write_summary(out, &parts, netns, &cgroup_rows)
+                        .expect("the summary's writer cannot fail");
+                    String::new()
+                }
             },
             started,
             duration,

@@ -16,7 +16,7 @@ use prometheus::process_collector::ProcessCollector;
 use crate::collectors::tcp_health;
 use crate::collectors::SERIES_DROPPED;
 use crate::collectors::{self, Kind, KindSet, Report, Stats};
-use crate::exposition::{Families, Ns, Spec, Type};
+use crate::exposition::{Families, Ns, Sizes, Spec, Type};
 use crate::kernel::diag::TcpState;
 use crate::outcome::Health;
 use crate::scope::cgroup_health::HealthRows;
@@ -204,6 +204,8 @@ pub struct Metrics {
     /// a namespace that disappeared can be dropped while the others keep
     /// counting: pairs not seen in a collection are forgotten at the next.
     counts: RefCell<Counts>,
+    /// The last collection's family sizes, reserved by the next one.
+    sizes: RefCell<Sizes>,
 }
 
 #[derive(Default)]
@@ -235,6 +237,7 @@ impl Metrics {
             shape,
             current: RefCell::default(),
             counts: RefCell::default(),
+            sizes: RefCell::default(),
         };
         metrics.begin();
         metrics
@@ -260,7 +263,7 @@ impl Metrics {
     /// collection ran its collector and did not record it (its namespace is
     /// gone): a collector a filter left out keeps counting where it was.
     pub fn begin_only(&self, only: KindSet) {
-        let mut families = Families::default();
+        let mut families = Families::with_hints(self.sizes.borrow().clone());
         families.int(&BUILD_INFO, &[VERSION, REVISION], None, 1);
         if self.shape.netns {
             families.int(&NETNS_SKIPPED, &[], None, 0);
@@ -446,7 +449,9 @@ impl Metrics {
             Some(process) => vec![process],
             None => Vec::new(),
         };
-        std::mem::take(&mut *self.current.borrow_mut()).into_text(&extra)
+        let families = std::mem::take(&mut *self.current.borrow_mut());
+        *self.sizes.borrow_mut() = families.sizes();
+        families.into_text(&extra)
     }
 
     /// [`take_text`](Self::take_text) written to `out` as it is made.
@@ -455,7 +460,9 @@ impl Metrics {
             Some(process) => vec![process],
             None => Vec::new(),
         };
-        std::mem::take(&mut *self.current.borrow_mut()).write_to(&extra, out)
+        let families = std::mem::take(&mut *self.current.borrow_mut());
+        *self.sizes.borrow_mut() = families.sizes();
+        families.write_to(&extra, out)
     }
 }
 

@@ -81,21 +81,7 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
         if line.starts_with('#') {
             continue;
         }
-        let (name, labels, rest) = match line.find(['{', ' ']) {
-            Some(at) if line.as_bytes()[at] == b'{' => {
-                let (labels, used) = labels(&line[at + 1..]).map_err(|e| bad(&e))?;
-                (&line[..at], labels, &line[at + 1 + used..])
-            }
-            Some(at) => (&line[..at], Vec::new(), &line[at..]),
-            None => return Err(bad("no value")),
-        };
-        let value_text = rest.trim().split(' ').next().unwrap_or("");
-        let value = match value_text {
-            "NaN" => f64::NAN,
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().map_err(|_| bad("not a number"))?,
-        };
+        let (name, labels, value) = series_line(line).map_err(|e| bad(&e))?;
         // A histogram's or summary's series (`_bucket`, `_sum`, `_count`)
         // stay with the family they follow.
         let owner = families
@@ -116,6 +102,30 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
         families[at].series.push(Series { labels, value });
     }
     Ok(families)
+}
+
+/// A series line read: its metric name, labels (as in the text, sorted by
+/// name) and value.
+pub type Line<'a> = (&'a str, Vec<(String, String)>, f64);
+
+/// One series line (not a comment); Err says why it cannot be read.
+pub fn series_line(line: &str) -> Result<Line<'_>, String> {
+    let (name, labels, rest) = match line.find(['{', ' ']) {
+        Some(at) if line.as_bytes()[at] == b'{' => {
+            let (labels, used) = labels(&line[at + 1..])?;
+            (&line[..at], labels, &line[at + 1 + used..])
+        }
+        Some(at) => (&line[..at], Vec::new(), &line[at..]),
+        None => return Err("no value".into()),
+    };
+    let value_text = rest.trim().split(' ').next().unwrap_or("");
+    let value = match value_text {
+        "NaN" => f64::NAN,
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().map_err(|_| "not a number".to_string())?,
+    };
+    Ok((name, labels, value))
 }
 
 /// The label pairs after `{` up to and including `}`; the bytes used.

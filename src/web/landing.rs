@@ -11,8 +11,20 @@
 //! (cgroups, namespace problems, collection errors). Every value from the
 //! kernel or the user (unix socket paths, addresses, the telemetry path,
 //! error texts) is HTML-escaped.
+//!
+//! The page's size and the memory it takes are bounded, whatever the
+//! number of namespaces (`--collector.netns`): the text, which the cache
+//! keeps gzip-compressed, is read line by line twice, never whole. The
+//! first pass ranks the namespaces by what needs a look ([`Digest`]: a
+//! failed collector, then CLOSE_WAIT, drops or a full accept queue, then
+//! the most sockets) and the page shows an overview of the first
+//! [`MAX_OVERVIEW`]; the second keeps only the series of the first
+//! [`MAX_NAMESPACES`], which get the full tables and their part of the
+//! summary. The page says how many it leaves out; /metrics has them all.
+//! (With 500 namespaces reading the whole text into families took 30 MB
+//! and made a 2 MB page.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::export::metrics::{REVISION, VERSION};
@@ -24,6 +36,13 @@ use crate::kernel::diag::TcpState;
 const MAX_ROWS: usize = 50;
 /// An accept queue this full (percent of its limit) is highlighted.
 const FILL_WARN_PERCENT: f64 = 80.0;
+/// Namespaces shown with their full tables at most, the first by rank.
+pub const MAX_NAMESPACES: usize = 10;
+/// Namespaces listed in the overview at most, the first by rank.
+pub const MAX_OVERVIEW: usize = 50;
+/// Non-empty accept queues remembered while waiting for their limits'
+/// series (they follow in the text); beyond this, fill is not checked.
+const MAX_QUEUES: usize = 100_000;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin:0.5em 0 1.5em}\
@@ -33,9 +52,15 @@ tr.warn td{background:#ffe08a}tr.bad td{background:#f7a1a1}\
 td.mono{font-family:monospace;text-align:left}\
 p.note{color:#555}";
 
-/// The page for one collection (`text`, its exposition, and `summary`); `telemetry_path` is linked, `freshness` says
-/// how old the data may be.
-pub fn page(telemetry_path: &str, freshness: &str, text: &str, summary: &str) -> String {
+/// A collection's text exposition, read line by line: calling it calls its
+/// argument with every line (without the newline), in order. It is called
+/// twice.
+pub type Text<'a> = &'a dyn Fn(&mut dyn FnMut(&str));
+
+/// The page for one collection (`text`, its exposition, and `summary`,
+/// its human summary, read once); `telemetry_path` is linked, `freshness`
+/// says how old the data may be.
+pub fn page(telemetry_path: &str, freshness: &str, text: Text<'_>, summary: Text<'_>) -> String {
     let path = esc(telemetry_path);
     let mut out = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
@@ -50,17 +75,305 @@ pub fn page(telemetry_path: &str, freshness: &str, text: &str, summary: &str) ->
         esc(REVISION),
         esc(freshness),
     );
-    match structured::parse(text) {
-        Ok(families) => tables(&mut out, &Families::new(families)),
+    let mut shown = None;
+    match Ranking::read(text) {
+        Ok(ranking) => {
+            let chosen = ranking.chosen();
+            if ranking.with_netns {
+                overview(&mut out, &ranking);
+            }
+            match structured::parse(&ranking.keep(text, &chosen)) {
+                Ok(families) => tables(&mut out, &Families::new(families), &ranking.order()),
+                Err(e) => {
+                    let _ = writeln!(out, "<p>The series cannot be shown: {}</p>", esc(&e));
+                }
+            }
+            if ranking.with_netns && ranking.namespaces.len() > chosen.len() {
+                shown = Some(chosen);
+            }
+        }
         Err(e) => {
             let _ = writeln!(out, "<p>The series cannot be shown: {}</p>", esc(&e));
         }
     }
+    let summary = summary_of(summary, shown.as_ref());
     let _ = write!(
         out,
         "<h2>Summary</h2>\n<pre>{}</pre>\n</body>\n</html>\n",
-        esc(summary)
+        esc(&summary)
     );
+    out
+}
+
+/// What one namespace's series add up to: enough to rank it.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Digest {
+    collectors: u32,
+    failed: u32,
+    tcp: f64,
+    udp: f64,
+    unix: f64,
+    close_wait: f64,
+    /// Listener and UDP receive drops.
+    drops: f64,
+    /// TCP and unix listeners over FILL_WARN_PERCENT full.
+    full: u32,
+}
+
+impl Digest {
+    /// Has something highlighted.
+    fn warn(&self) -> bool {
+        self.close_wait > 0.0 || self.drops > 0.0 || self.full > 0
+    }
+
+    fn sockets(&self) -> f64 {
+        self.tcp + self.udp + self.unix
+    }
+
+    fn add(&mut self, other: &Digest) {
+        self.collectors += other.collectors;
+        self.failed += other.failed;
+        self.tcp += other.tcp;
+        self.udp += other.udp;
+        self.unix += other.unix;
+        self.close_wait += other.close_wait;
+        self.drops += other.drops;
+        self.full += other.full;
+    }
+}
+
+/// The first pass over the text: each namespace's [`Digest`], ranked.
+struct Ranking {
+    /// Namespace label (`""` without --collector.netns) to its digest.
+    namespaces: BTreeMap<String, Digest>,
+    /// The series have a netns label (--collector.netns).
+    with_netns: bool,
+}
+
+impl Ranking {
+    /// Reads every series line once; Err names the first unreadable line.
+    fn read(text: Text<'_>) -> Result<Ranking, String> {
+        let mut namespaces: BTreeMap<String, Digest> = BTreeMap::new();
+        let mut with_netns = false;
+        let mut error = None;
+        // Non-empty accept queues by metric and the text of their labels,
+        // until their limit's series comes.
+        let mut queues: HashMap<(bool, String), f64> = HashMap::new();
+        let mut n = 0;
+        text(&mut |line: &str| {
+            n += 1;
+            if error.is_some() || line.is_empty() || line.starts_with('#') {
+                return;
+            }
+            let (name, labels, value) = match structured::series_line(line) {
+                Ok(series) => series,
+                Err(why) => {
+                    error = Some(format!("line {n}: {why}: {line:?}"));
+                    return;
+                }
+            };
+            let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let ns = label("netns");
+            with_netns |= ns.is_some();
+            let ns = ns.unwrap_or("");
+            let digest = match namespaces.get_mut(ns) {
+                Some(d) => d,
+                None => namespaces.entry(ns.to_string()).or_default(),
+            };
+            // The labels' text: a queue and its limit have the same.
+            let raw = || line[name.len()..].rsplit_once(' ').map_or("", |(l, _)| l);
+            match name {
+                "sockdiag_collect_success" => {
+                    digest.collectors += 1;
+                    digest.failed += u32::from(value != 1.0);
+                }
+                "sockdiag_sockets" => match label("protocol") {
+                    Some("tcp") => {
+                        digest.tcp += value;
+                        if label("state") == Some(TcpState::CloseWait.label()) {
+                            digest.close_wait += value;
+                        }
+                    }
+                    Some("udp") => digest.udp += value,
+                    _ => {}
+                },
+                "sockdiag_unix_sockets" => digest.unix += value,
+                "sockdiag_listen_drops_total" | "sockdiag_udp_receive_drops" => {
+                    digest.drops += value
+                }
+                "sockdiag_listen_queue" | "sockdiag_unix_listen_queue"
+                    if value > 0.0 && queues.len() < MAX_QUEUES =>
+                {
+                    queues.insert(
+                        (name.starts_with("sockdiag_unix"), raw().to_string()),
+                        value,
+                    );
+                }
+                "sockdiag_listen_queue_max" | "sockdiag_unix_listen_queue_max" => {
+                    let key = (name.starts_with("sockdiag_unix"), raw().to_string());
+                    if let Some(queue) = queues.remove(&key) {
+                        if value > 0.0 && 100.0 * queue / value > FILL_WARN_PERCENT {
+                            digest.full += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if with_netns {
+            // The series of no namespace (the netns collector's own health).
+            namespaces.remove("");
+        }
+        Ok(Ranking {
+            namespaces,
+            with_netns,
+        })
+    }
+
+    /// Every namespace, the one that most needs a look first: a failed
+    /// collector, then something highlighted, then the most sockets, then
+    /// by name.
+    fn ranked(&self) -> Vec<(&String, &Digest)> {
+        let mut all: Vec<(&String, &Digest)> = self.namespaces.iter().collect();
+        all.sort_by(|(an, a), (bn, b)| {
+            b.failed
+                .cmp(&a.failed)
+                .then(b.warn().cmp(&a.warn()))
+                .then(b.sockets().total_cmp(&a.sockets()))
+                .then(an.cmp(bn))
+        });
+        all
+    }
+
+    /// The namespaces shown in full, in rank order.
+    fn order(&self) -> Vec<String> {
+        self.ranked()
+            .into_iter()
+            .take(MAX_NAMESPACES)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn chosen(&self) -> HashSet<String> {
+        self.order().into_iter().collect()
+    }
+
+    /// The second pass: the text of the series of the `chosen` namespaces
+    /// and of no namespace, with every comment line.
+    fn keep(&self, text: Text<'_>, chosen: &HashSet<String>) -> String {
+        let mut out = String::new();
+        text(&mut |line: &str| {
+            let keep = line.starts_with('#')
+                || match structured::series_line(line) {
+                    Ok((_, labels, _)) => labels
+                        .iter()
+                        .find(|(n, _)| n == "netns")
+                        .map_or(true, |(_, v)| v.is_empty() || chosen.contains(v)),
+                    Err(_) => !line.is_empty(),
+                };
+            if keep {
+                out.push_str(line);
+                out.push('\n');
+            }
+        });
+        out
+    }
+}
+
+/// With --collector.netns: every namespace's totals, the first
+/// MAX_OVERVIEW by rank, and how many the page shows in full.
+fn overview(out: &mut String, ranking: &Ranking) {
+    let ranked = ranking.ranked();
+    let count = ranked.len();
+    let mut total = Digest::default();
+    for (_, d) in &ranked {
+        total.add(d);
+    }
+    let full = count.min(MAX_NAMESPACES);
+    let _ = writeln!(
+        out,
+        "<h2>Network namespaces</h2>\n<p class=\"note\">{count} network namespaces collected. \
+         Ranked by what needs a look: a failed collector first, then CLOSE_WAIT, drops or an \
+         accept queue over {FILL_WARN_PERCENT:.0}% full, then the most sockets. The first \
+         {} are listed here and the first {full} shown in full below; /metrics has every \
+         namespace's series.</p>",
+        count.min(MAX_OVERVIEW)
+    );
+    let class = |d: &Digest| match () {
+        _ if d.failed > 0 => "bad",
+        _ if d.warn() => "warn",
+        _ => "",
+    };
+    let cells = |name: String, d: &Digest| {
+        vec![
+            name,
+            format!("{} of {}", d.failed, d.collectors),
+            number(d.tcp),
+            number(d.close_wait),
+            number(d.udp),
+            number(d.unix),
+            number(d.drops),
+            number(f64::from(d.full)),
+        ]
+    };
+    let mut rows = vec![(class(&total), cells(format!("all {count}"), &total))];
+    for (name, d) in ranked.iter().take(MAX_OVERVIEW) {
+        rows.push((class(d), cells(name.to_string(), d)));
+    }
+    table(
+        out,
+        &format!(
+            "Network namespaces ({} of {count}, most in need of a look first)",
+            count.min(MAX_OVERVIEW)
+        ),
+        &[
+            "netns",
+            "failed collectors",
+            "TCP sockets",
+            "close_wait",
+            "UDP sockets",
+            "unix sockets",
+            "drops",
+            "queues over 80% full",
+        ],
+        &rows,
+    );
+}
+
+/// The summary's lines, with only the sections of the `chosen`
+/// namespaces if given, and its closing lines (discovery), with a note on
+/// the rest.
+fn summary_of(summary: Text<'_>, chosen: Option<&HashSet<String>>) -> String {
+    const HEADING: &str = "=== Network namespace ";
+    let mut out = String::new();
+    let mut keep = true;
+    let mut left_out = 0;
+    summary(&mut |line: &str| {
+        if let Some(chosen) = chosen {
+            if let Some(rest) = line.strip_prefix(HEADING) {
+                let name = rest.strip_suffix(" ===").unwrap_or(rest);
+                keep = chosen.contains(name);
+                left_out += usize::from(!keep);
+            } else if line.starts_with("Network namespaces: ") {
+                keep = true;
+            }
+        }
+        if keep {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(line);
+        }
+    });
+    if left_out > 0 {
+        let _ = write!(
+            out,
+            "\n({left_out} more namespaces left out here: `sockdiag_exporter dump --collector.netns --format table` prints every one)"
+        );
+    }
     out
 }
 
@@ -137,9 +450,20 @@ fn table(out: &mut String, caption: &str, header: &[&str], rows: &[(&str, Vec<St
     out.push_str("</table>\n");
 }
 
-fn tables(out: &mut String, f: &Families) {
+/// The health table, then each namespace's tables: those of `order` in
+/// that order (all of them if it is empty).
+fn tables(out: &mut String, f: &Families, order: &[String]) {
     health(out, f);
-    for ns in f.namespaces() {
+    let present = f.namespaces();
+    let namespaces: Vec<String> = match order.is_empty() {
+        true => present,
+        false => order
+            .iter()
+            .filter(|ns| present.contains(ns))
+            .cloned()
+            .collect(),
+    };
+    for ns in namespaces {
         if !ns.is_empty() {
             let _ = writeln!(out, "<h2>Network namespace {}</h2>", esc(&ns));
         }
@@ -475,6 +799,15 @@ sockdiag_unix_listen_queue{path="/run/<script>alert(1)</script>&\"x\""} 5
 sockdiag_unix_listen_queue_max{path="/run/<script>alert(1)</script>&\"x\""} 5
 "#;
 
+    /// `text` as a [`Text`].
+    fn lines(text: &str) -> impl Fn(&mut dyn FnMut(&str)) + '_ {
+        move |each| text.lines().for_each(&mut *each)
+    }
+
+    fn page(path: &str, freshness: &str, text: &str, summary: &str) -> String {
+        super::page(path, freshness, &lines(text), &lines(summary))
+    }
+
     /// The `<tr>` rows of the page whose text contains `cell`.
     fn rows_with<'a>(page: &'a str, cell: &str) -> Vec<&'a str> {
         page.split("<tr")
@@ -521,7 +854,8 @@ sockdiag_unix_listen_queue_max{path="/run/<script>alert(1)</script>&\"x\""} 5
     }
 
     /// With --collector.netns: the health table has a netns column, and
-    /// each namespace its own tables with its own numbers.
+    /// each namespace its own tables with its own numbers, the one that
+    /// most needs a look first.
     #[test]
     fn one_section_per_namespace() {
         let text = r#"sockdiag_collect_success{collector="netns",netns=""} 1
@@ -549,16 +883,93 @@ sockdiag_sockets{family="ipv4",netns="pod",protocol="tcp",state="close_wait"} 0
                 .unwrap_or_default()
                 .to_string()
         };
-        let host_row = rows(host, pod);
+        // pod's failed collector ranks it first.
+        assert!(pod < host, "{page}");
+        let host_row = rows(host, page.len());
         assert!(
             host_row.starts_with(" class=\"warn\"><td>close_wait</td><td>3</td>"),
             "{host_row}"
         );
-        let pod_row = rows(pod, page.len());
+        let pod_row = rows(pod, host);
         assert!(
             pod_row.starts_with("><td>close_wait</td><td>0</td>"),
             "{pod_row}"
         );
+    }
+
+    /// With more namespaces than MAX_NAMESPACES: the overview ranks them
+    /// (failed, then highlighted, then the most sockets) with their totals,
+    /// only the first get full tables and summary sections, and the page
+    /// says how many it leaves out.
+    #[test]
+    fn many_namespaces_are_ranked_and_bounded() {
+        let count = 3 * MAX_OVERVIEW;
+        let mut text = String::from(
+            "# HELP sockdiag_collect_success Whether it worked.\n# TYPE sockdiag_collect_success gauge\n",
+        );
+        let mut summary = String::new();
+        for i in 0..count {
+            let ns = format!("ns{i:03}");
+            // ns007 failed; ns100 has a close_wait; ns050 the most sockets.
+            let ok = u8::from(i != 7);
+            let _ = writeln!(
+                text,
+                "sockdiag_collect_success{{collector=\"tcp\",netns=\"{ns}\"}} {ok}"
+            );
+            let sockets = if i == 50 { 1000 } else { i };
+            let _ = writeln!(text, "sockdiag_sockets{{family=\"ipv4\",netns=\"{ns}\",protocol=\"tcp\",state=\"established\"}} {sockets}");
+            let cw = u8::from(i == 100);
+            let _ = writeln!(text, "sockdiag_sockets{{family=\"ipv4\",netns=\"{ns}\",protocol=\"tcp\",state=\"close_wait\"}} {cw}");
+            let _ = writeln!(
+                summary,
+                "=== Network namespace {ns} ===\n\nsection of {ns}\n"
+            );
+        }
+        summary.push_str("Network namespaces: 150 collected\n");
+        let page = page("/metrics", "", &text, &summary);
+        let overview = page
+            .split("<h3>")
+            .find(|t| t.starts_with("Network namespaces ("))
+            .expect("an overview table");
+        assert!(
+            overview.starts_with(&format!("Network namespaces ({MAX_OVERVIEW} of {count},")),
+            "{overview}"
+        );
+        let total: usize = (0..count)
+            .map(|i| if i == 50 { 1000 } else { i })
+            .sum::<usize>()
+            + 1;
+        assert!(
+            overview.contains(&format!("<tr class=\"bad\"><td>all {count}</td><td>1 of {count}</td><td>{total}</td><td>1</td>")),
+            "{overview}"
+        );
+        let order: Vec<usize> = ["ns007", "ns100", "ns050", "ns149"]
+            .iter()
+            .map(|ns| overview.find(&format!("<td>{ns}</td>")).expect(ns))
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{overview}");
+        assert!(!overview.contains("<td>ns000</td>"), "beyond MAX_OVERVIEW");
+        // Full sections: the first MAX_NAMESPACES by rank only.
+        assert_eq!(
+            page.matches("<h2>Network namespace ").count(),
+            MAX_NAMESPACES,
+            "{page}"
+        );
+        assert!(page.contains("<h2>Network namespace ns007</h2>"));
+        assert!(!page.contains("<h2>Network namespace ns000</h2>"));
+        assert!(page.contains("section of ns100") && !page.contains("section of ns000"));
+        assert!(page.contains("Network namespaces: 150 collected"));
+        assert!(page.contains(&format!(
+            "({} more namespaces left out here",
+            count - MAX_NAMESPACES
+        )));
+        // The health table has the shown namespaces' rows only.
+        assert_eq!(
+            page.matches("<td>tcp</td>").count(),
+            MAX_NAMESPACES,
+            "{page}"
+        );
+        assert!(page.len() < 60_000, "{} bytes", page.len());
     }
 
     #[test]

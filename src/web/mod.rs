@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod auth;
+pub mod body;
 pub mod conn;
 pub mod filter;
 pub mod landing;

@@ -5,9 +5,10 @@
 //! head, which tiny_http serializes (its server is not used, only its
 //! types).
 //!
-//! A [`Response`] is a small per-request head and a reference-counted body:
-//! a scrape's body is the cached collection's own bytes, shared by every
-//! connection sending it, never copied per connection.
+//! A [`Response`] is a small per-request head and its [`Body`]: a gzip
+//! scrape's body is the cached collection's own bytes, shared by every
+//! connection sending it, never copied per connection; a plain scrape's is
+//! the same bytes inflated a window at a time (see `body`).
 //!
 //! Basic auth (see `auth`) is checked before anything else is answered;
 //! a bcrypt check that is not cached runs off the serving thread, and the
@@ -32,6 +33,7 @@ use crate::cycle::cache::{Bytes, Cache, Entry};
 use crate::cycle::collector_thread::Collections;
 use crate::log::{self, Level};
 use crate::web::auth::{BasicAuth, Lookup, Verdict, Verifier};
+use crate::web::body::Body;
 use crate::web::filter::{self, Refused};
 use crate::web::landing;
 use crate::web::request::{Head, HeadError};
@@ -78,12 +80,12 @@ pub fn accepts_gzip(request_headers: &[Header]) -> bool {
         })
 }
 
-/// One response: its head, made per request, and its body, shared.
-#[derive(Debug, Clone)]
+/// One response: its head, made per request, and its body.
+#[derive(Debug)]
 pub struct Response {
     pub head: Vec<u8>,
     /// Empty for HEAD requests.
-    pub body: Bytes,
+    pub body: Body,
     /// Whether the connection stays open after it.
     pub keep: bool,
 }
@@ -317,50 +319,60 @@ impl<'a> Http<'a> {
             Some(entry) => landing::page(
                 &self.config.telemetry_path,
                 &freshness,
-                &String::from_utf8_lossy(&entry.text),
-                &entry.summary,
+                &|each| entry.text.for_each_line(each),
+                &|each| entry.summary.for_each_line(each),
             ),
-            None => landing::page(
-                &self.config.telemetry_path,
-                &freshness,
-                "",
-                "No collection has finished yet: the first one is running. \
-                 Reload in a moment.",
-            ),
+            None => landing::page(&self.config.telemetry_path, &freshness, &|_| {}, &|each| {
+                each(
+                    "No collection has finished yet: the first one is running. \
+                         Reload in a moment.",
+                )
+            }),
         };
         Arc::from(page.into_bytes())
     }
 
     /// A scrape's answer from `entry` (fresh, or the collection it waited
-    /// for): the entry's own bytes, text or gzip.
+    /// for): the entry's own gzip bytes, or its text inflated from them as
+    /// it is sent.
     pub fn metrics(&self, head: &Head, entry: &Arc<Entry>) -> Response {
         let mut headers = vec![
             header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
             header("Vary", "Accept-Encoding"),
         ];
-        let payload = if accepts_gzip(&head.headers) {
+        let gzip = Arc::clone(&entry.text.gzip);
+        if accepts_gzip(&head.headers) {
             headers.push(header("Content-Encoding", "gzip"));
-            Arc::clone(&entry.gzip)
+            let len = gzip.len();
+            self.response_of(head, 200, headers, len, || Body::Shared(gzip))
         } else {
-            Arc::clone(&entry.text)
-        };
-        self.response(head, 200, headers, payload)
+            let len = entry.text.len;
+            self.response_of(head, 200, headers, len, || Body::inflating(gzip, len))
+        }
     }
 
-    fn response(
+    fn response(&self, head: &Head, status: u16, headers: Vec<Header>, payload: Bytes) -> Response {
+        let len = payload.len();
+        self.response_of(head, status, headers, len, || Body::Shared(payload))
+    }
+
+    /// A response whose body of `len` bytes `body` makes (not called for a
+    /// HEAD request).
+    fn response_of(
         &self,
         head: &Head,
         status: u16,
         mut headers: Vec<Header>,
-        payload: Bytes,
+        len: usize,
+        body: impl FnOnce() -> Body,
     ) -> Response {
         let keep = head.keep_alive() && !head.has_body();
         headers.extend(self.extra_headers.iter().cloned());
         let head_only = head.method == Method::Head;
-        let head_bytes = write_head(status, headers, payload.len(), head.version.clone(), keep);
+        let head_bytes = write_head(status, headers, len, head.version.clone(), keep);
         Response {
             head: head_bytes,
-            body: if head_only { Arc::default() } else { payload },
+            body: if head_only { Body::default() } else { body() },
             keep,
         }
     }
@@ -406,7 +418,7 @@ pub fn refuse(error: &HeadError) -> Response {
     let head = write_head(status, headers, payload.len(), HTTPVersion(1, 1), false);
     Response {
         head,
-        body: payload,
+        body: Body::Shared(payload),
         keep: false,
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::cycle::cache::Entry;
 use crate::web::auth::Verdict;
+use crate::web::body::Body;
 use crate::web::request::{parse_head, Head};
 use crate::web::respond::{refuse, Http, Response, Step};
 
@@ -99,8 +100,8 @@ impl Session {
             Some((response, done)) => {
                 let head = &response.head;
                 let at = (*done).min(head.len());
-                let body_at = done.saturating_sub(head.len()).min(response.body.len());
-                [&head[at..], &response.body[body_at..]]
+                let body_at = done.saturating_sub(head.len());
+                [&head[at..], response.body.ready(body_at)]
             }
         }
     }
@@ -116,6 +117,9 @@ impl Session {
         let total = response.head.len() + response.body.len();
         assert!(*done <= total, "wrote past the end of the response");
         if *done < total {
+            // An inflating body inflates its next window once the last
+            // one is taken.
+            response.body.sent(done.saturating_sub(response.head.len()));
             return false;
         }
         self.out = None;
@@ -130,7 +134,7 @@ impl Session {
         self.waiting = None;
         let response = Response {
             head: bytes.to_vec(),
-            body: Arc::default(),
+            body: Body::default(),
             keep: false,
         };
         self.out = Some((response, 0));
@@ -316,8 +320,9 @@ mod tests {
         let mut http = Http::new(&config, None, false).unwrap();
         http.defer_scrapes();
         let mut session = Session::new();
-        session
-            .received(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        session.received(
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        );
         assert_eq!(session.process(&mut http), Progress::Wait);
         assert!(matches!(session.waiting(), Some(Wait::Collection(_))));
         assert_eq!(session.process(&mut http), Progress::Busy);
@@ -327,7 +332,7 @@ mod tests {
         assert!(!session.collected(&shared, &http), "answered once");
         let [_, body] = session.pending();
         assert!(
-            std::ptr::eq(body.as_ptr(), shared.text.as_ptr()),
+            std::ptr::eq(body.as_ptr(), shared.text.gzip.as_ptr()),
             "the body is the entry's own bytes"
         );
         drain(&mut session, 1000);
