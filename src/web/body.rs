@@ -37,6 +37,9 @@ pub struct Inflating {
     /// Where `window` starts in the text.
     start: usize,
     window: Vec<u8>,
+    /// Inflating failed: nothing more is ready, and the connection is
+    /// closed rather than sent a wrong or short text.
+    failed: bool,
 }
 
 impl Inflating {
@@ -46,11 +49,17 @@ impl Inflating {
         self.window.clear();
         let want = WINDOW.min(self.len - self.start);
         self.window.resize(want, 0);
-        // Our own gzip of a text of exactly `len` bytes: it cannot fail
-        // or end early.
-        self.decoder
-            .read_exact(&mut self.window)
-            .expect("inflating the cached text");
+        // Our own gzip of a text of exactly `len` bytes: it cannot fail or
+        // end early, but if it ever did, the response stops here.
+        if let Err(e) = self.decoder.read_exact(&mut self.window) {
+            crate::log::log(
+                crate::log::Level::Error,
+                "cannot inflate the cached text for a plain scrape; closing the connection",
+                &[("err", &e), ("at", &self.start), ("len", &self.len)],
+            );
+            self.window.clear();
+            self.failed = true;
+        }
     }
 }
 
@@ -84,6 +93,7 @@ impl Body {
             len,
             start: 0,
             window: Vec::with_capacity(WINDOW.min(len)),
+            failed: false,
         };
         body.refill();
         Body::Inflating(Box::new(body))
@@ -111,6 +121,12 @@ impl Body {
                 &i.window[from..]
             }
         }
+    }
+
+    /// Whether the body cannot be sent whole (inflating failed): the
+    /// connection is to be closed.
+    pub fn failed(&self) -> bool {
+        matches!(self, Body::Inflating(i) if i.failed)
     }
 
     /// Everything before `at` is sent: an inflating body whose window is
@@ -182,9 +198,25 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_cannot_be_inflated_stops_short_and_says_so() {
+        // Not gzip at all, and a gzip shorter than the length claimed.
+        for (bytes, len) in [(Arc::new(b"not gzip".to_vec()), 100), (gzip(b"short"), 10)] {
+            let mut body = Body::inflating(bytes, len);
+            assert!(body.failed(), "len {len}");
+            assert!(take(&mut body, 3).is_empty());
+        }
+        let text = vec![b'x'; WINDOW + 10];
+        let mut body = Body::inflating(gzip(&text), text.len() + 5);
+        assert!(!body.failed());
+        assert_eq!(take(&mut body, WINDOW).len(), WINDOW);
+        assert!(body.failed(), "the second window is short");
+    }
+
+    #[test]
     fn empty_and_shared_bodies() {
         let mut empty = Body::inflating(gzip(b""), 0);
         assert!(empty.is_empty() && take(&mut empty, 10).is_empty());
+        assert!(!empty.failed());
         let bytes: Bytes = Arc::new(b"hello".to_vec());
         let mut shared = Body::Shared(Arc::clone(&bytes));
         assert_eq!(take(&mut shared, 2), b"hello");

@@ -322,6 +322,9 @@ pub(super) fn accept_all(
 /// (Ok(false)). With TLS, plaintext goes through rustls, and the
 /// close_notify alert follows the last response of a closing connection.
 fn flush(conn: &mut Conn) -> io::Result<bool> {
+    if conn.session.broken() {
+        return Err(io::Error::other("the response body could not be made"));
+    }
     let Some(tls) = conn.tls.as_mut() else {
         loop {
             let [head, body] = conn.session.pending();
@@ -337,6 +340,9 @@ fn flush(conn: &mut Conn) -> io::Result<bool> {
                 Ok(n) => {
                     conn.session.wrote(n);
                     conn.writing_since = Some(Instant::now());
+                    if conn.session.broken() {
+                        return Err(io::Error::other("the response body could not be made"));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -351,6 +357,9 @@ fn flush(conn: &mut Conn) -> io::Result<bool> {
             // rustls takes what fits under its buffer limit.
             let n = tls.writer().write(chunk)?;
             conn.session.wrote(n);
+            if conn.session.broken() {
+                return Err(io::Error::other("the response body could not be made"));
+            }
         }
         let all_taken = !conn.session.responding();
         if all_taken && conn.session.closing() && !conn.close_notify_sent {

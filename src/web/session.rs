@@ -82,6 +82,14 @@ impl Session {
         self.out.is_some()
     }
 
+    /// Whether the response being sent cannot be finished (its body could
+    /// not be inflated): the connection must be closed.
+    pub fn broken(&self) -> bool {
+        self.out
+            .as_ref()
+            .is_some_and(|(response, _)| response.body.failed())
+    }
+
     /// Will the connection close once the output is handed on?
     pub fn closing(&self) -> bool {
         self.close_after
