@@ -128,6 +128,7 @@ fn ephemeral_summary() -> String {
 }
 
 fn main() {
+    measure::trampoline();
     if let Ok(mode) = std::env::var(HELPER_ENV) {
         let r = match mode.as_str() {
             "load" => load::helper(),
@@ -924,7 +925,9 @@ fn measure_once(tool: Tool, exe: &Path, node: Option<&NodeExporter>) -> Result<M
             (c, true)
         }
     };
-    let run = measure::run(&mut cmd, keep).map_err(|e| format!("{}: {e}", tool.name()))?;
+    // Every row through the trampoline: its peak RSS is its own, not the
+    // bench's (see measure::run_fresh).
+    let run = measure::run_fresh(&mut cmd, keep).map_err(|e| format!("{}: {e}", tool.name()))?;
     if !run.success() {
         return Err(format!(
             "{} exited with status {:#x}",

@@ -121,6 +121,7 @@ impl Verdict {
 }
 
 fn main() {
+    measure::trampoline();
     if std::env::var(LOAD_HELPER_ENV).is_ok() {
         if let Err(e) = load::helper() {
             eprintln!("netns bench load helper: {e}");
@@ -353,12 +354,12 @@ struct Rounds {
 fn measure_scale(runs: usize, check: &dyn Fn(&str) -> Result<(), String>) -> Rounds {
     let mut rounds = Rounds::default();
     for round in 0..=runs {
-        let own = measure::run(
+        let own = measure::run_fresh(
             Command::new(OURS).args(["dump", "--log.level", "error"]),
             false,
         )
         .expect("run ours");
-        let run = measure::run(
+        let run = measure::run_fresh(
             // No limit: other sessions' namespaces on a shared host must
             // not push the bench's own out (they are noted below).
             Command::new(OURS).args([

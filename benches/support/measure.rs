@@ -34,6 +34,109 @@ impl Run {
 /// would, so a child that prints 100 MB (ss at 1M sockets) is not throttled
 /// by a full pipe any more than it would be in a shell.
 pub fn run(cmd: &mut Command, keep_stdout: bool) -> io::Result<Run> {
+    run_reaped(cmd, keep_stdout, wait4)
+}
+
+/// Environment variable that starts a bench binary as a measuring
+/// trampoline ([`trampoline`]); its value names the file the command's
+/// status and rusage are written to.
+const TRAMPOLINE_ENV: &str = "SOCKDIAG_BENCH_RUSAGE_TO";
+
+/// As [`run`], but the command is started by a fresh copy of this bench
+/// binary (a trampoline), whose wait4 reports the command's rusage.
+///
+/// Why: a process's ru_maxrss includes the resident memory of the image it
+/// replaced at exec, and a child spawned with vfork (std's posix_spawn)
+/// replaces its parent's address space: a command spawned by a bench that
+/// has held 22 MiB (decompressed scrapes, kept outputs) reports at least
+/// 22 MiB, whatever it used itself. The trampoline is a small new process,
+/// so the command's peak is its own (or the trampoline's, about 2 MiB).
+/// It adds one exec of this binary (about a millisecond) to the wall time:
+/// use it for rows that are compared with each other, not with [`run`]'s.
+///
+/// Every bench binary that uses it calls [`trampoline`] first in `main`.
+pub fn run_fresh(cmd: &mut Command, keep_stdout: bool) -> io::Result<Run> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let report =
+        std::env::temp_dir().join(format!("sockdiag-bench-rusage-{}-{n}", std::process::id()));
+    let mut fresh = Command::new(std::env::current_exe()?);
+    fresh.arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => fresh.env(key, value),
+            None => fresh.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        fresh.current_dir(dir);
+    }
+    fresh.env(TRAMPOLINE_ENV, &report);
+    let run = run_reaped(&mut fresh, keep_stdout, |pid| {
+        let (status, _, _) = wait4(pid)?;
+        let text = std::fs::read_to_string(&report).map_err(|e| {
+            io::Error::other(format!(
+                "the trampoline (status {status:#x}) left no report {}: {e}",
+                report.display()
+            ))
+        })?;
+        let _ = std::fs::remove_file(&report);
+        let fields: Vec<u64> = text
+            .split_whitespace()
+            .map(|f| f.parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| io::Error::other(format!("trampoline report {text:?}: {e}")))?;
+        match fields[..] {
+            [status, maxrss, cpu_ns] => Ok((status as i32, maxrss, Duration::from_nanos(cpu_ns))),
+            _ => Err(io::Error::other(format!("trampoline report {text:?}"))),
+        }
+    });
+    let _ = std::fs::remove_file(&report);
+    run
+}
+
+/// In a bench binary's `main`, first of all: when started by
+/// [`run_fresh`], runs the command in argv (stdin, stdout and stderr
+/// inherited), reaps it, writes "status maxrss_kib cpu_ns" to the file
+/// named by the environment and exits 0 (127 if it could not be run);
+/// otherwise returns at once.
+pub fn trampoline() {
+    let Some(report) = std::env::var_os(TRAMPOLINE_ENV) else {
+        return;
+    };
+    let mut args = std::env::args_os().skip(1);
+    let outcome = match args.next() {
+        None => Err(io::Error::other("no command given")),
+        Some(program) => Command::new(program)
+            .args(args)
+            .env_remove(TRAMPOLINE_ENV)
+            .spawn()
+            .and_then(|child| {
+                let reaped = wait4(child.id() as libc::pid_t);
+                // Reaped here; std's Child must not wait on it again.
+                std::mem::forget(child);
+                reaped
+            }),
+    };
+    let written = outcome.and_then(|(status, maxrss, cpu)| {
+        std::fs::write(&report, format!("{status} {maxrss} {}", cpu.as_nanos()))
+    });
+    match written {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("bench trampoline: {e}");
+            std::process::exit(127);
+        }
+    }
+}
+
+/// Spawns `cmd` and drains its stdout as [`run`] says; `reap` waits for it
+/// and returns its status, ru_maxrss (KiB) and CPU time.
+fn run_reaped(
+    cmd: &mut Command,
+    keep_stdout: bool,
+    reap: impl FnOnce(libc::pid_t) -> io::Result<(i32, u64, Duration)>,
+) -> io::Result<Run> {
     cmd.stdout(Stdio::piped()).stdin(Stdio::null());
     let start = Instant::now();
     let mut child = cmd.spawn()?;
@@ -55,7 +158,7 @@ pub fn run(cmd: &mut Command, keep_stdout: bool) -> io::Result<Run> {
         }
     }
     drop(out);
-    let (status, maxrss_kib, cpu) = wait4(pid)?;
+    let (status, maxrss_kib, cpu) = reap(pid)?;
     let wall = start.elapsed();
     // The child is reaped; std's Child must not wait on it again.
     std::mem::forget(child);
