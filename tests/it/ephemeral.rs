@@ -44,6 +44,25 @@ fn listener(port: u16) -> TcpListener {
     TcpListener::bind(("0.0.0.0", port)).expect("listen")
 }
 
+/// The setting most tests share: a 10-port range (40000-40009) and two
+/// destinations, 127.0.0.1:7001 and :7002, each with its listener.
+struct TenPorts {
+    l1: TcpListener,
+    _l2: TcpListener,
+    d1: SocketAddr,
+    d2: SocketAddr,
+}
+
+fn ten_ports_two_destinations() -> TenPorts {
+    write_sysctl("net/ipv4/ip_local_port_range", "40000 40009").unwrap();
+    TenPorts {
+        l1: listener(7001),
+        _l2: listener(7002),
+        d1: "127.0.0.1:7001".parse().unwrap(),
+        d2: "127.0.0.1:7002".parse().unwrap(),
+    }
+}
+
 /// Connects to `to` until connect() fails, at most `limit` times; returns
 /// the connections and the error.
 fn connect_until_failure(to: SocketAddr, limit: usize) -> (Vec<TcpStream>, std::io::Error) {
@@ -92,10 +111,7 @@ fn connect_fails_exactly_when_a_destination_uses_the_whole_range() {
     if !require_root_netns() {
         return;
     }
-    write_sysctl("net/ipv4/ip_local_port_range", "40000 40009").unwrap();
-    let (l1, _l2) = (listener(7001), listener(7002));
-    let d1: SocketAddr = "127.0.0.1:7001".parse().unwrap();
-    let d2: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+    let TenPorts { l1, _l2, d1, d2 } = ten_ports_two_destinations();
 
     // Nine connections: 90%, and the tenth connect() still works.
     let mut first: Vec<TcpStream> = (0..9).map(|_| TcpStream::connect(d1).unwrap()).collect();
@@ -254,10 +270,13 @@ fn bind_before_connect_holds_its_port_for_every_destination() {
     if !require_root_netns() {
         return;
     }
-    write_sysctl("net/ipv4/ip_local_port_range", "40000 40009").unwrap();
-    let (_l1, _l2) = (listener(7001), listener(7002));
-    let d1: SocketAddr = "127.0.0.1:7001".parse().unwrap();
-    let d2: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+    // Bound, not `..`: the listeners must stay open.
+    let TenPorts {
+        l1: _l1,
+        _l2,
+        d1,
+        d2,
+    } = ten_ports_two_destinations();
     let _pinned = bound_connect("127.0.0.1:40003".parse().unwrap(), d1, false).unwrap();
     let (_to_d1, error) = connect_until_failure(d1, 100);
     assert!(is_addr_not_avail(&error));
